@@ -1,0 +1,34 @@
+# mailtee developer entry points. `make run` and `make test` are the README's first two commands.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= var/config.toml
+
+.PHONY: run test bench lint fuzz venv clean
+
+$(BIN)/proxy-admin: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(BIN)/proxy-admin
+
+## run: install into .venv, create ./var/config.toml with a demo provider if missing, run in the foreground
+run: venv
+	@test -f $(CONFIG) || $(BIN)/proxy-admin --config $(CONFIG) init --demo --state-dir var
+	$(BIN)/proxy-admin --config $(CONFIG) run
+
+## test: the full test suite (needs the apt packages .ci/run installs for the e2e tests)
+test: venv
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check proxy archive admin tests bench
+	$(BIN)/ruff format --check proxy archive admin tests bench
+
+bench: venv
+	$(BIN)/python bench/smtp_relay.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,290 @@
+"""The configuration model: `config.toml` + `secrets.toml` <-> pydantic objects.
+
+Why two files: config.toml is meant to be read, diffed, backed up and pasted into a
+support ticket; passwords therefore live only in `secrets.toml` (mode 0600) beside it.
+Every loader error is a `ConfigError` whose message is one line naming the bad key, so
+the CLI can print it without a traceback (exit 2).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import stat
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG_PATH = Path("/etc/mailtee/config.toml")
+SECRETS_FILE_NAME = "secrets.toml"
+
+#: Loopback, RFC 1918 and ULA: the networks a small office's clients come from.
+DEFAULT_ALLOW_CLIENTS = [
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+]
+
+#: Listener names become part of report file names and log lines: keep them tame.
+LISTENER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+
+Protocol = Literal["smtp", "pop3"]
+TlsMode = Literal["none", "starttls", "implicit"]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+DEFAULT_PORTS = {("smtp", False): 25, ("smtp", True): 465, ("pop3", False): 110, ("pop3", True): 995}
+
+
+class ConfigError(Exception):
+    """A configuration problem, described in one line that names the key at fault."""
+
+
+def default_port(protocol: str, implicit_tls: bool) -> int:
+    return DEFAULT_PORTS[(protocol, implicit_tls)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ListenerConfig(_Model):
+    """One `[[listener]]`: where clients connect and which provider it relays to."""
+
+    name: str
+    protocol: Protocol
+    listen: str = "0.0.0.0"
+    port: Port | None = None
+    client_tls: TlsMode = "none"
+    target_host: str
+    target_port: Port | None = None
+    target_tls: TlsMode = "none"
+    target_verify: bool = True
+    target_ca: str | None = None
+    target_user: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_safe(cls, v: str) -> str:
+        if not LISTENER_NAME_RE.match(v):
+            raise ValueError("must be 1-32 characters of letters, digits, '-' or '_'")
+        return v
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_is_ip(cls, v: str) -> str:
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IP address") from None
+        return v
+
+    @field_validator("client_tls", "target_tls", mode="before")
+    @classmethod
+    def _stls_alias(cls, v: object) -> object:
+        # POP3 people say "stls"; accept it as the same thing as starttls.
+        return "starttls" if v == "stls" else v
+
+    @model_validator(mode="after")
+    def _fill_ports(self) -> ListenerConfig:
+        if self.port is None:
+            self.port = default_port(self.protocol, self.client_tls == "implicit")
+        if self.target_port is None:
+            self.target_port = default_port(self.protocol, self.target_tls == "implicit")
+        if self.target_user is not None and self.protocol != "smtp":
+            raise ValueError("target_user is only for smtp listeners")
+        return self
+
+    @property
+    def bind_port(self) -> int:
+        assert self.port is not None
+        return self.port
+
+    @property
+    def upstream_port(self) -> int:
+        assert self.target_port is not None
+        return self.target_port
+
+
+class Limits(_Model):
+    """Caps on everything a client or upstream controls (DESIGN invariant 6)."""
+
+    max_connections: int = Field(default=500, ge=1)
+    max_message_size: int = Field(default=100 * 1024 * 1024, ge=1024)
+    idle_timeout: float = Field(default=300.0, gt=0)  # RFC 5321 4.5.3.2.7: 5 minutes
+    upstream_timeout: float = Field(default=600.0, gt=0)  # RFC 5321 4.5.3.2.6: 10 minutes
+    connect_timeout: float = Field(default=30.0, gt=0)
+    max_line_length: int = Field(default=2048, ge=512)  # RFC 5321 4.5.3.1.4 minimum 512
+    max_commands: int = Field(default=10_000, ge=10)
+
+
+class DemoConfig(_Model):
+    """The built-in demo provider started by `run` (for `make run` and offline trials)."""
+
+    enabled: bool = False
+    smtp_port: Port = 2526
+    pop3_port: Port = 2111
+
+
+class Config(_Model):
+    hostname: str = "mailtee.localdomain"
+    state_dir: str = "/var/lib/mailtee"
+    on_archive_failure: Literal["reject", "pass"] = "reject"
+    allow_clients: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOW_CLIENTS))
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    limits: Limits = Field(default_factory=Limits)
+    demo: DemoConfig = Field(default_factory=DemoConfig)
+    listener: list[ListenerConfig] = Field(default_factory=list)
+
+    @field_validator("allow_clients")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is not a network (e.g. 192.168.0.0/16)") from None
+        return v
+
+    @model_validator(mode="after")
+    def _unique_listeners(self) -> Config:
+        seen: set[str] = set()
+        for lst in self.listener:
+            if lst.name in seen:
+                raise ValueError(f"listener name {lst.name!r} is used twice")
+            seen.add(lst.name)
+        return self
+
+    def get_listener(self, name: str) -> ListenerConfig:
+        for lst in self.listener:
+            if lst.name == name:
+                return lst
+        raise ConfigError(f"no listener named {name!r}")
+
+    def allowed_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(n, strict=False) for n in self.allow_clients]
+
+
+class Secrets(_Model):
+    """Contents of secrets.toml: `[listener.NAME] target_password = "..."`."""
+
+    listener: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    def target_password(self, name: str) -> str | None:
+        return self.listener.get(name, {}).get("target_password")
+
+    def __repr__(self) -> str:  # never let a password reach a log via repr()
+        return f"Secrets(<{len(self.listener)} listener entries hidden>)"
+
+    __str__ = __repr__
+
+
+# --- paths --------------------------------------------------------------------------
+
+
+def resolve_config_path(path: str | os.PathLike[str] | None) -> Path:
+    if path:
+        return Path(path)
+    env = os.environ.get("MAILTEE_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG_PATH
+
+
+def secrets_path(config_path: Path) -> Path:
+    return config_path.with_name(SECRETS_FILE_NAME)
+
+
+def state_dir(config: Config, config_path: Path) -> Path:
+    """The state directory; a relative path is relative to the config file's folder."""
+    p = Path(config.state_dir)
+    return p if p.is_absolute() else (config_path.parent / p)
+
+
+# --- load / save --------------------------------------------------------------------
+
+
+def _describe(err: ValidationError, prefix: str = "") -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    where = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "config"
+    return f"{where}: {msg}"
+
+
+def parse_config(data: dict, source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{source}: {_describe(e)}") from None
+
+
+def load_config(path: Path) -> Config:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such config file (create one with `proxy-admin init`)"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    if "target_password" in raw.decode("utf-8", "replace"):
+        raise ConfigError(f"{path}: passwords belong in {SECRETS_FILE_NAME}, not config.toml")
+    return parse_config(data, str(path))
+
+
+def load_secrets(config_path: Path, *, strict_mode: bool = True) -> Secrets:
+    """Read secrets.toml; refuse it when group/world can read it (strict_mode)."""
+    path = secrets_path(config_path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return Secrets()
+    if strict_mode and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"{path}: permissions {stat.S_IMODE(st.st_mode):04o} are too open; "
+            f"run `chmod 600 {path}`"
+        )
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+        return Secrets.model_validate(data)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        # Do not echo the parser's message: it may quote a password.
+        raise ConfigError(f"{path}: not valid TOML") from None
+    except ValidationError as e:
+        raise ConfigError(f"{path}: {_describe(e)}") from None
+
+
+def _atomic_write(path: Path, data: bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def config_to_dict(config: Config) -> dict:
+    data = config.model_dump(mode="json", exclude_none=True)
+    return data
+
+
+def save_config(config: Config, path: Path) -> None:
+    _atomic_write(path, tomli_w.dumps(config_to_dict(config)).encode(), 0o644)
+
+
+def save_secrets(secrets: Secrets, config_path: Path) -> None:
+    data = secrets.model_dump(mode="json")
+    _atomic_write(secrets_path(config_path), tomli_w.dumps(data).encode(), 0o600)

@@ -1,0 +1,216 @@
+"""The durable report writer: one `.eml` (exact message bytes) + one `.mpr` (JSON report).
+
+Theory of operation. A relay session opens a `MessageWriter` when a message starts and
+feeds it the message bytes as they stream past. Nothing is visible under the final
+names until `commit()`: the `.eml` is written to a hidden temp name, fsync'd and renamed,
+then the `.mpr` (outcome "pending") likewise, then the directory is fsync'd. Only after
+`commit()` returns may the relay let the message reach its "sent"/"downloaded" state
+(DESIGN invariant 1). `set_outcome()` later replaces the `.mpr` atomically with the
+upstream's verdict; it need not be fsync'd because a crash leaves the durable "pending"
+report, which ingest treats as "outcome unknown".
+
+The first I/O error is latched: later writes are ignored and `commit()` raises
+`SpoolError`, so the relay decides in one place whether to fail closed or pass.
+`commit()` and `set_outcome()` block (fsync); call them through `trio.to_thread`.
+Hidden (dot) files are work in progress; readers of the report directory skip them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MPR_FORMAT = "mailtee-mpr"
+MPR_VERSION = 1
+OUTCOMES = ("pending", "delivered", "rejected", "unknown")
+
+
+class SpoolError(Exception):
+    """The copy could not be made durable. The message text never contains secrets."""
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def iso_millis(t: dt.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes, *, sync: bool) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class MessageWriter:
+    """Streams one message to a temp file; see the module docstring for the protocol."""
+
+    reports_dir: Path
+    protocol: str
+    report: dict[str, Any]
+    received_at: dt.datetime = field(default_factory=utc_now)
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    size: int = 0
+    error: str | None = None
+    committed: bool = False
+
+    def __post_init__(self) -> None:
+        self._sha = hashlib.sha256()
+        stamp = self.received_at.strftime("%Y%m%dT%H%M%SZ")
+        self.stem = f"{stamp}-{self.protocol}-{self.id}"
+        self._tmp = self.reports_dir / f".{self.stem}.eml.tmp"
+        self._file = None
+        try:
+            self._file = open(self._tmp, "xb")  # noqa: SIM115 - closed in commit/abort
+        except OSError as e:
+            self._fail("cannot create message file", e)
+
+    @property
+    def eml_path(self) -> Path:
+        return self.reports_dir / f"{self.stem}.eml"
+
+    @property
+    def mpr_path(self) -> Path:
+        return self.reports_dir / f"{self.stem}.mpr"
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+    def _fail(self, what: str, exc: OSError) -> None:
+        if self.error is None:
+            reason = exc.strerror or type(exc).__name__
+            self.error = f"{what} in {self.reports_dir}: {reason}"
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        self._sha.update(data)
+        if self._file is None or self.error is not None:
+            return
+        try:
+            self._file.write(data)
+        except OSError as e:
+            self._fail("cannot write message file", e)
+
+    def _document(self, outcome: str, reply: str | None) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "format": MPR_FORMAT,
+            "version": MPR_VERSION,
+            "id": self.id,
+            "protocol": self.protocol,
+            "received_at": iso_millis(self.received_at),
+        }
+        doc.update(self.report)
+        doc["size"] = self.size
+        doc["sha256"] = self.sha256
+        doc["upstream"] = {"outcome": outcome, "reply": reply}
+        return doc
+
+    def _encode(self, outcome: str, reply: str | None) -> bytes:
+        return (json.dumps(self._document(outcome, reply), ensure_ascii=False) + "\n").encode()
+
+    def commit(self, outcome: str = "pending", reply: str | None = None) -> None:
+        """Make `.eml` + `.mpr` durable. Blocking. Raises SpoolError.
+
+        SMTP commits "pending" before the final dot goes upstream; POP3 commits its
+        final outcome ("delivered": the upstream served it whole) in one step.
+        """
+        if self.error is None and self._file is not None:
+            try:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+                self._file = None
+                os.replace(self._tmp, self.eml_path)
+                mpr_tmp = self.reports_dir / f".{self.stem}.mpr.tmp"
+                _write_file(mpr_tmp, self._encode(outcome, reply), sync=True)
+                os.replace(mpr_tmp, self.mpr_path)
+                _fsync_dir(self.reports_dir)
+                self.committed = True
+                return
+            except OSError as e:
+                self._fail("cannot store report", e)
+        self.abort()
+        raise SpoolError(self.error or "message file was not opened")
+
+    def set_outcome(self, outcome: str, reply: str | None) -> None:
+        """Atomically replace the committed `.mpr` with the final outcome. Blocking."""
+        assert outcome in OUTCOMES and self.committed
+        tmp = self.reports_dir / f".{self.stem}.mpr.tmp"
+        try:
+            _write_file(tmp, self._encode(outcome, reply), sync=False)
+            os.replace(tmp, self.mpr_path)
+        except OSError as e:
+            # The durable pending report stays; ingest reads it as "outcome unknown".
+            self._fail("cannot update report", e)
+
+    def abort(self) -> None:
+        """Forget an uncommitted message (client aborted, upstream lost, refused)."""
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
+        if not self.committed:
+            try:
+                self._tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+
+class Spool:
+    """The report directory of one state dir."""
+
+    def __init__(self, reports_dir: Path) -> None:
+        self.reports_dir = reports_dir
+
+    def open_message(self, protocol: str, report: dict[str, Any]) -> MessageWriter:
+        """Start a message; `report` holds the protocol sections of the `.mpr`."""
+        return MessageWriter(self.reports_dir, protocol, report)
+
+    def cleanup_orphans(self) -> list[Path]:
+        """Remove work-in-progress files left by a crash (no client was acknowledged).
+
+        A `.eml` without its `.mpr` was renamed but the crash came before the report
+        was durable, so the message never reached its acknowledged state either.
+        """
+        removed: list[Path] = []
+        try:
+            entries = list(self.reports_dir.iterdir())
+        except OSError:
+            return removed
+        names = {p.name for p in entries}
+        for p in entries:
+            orphan = p.name.startswith(".") and p.name.endswith(".tmp")
+            if p.suffix == ".eml" and not p.name.startswith("."):
+                orphan = f"{p.stem}.mpr" not in names
+            if orphan:
+                try:
+                    p.unlink()
+                    removed.append(p)
+                except OSError:
+                    pass
+        return removed
