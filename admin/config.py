@@ -39,7 +39,12 @@ Protocol = Literal["smtp", "pop3"]
 TlsMode = Literal["none", "starttls", "implicit"]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
-DEFAULT_PORTS = {("smtp", False): 25, ("smtp", True): 465, ("pop3", False): 110, ("pop3", True): 995}
+DEFAULT_PORTS = {
+    ("smtp", False): 25,
+    ("smtp", True): 465,
+    ("pop3", False): 110,
+    ("pop3", True): 995,
+}
 
 
 class ConfigError(Exception):
@@ -60,7 +65,8 @@ class ListenerConfig(_Model):
     name: str
     protocol: Protocol
     listen: str = "0.0.0.0"
-    port: Port | None = None
+    #: 0 = any free port (tests); the bound port is reported by the service
+    port: Annotated[int, Field(ge=0, le=65535)] | None = None
     client_tls: TlsMode = "none"
     target_host: str
     target_port: Port | None = None
@@ -278,6 +284,9 @@ def _atomic_write(path: Path, data: bytes, mode: int) -> None:
 
 def config_to_dict(config: Config) -> dict:
     data = config.model_dump(mode="json", exclude_none=True)
+    if not data.get("listener"):
+        # `listener = []` would make a hand-appended `[[listener]]` invalid TOML.
+        data.pop("listener", None)
     return data
 
 
@@ -288,3 +297,14 @@ def save_config(config: Config, path: Path) -> None:
 def save_secrets(secrets: Secrets, config_path: Path) -> None:
     data = secrets.model_dump(mode="json")
     _atomic_write(secrets_path(config_path), tomli_w.dumps(data).encode(), 0o600)
+
+
+def check_secrets(config: Config, secrets: Secrets) -> None:
+    """Raise ConfigError unless every listener with a `target_user` has its password."""
+    for lst in config.listener:
+        if lst.target_user is not None and not secrets.target_password(lst.name):
+            raise ConfigError(
+                f"listener {lst.name!r}: target_user is set but {SECRETS_FILE_NAME} has no "
+                f"target_password for it (set one with `proxy-admin listener set "
+                f"{lst.name} --target-password-stdin`)"
+            )

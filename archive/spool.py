@@ -115,16 +115,24 @@ class MessageWriter:
             self._fail("cannot write message file", e)
 
     def _document(self, outcome: str, reply: str | None) -> dict[str, Any]:
+        """The `.mpr` in the key order of docs/mpr-format.md."""
+        r = self.report
         doc: dict[str, Any] = {
             "format": MPR_FORMAT,
             "version": MPR_VERSION,
             "id": self.id,
             "protocol": self.protocol,
+            "direction": r.get("direction"),
+            "listener": r.get("listener"),
             "received_at": iso_millis(self.received_at),
+            "client": r.get("client"),
+            "target": r.get("target"),
+            "size": self.size,
+            "sha256": self.sha256,
+            "smtp": r.get("smtp"),
+            "pop3": r.get("pop3"),
         }
-        doc.update(self.report)
-        doc["size"] = self.size
-        doc["sha256"] = self.sha256
+        doc.update({k: v for k, v in r.items() if k not in doc})
         doc["upstream"] = {"outcome": outcome, "reply": reply}
         return doc
 

@@ -103,7 +103,7 @@ class LogEvent:
     message: str
 
 
-Action = (
+Action = (  # noqa: UP007 - a union alias for type hints
     SendClient
     | SendUpstream
     | StartTls
@@ -117,3 +117,47 @@ Action = (
     | LogTransaction
     | LogEvent
 )
+
+
+class RelayCore:
+    """The interface every sans-IO relay core implements (documentation + base class)."""
+
+    #: the side the driver must read next; None once the session is over
+    reading: Side | None = Side.UPSTREAM
+
+    def start(self) -> None:
+        """The upstream TCP (and implicit TLS) connection is up; expect its greeting."""
+        raise NotImplementedError
+
+    def upstream_unavailable(self, reason: str) -> None:
+        """Connecting to the provider failed; tell the client and close."""
+        raise NotImplementedError
+
+    def receive_client(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def receive_upstream(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def actions(self) -> list[Action]:
+        """Return and forget the pending actions, in order."""
+        raise NotImplementedError
+
+    def tls_started(self, side: Side, version: str) -> None:
+        raise NotImplementedError
+
+    def tls_failed(self, side: Side, reason: str) -> None:
+        raise NotImplementedError
+
+    def archive_result(self, ok: bool, error: str | None = None) -> None:
+        raise NotImplementedError
+
+    def upstream_lost(self, reason: str = "connection lost") -> None:
+        raise NotImplementedError
+
+    def client_lost(self) -> None:
+        raise NotImplementedError
+
+    def timeout(self, side: Side) -> None:
+        """A read on `side` took longer than its limit."""
+        raise NotImplementedError

@@ -1,0 +1,296 @@
+"""The Trio driver of one proxied session: sockets, TLS, timeouts and the spool.
+
+Theory of operation. All protocol decisions live in the sans-IO core (`proxy.smtp.relay`,
+`proxy.pop3.relay`). This driver only:
+1. connects to the provider (and does implicit TLS on either side),
+2. performs the core's actions in order, answering the ones that need an answer
+   (`StartTls`, `CommitMessage`) before reading anything else,
+3. reads the side the core names, with the idle timeout (client) or the provider
+   timeout, and feeds the bytes back.
+It never reads both sides at once, so there is no pump task to cancel before a TLS
+upgrade and no buffered plaintext that could leak into a TLS session.
+The copy is written with plain `write()`s (page cache, microseconds) and made durable
+with fsync in a worker thread, so the Trio loop never waits for the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from archive.spool import MessageWriter, Spool, SpoolError
+from proxy import actions as A
+from proxy.actions import RelayCore, Side
+from proxy.tls import wrap
+
+log = logging.getLogger("mailtee.session")
+
+RECEIVE_SIZE = 256 * 1024
+
+#: what a broken or reset connection raises while reading or writing
+STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
+
+
+@dataclass
+class SessionEnv:
+    """Everything a session needs besides its sockets (built once per listener)."""
+
+    listener: str
+    protocol: str
+    target_host: str
+    target_port: int
+    target_tls: str
+    client_tls: str
+    spool: Spool
+    connect_timeout: float
+    idle_timeout: float
+    upstream_timeout: float
+    server_ctx: ssl.SSLContext | None
+    upstream_ctx: ssl.SSLContext | None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class Session:
+    def __init__(self, env: SessionEnv, core: RelayCore, client: trio.abc.Stream, peer: tuple):
+        self.env = env
+        self.core = core
+        self.client: trio.abc.Stream | None = client
+        self.upstream: trio.abc.Stream | None = None
+        self.peer_ip, self.peer_port = peer[0], peer[1]
+        self.client_tls: str | None = None
+        self.upstream_tls: str | None = None
+        self.writer: MessageWriter | None = None
+        self.message_started = 0.0
+        self.done = False
+        self.log = logging.getLogger(f"mailtee.{env.protocol}")
+
+    # --- lifecycle -----------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            if self.env.client_tls == "implicit":
+                if not await self._start_tls(Side.CLIENT):
+                    return
+            await self._connect_upstream()
+            await self._loop()
+        finally:
+            if self.writer is not None and not self.writer.committed:
+                self.writer.abort()
+            for stream in (self.client, self.upstream):
+                if stream is not None:
+                    await trio.aclose_forcefully(stream)
+
+    async def _connect_upstream(self) -> None:
+        env = self.env
+        try:
+            with trio.fail_after(env.connect_timeout):
+                stream: trio.abc.Stream = await trio.open_tcp_stream(
+                    env.target_host, env.target_port
+                )
+            self.upstream = stream
+            if env.target_tls == "implicit":
+                if not await self._start_tls(Side.UPSTREAM, quiet=True):
+                    self.core.upstream_unavailable(f"TLS with {env.target_host} failed")
+                    return
+        except (OSError, trio.TooSlowError) as e:
+            reason = "timed out" if isinstance(e, trio.TooSlowError) else (e.strerror or str(e))
+            self.core.upstream_unavailable(f"{env.target_host}:{env.target_port}: {reason}")
+            return
+        self.core.start()
+
+    async def _loop(self) -> None:
+        core = self.core
+        while True:
+            # Answers to actions (archive_result, tls_started) queue further actions.
+            while batch := core.actions():
+                for action in batch:
+                    await self._perform(action)
+            if self.done:
+                return
+            side = core.reading
+            if side is None:
+                return
+            stream = self.client if side is Side.CLIENT else self.upstream
+            if stream is None:
+                self._lost(side, "connection closed")
+                continue
+            limit = self.env.idle_timeout if side is Side.CLIENT else self.env.upstream_timeout
+            data: bytes | None = None
+            with trio.move_on_after(limit):
+                try:
+                    data = await stream.receive_some(RECEIVE_SIZE)
+                except STREAM_ERRORS as e:
+                    self._lost(side, _reason(e))
+                    continue
+            if data is None:
+                core.timeout(side)
+            elif side is Side.CLIENT:
+                core.receive_client(data)
+            else:
+                core.receive_upstream(data)
+
+    def _lost(self, side: Side, reason: str) -> None:
+        if side is Side.CLIENT:
+            self.client = None
+            self.core.client_lost()
+        else:
+            self.upstream = None
+            self.core.upstream_lost(reason)
+
+    # --- actions -------------------------------------------------------------------
+    async def _perform(self, action: A.Action) -> None:  # noqa: C901 - one arm per action
+        core = self.core
+        match action:
+            case A.SendClient(data):
+                await self._send(Side.CLIENT, data)
+            case A.SendUpstream(data):
+                await self._send(Side.UPSTREAM, data)
+            case A.StartTls(side):
+                if await self._start_tls(side):
+                    core.tls_started(
+                        side, self.client_tls if side is Side.CLIENT else self.upstream_tls or ""
+                    )
+            case A.BeginMessage(report):
+                self.message_started = time.monotonic()
+                self.writer = self.env.spool.open_message(self.env.protocol, self._report(report))
+            case A.MessageData(data):
+                if self.writer is not None:
+                    self.writer.write(data)
+            case A.CommitMessage(outcome, reply):
+                await self._commit(outcome, reply)
+            case A.AbortMessage():
+                if self.writer is not None and not self.writer.committed:
+                    self.writer.abort()
+                    self.writer = None
+            case A.RecordOutcome(outcome, reply):
+                if self.writer is not None and self.writer.committed:
+                    await trio.to_thread.run_sync(self.writer.set_outcome, outcome, reply)
+            case A.CloseUpstream():
+                if self.upstream is not None:
+                    await trio.aclose_forcefully(self.upstream)
+                    self.upstream = None
+            case A.Close():
+                self.done = True
+            case A.LogTransaction(fields):
+                self._log_transaction(fields)
+            case A.LogEvent(level, message):
+                self.log.log(
+                    logging.getLevelName(level.upper()),
+                    "%s listener=%s client=%s",
+                    message,
+                    self.env.listener,
+                    self.peer_ip,
+                )
+
+    async def _send(self, side: Side, data: bytes) -> None:
+        stream = self.client if side is Side.CLIENT else self.upstream
+        if stream is None:
+            return
+        try:
+            await stream.send_all(data)
+        except STREAM_ERRORS as e:
+            self._lost(side, _reason(e))
+
+    async def _start_tls(self, side: Side, quiet: bool = False) -> bool:
+        env = self.env
+        if side is Side.CLIENT:
+            stream, ctx, hostname = self.client, env.server_ctx, None
+        else:
+            stream, ctx, hostname = self.upstream, env.upstream_ctx, env.target_host
+        if stream is None or ctx is None:
+            self.core.tls_failed(side, "TLS is not configured")
+            return False
+        try:
+            tls = await wrap(
+                stream,
+                ctx,
+                server_side=side is Side.CLIENT,
+                server_hostname=hostname,
+                timeout=env.connect_timeout,
+            )
+        except (*STREAM_ERRORS, trio.TooSlowError) as e:
+            reason = _reason(e)
+            if side is Side.CLIENT:
+                self.client = None
+                self.log.info(
+                    "client TLS handshake failed: %s listener=%s client=%s",
+                    reason,
+                    env.listener,
+                    self.peer_ip,
+                )
+                self.done = True
+                await trio.aclose_forcefully(stream)
+            else:
+                self.upstream = None
+                await trio.aclose_forcefully(stream)
+                if not quiet:
+                    self.core.tls_failed(side, reason)
+                else:
+                    self.log.warning(
+                        "TLS with the provider failed: %s listener=%s", reason, env.listener
+                    )
+            return False
+        if side is Side.CLIENT:
+            self.client, self.client_tls = tls, tls.version()
+        else:
+            self.upstream, self.upstream_tls = tls, tls.version()
+        return True
+
+    async def _commit(self, outcome: str, reply: str | None) -> None:
+        writer = self.writer
+        if writer is None:
+            self.core.archive_result(False, "no message file")
+            return
+        try:
+            await trio.to_thread.run_sync(writer.commit, outcome, reply)
+        except SpoolError as e:
+            self.env.stats["archive_failures"] = self.env.stats.get("archive_failures", 0) + 1
+            self.env.stats["last_error"] = str(e)
+            self.core.archive_result(False, str(e))
+            return
+        self.core.archive_result(True)
+
+    def _report(self, section: dict[str, Any]) -> dict[str, Any]:
+        env = self.env
+        report: dict[str, Any] = {
+            "listener": env.listener,
+            "client": {"ip": self.peer_ip, "port": self.peer_port, "tls": self.client_tls},
+            "target": {"host": env.target_host, "port": env.target_port, "tls": self.upstream_tls},
+        }
+        report.update(section)
+        report.setdefault("smtp", None)
+        report.setdefault("pop3", None)
+        return report
+
+    def _log_transaction(self, fields: dict[str, Any]) -> None:
+        duration = time.monotonic() - self.message_started if self.message_started else 0.0
+        parts = " ".join(f"{k}={_fmt(v)}" for k, v in fields.items() if k != "protocol")
+        self.log.info(
+            "%s transaction listener=%s client=%s %s duration=%.3fs",
+            fields.get("protocol", self.env.protocol),
+            self.env.listener,
+            self.peer_ip,
+            parts,
+            duration,
+        )
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    text = str(value)
+    return f"<{text}>" if isinstance(value, str) and "@" in text else text.replace(" ", "_")
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, trio.TooSlowError):
+        return "timed out"
+    if isinstance(e, ssl.SSLError):
+        return e.reason or str(e)
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return type(e).__name__

@@ -1,0 +1,674 @@
+"""The sans-IO SMTP relay core: one object per proxied session, both sides.
+
+Theory of operation. The core sits between a client and the provider and mostly relays
+bytes unchanged. It parses just enough to keep the archive honest:
+
+- Commands are read line by line from the client and forwarded verbatim. Each forwarded
+  command leaves a `_Pending` entry; upstream replies are matched to entries in order
+  (RFC 2920 pipelining). Replies the proxy makes itself (STARTTLS, BDAT refusal, size
+  limit) are queued as local entries so they reach the client in command order.
+- Commands whose reply changes how the next bytes are read (EHLO/HELO, STARTTLS, AUTH,
+  DATA, QUIT) are barriers: nothing after them is parsed until their reply is in.
+  That is what makes STARTTLS injection impossible (bytes after STARTTLS are an attack,
+  RFC 3207 / CVE-2011-0411) and keeps DATA, AUTH continuations and commands apart.
+- After a 354 the client's bytes go through `DataReader`: raw bytes to the upstream,
+  unstuffed bytes to the archive copy, and the final ".\r\n" is held back until the
+  driver reports the copy durable (`archive_result`). Only then does the upstream see
+  the end of the message, and only its reply tells the client the outcome.
+- Any failure that costs the upstream connection (archive failure, bare newline,
+  oversized message, provider lost) ends the session right after its reply.
+
+The core is lockstep: `reading` is UPSTREAM while any reply is outstanding, CLIENT
+otherwise. No sockets, no clock, no threads: tests drive it with byte strings.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections import deque
+from dataclasses import dataclass, field
+
+from proxy.actions import (
+    AbortMessage,
+    Action,
+    BeginMessage,
+    Close,
+    CloseUpstream,
+    CommitMessage,
+    LogEvent,
+    LogTransaction,
+    MessageData,
+    RecordOutcome,
+    RelayCore,
+    SendClient,
+    SendUpstream,
+    Side,
+    StartTls,
+)
+from proxy.buffer import TOO_LONG, LineBuffer
+from proxy.errors import RemoteProtocolError
+from proxy.settings import RelaySettings
+from proxy.smtp import replies as R
+from proxy.smtp.data import DataReader
+from proxy.smtp.ehlo import Capabilities, rewrite_ehlo
+from proxy.smtp.replies import Reply, ReplyReader
+
+_ADDR_RE = re.compile(rb"^[A-Za-z]+\s+(?:FROM|TO)\s*:\s*(<[^>]*>|\S*)(.*)$", re.I)
+_SIZE_RE = re.compile(rb"(?:^|\s)SIZE=(\d{1,20})(?:\s|$)", re.I)
+
+#: relayed commands whose reply the core interprets (others are relayed blindly)
+_TRACKED = {b"AUTH", b"MAIL", b"RCPT", b"DATA", b"QUIT"}
+#: pending entries whose reply must arrive before anything after them is parsed
+_BARRIERS = {"EHLO", "EHLO-RSET", "AUTH", "DATA", "QUIT", "archive", "data-end", "inject-auth"}
+#: commands that must not be parsed while earlier replies are outstanding
+_NEED_IDLE = {b"EHLO", b"HELO", b"STARTTLS", b"AUTH"}
+
+
+@dataclass(slots=True)
+class _Pending:
+    kind: str  # verb of a relayed command, or an internal step ("greeting", ...)
+    arg: bytes = b""
+    local: bytes | None = None  # a reply of our own, sent when it reaches the head
+
+
+@dataclass(slots=True)
+class _Envelope:
+    mail_from: str | None = None
+    rcpt_to: list[str] = field(default_factory=list)
+
+
+def _text(b: bytes) -> str:
+    return b.decode("utf-8", "replace")
+
+
+def _address(line: bytes) -> tuple[str, bytes]:
+    """`MAIL FROM:<a@b> SIZE=1` -> ("a@b", b" SIZE=1"); unparsable -> raw argument."""
+    m = _ADDR_RE.match(line.rstrip(b"\r\n"))
+    if not m:
+        return _text(line.split(b":", 1)[-1].strip()), b""
+    addr = m.group(1)
+    if addr.startswith(b"<"):
+        addr = addr[1:-1]
+    return _text(addr), m.group(2)
+
+
+def _decode_b64(data: bytes) -> bytes | None:
+    try:
+        return base64.b64decode(data.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+class SmtpRelay(RelayCore):
+    def __init__(self, settings: RelaySettings) -> None:
+        self.s = settings
+        self._host = settings.hostname
+        self._client = LineBuffer(settings.max_line_length)
+        self._upstream = LineBuffer(settings.max_line_length)
+        self._replies = ReplyReader()
+        self._pending: deque[_Pending] = deque()
+        self._out: list[Action] = []
+        self.reading: Side | None = Side.UPSTREAM
+        self._closed = False
+        self._client_tls = settings.client_tls == "implicit"
+        self._inject = settings.target_user is not None
+        self._upstream_authed = False
+        self._greeting: Reply | None = None
+        self._caps: Reply | None = None  # the upstream's last EHLO reply
+        self._helo: str | None = None
+        self._helo_style = False  # client said HELO but we sent EHLO (injection)
+        self._env = _Envelope()
+        self._auth_user: str | None = None
+        self._auth: tuple[bytes, bytes | None] | None = None  # (mechanism, candidate)
+        self._in_auth = False  # the next client line is an AUTH continuation
+        self._data: DataReader | None = None
+        self._discard: str | None = None  # why DATA is being consumed but not relayed
+        self._archived = False  # the current message's copy is committed
+        self._commands = 0
+
+    # --- driver interface -------------------------------------------------------
+    def actions(self) -> list[Action]:
+        out, self._out = self._out, []
+        return out
+
+    def start(self) -> None:
+        self._pending.append(_Pending("greeting"))
+        self._update_reading()
+
+    def upstream_unavailable(self, reason: str) -> None:
+        self._log("warning", f"provider unavailable: {reason}")
+        self._fatal(R.UPSTREAM_UNAVAILABLE)
+
+    def receive_client(self, data: bytes) -> None:
+        if self._closed:
+            return
+        if not data:
+            self.client_lost()
+            return
+        if self._data is not None:
+            self._feed_data(data)
+        else:
+            self._client.feed(data)
+        self._process_client()
+        self._update_reading()
+
+    def receive_upstream(self, data: bytes) -> None:
+        if self._closed:
+            return
+        if not data:
+            self.upstream_lost("provider closed the connection")
+            return
+        self._upstream.feed(data)
+        try:
+            while not self._closed:
+                line = self._upstream.next_line()
+                if line is None:
+                    break
+                if line is TOO_LONG:
+                    raise RemoteProtocolError("provider sent an overlong reply line")
+                assert isinstance(line, bytes)
+                reply = self._replies.add_line(line.rstrip(b"\r\n"), line)
+                if reply is not None:
+                    self._on_reply(reply)
+        except RemoteProtocolError as e:
+            self._log("warning", str(e))
+            self._abort_current()
+            self._fatal(R.UPSTREAM_PROTOCOL)
+            return
+        self._process_client()
+        self._update_reading()
+
+    def tls_started(self, side: Side, version: str) -> None:
+        if side is Side.CLIENT:
+            # RFC 3207 4.2: forget everything learnt before TLS; the client must EHLO again.
+            self._client_tls = True
+            self._helo = None
+            self._env = _Envelope()
+        else:
+            self._send_client(self._greeting.raw if self._greeting else b"")
+        self._update_reading()
+
+    def tls_failed(self, side: Side, reason: str) -> None:
+        self._log("warning", f"TLS with the {side.value} failed: {reason}")
+        if side is Side.UPSTREAM:
+            self._fatal(R.UPSTREAM_TLS_FAILED)
+        else:
+            self._close()
+
+    def archive_result(self, ok: bool, error: str | None = None) -> None:
+        assert self._pending and self._pending[-1].kind == "archive"
+        self._pending.pop()
+        if ok:
+            self._archived = True
+            self._send_upstream(b".\r\n")
+            self._pending.append(_Pending("data-end"))
+        elif self.s.on_archive_failure == "pass":
+            self._log("error", f"archive failed, relayed anyway (on_archive_failure=pass): {error}")
+            self._send_upstream(b".\r\n")
+            self._pending.append(_Pending("data-end"))
+        else:
+            self._log("error", f"archive failed, message refused: {error}")
+            self._out.append(CloseUpstream())
+            self._log_transaction("refused", R.ARCHIVE_FAILED)
+            self._fatal(R.ARCHIVE_FAILED)
+        self._update_reading()
+
+    def upstream_lost(self, reason: str = "connection lost") -> None:
+        if self._closed:
+            return
+        self._log("warning", f"provider connection lost: {reason}")
+        if self._data is not None:
+            # Keep reading the client's DATA to its end, then say it was not sent.
+            self._out.append(AbortMessage())
+            self._discard = self._discard or "lost"
+            self._update_reading()
+            return
+        if self._pending and self._pending[0].kind == "data-end":
+            self._out.append(RecordOutcome("unknown", None))
+            self._log_transaction("unknown", None)
+            self._fatal(R.DATA_END_UPSTREAM_LOST)
+            return
+        self._fatal(R.UPSTREAM_LOST)
+
+    def client_lost(self) -> None:
+        if self._closed:
+            return
+        if self._data is not None:
+            self._out.append(AbortMessage())
+        self._close()
+
+    def timeout(self, side: Side) -> None:
+        if self._closed:
+            return
+        if side is Side.CLIENT:
+            self._abort_current()
+            self._fatal(R.CLIENT_TIMEOUT)
+        else:
+            self.upstream_lost("provider timed out")
+
+    # --- helpers ----------------------------------------------------------------
+    def _fmt(self, reply: bytes) -> bytes:
+        return reply.replace(b"{host}", self._host.encode())
+
+    def _send_client(self, data: bytes) -> None:
+        if data:
+            self._out.append(SendClient(data))
+
+    def _send_upstream(self, data: bytes) -> None:
+        self._out.append(SendUpstream(data))
+
+    def _log(self, level: str, message: str) -> None:
+        self._out.append(LogEvent(level, message))
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._out.append(Close())
+        self.reading = None
+
+    def _fatal(self, reply: bytes) -> None:
+        """Send one of our replies and end the session."""
+        if not self._closed:
+            self._send_client(self._fmt(reply))
+        self._close()
+
+    def _abort_current(self) -> None:
+        if self._data is not None and not self._archived:
+            self._out.append(AbortMessage())
+        self._data = None
+
+    def _local(self, reply: bytes) -> None:
+        """Queue a reply of our own behind any outstanding relayed replies."""
+        if self._pending:
+            self._pending.append(_Pending("local", local=self._fmt(reply)))
+        else:
+            self._send_client(self._fmt(reply))
+
+    def _flush_local(self) -> None:
+        while self._pending and self._pending[0].local is not None:
+            self._send_client(self._pending.popleft().local or b"")
+
+    def _update_reading(self) -> None:
+        if self._closed:
+            self.reading = None
+        elif self._pending:
+            self.reading = Side.UPSTREAM
+        else:
+            self.reading = Side.CLIENT
+
+    def _log_transaction(self, outcome: str, reply: bytes | Reply | None) -> None:
+        code = reply.code if isinstance(reply, Reply) else (int(reply[:3]) if reply else None)
+        size = self._data.size if self._data else None
+        self._out.append(
+            LogTransaction(
+                {
+                    "protocol": "smtp",
+                    "from": self._env.mail_from,
+                    "rcpts": len(self._env.rcpt_to),
+                    "size": size,
+                    "outcome": outcome,
+                    "reply": code,
+                }
+            )
+        )
+
+    # --- client side --------------------------------------------------------------
+    def _process_client(self) -> None:
+        while not self._closed and self._data is None:
+            if self._pending and self._pending[-1].kind in _BARRIERS:
+                return
+            line = self._client.next_line()
+            if line is None:
+                return
+            if line is TOO_LONG:
+                self._local(R.LINE_TOO_LONG)
+                continue
+            assert isinstance(line, bytes)
+            if self._in_auth:
+                self._auth_continuation(line)
+                continue
+            verb = line.split(None, 1)[0].upper() if line.strip() else b""
+            if verb in _NEED_IDLE and self._pending:
+                self._client_unread(line)
+                return
+            self._command(verb, line)
+
+    def _client_unread(self, line: bytes) -> None:
+        rest = self._client.take()
+        self._client.feed(line + rest)
+
+    def _command(self, verb: bytes, line: bytes) -> None:
+        self._commands += 1
+        if self._commands > self.s.max_commands:
+            self._log("warning", "too many commands in one session")
+            self._fatal(R.TOO_MANY_COMMANDS)
+            return
+        if not line.endswith(b"\r\n") or b"\r" in line[:-2] or b"\n" in line[:-2]:
+            self._local(R.COMMAND_BARE_NEWLINE)
+            return
+        handler = self._COMMANDS.get(verb)
+        if handler is not None:
+            handler(self, line)
+        else:
+            self._relay(verb, line)
+
+    def _relay(self, verb: bytes, line: bytes, arg: bytes = b"") -> None:
+        self._send_upstream(line)
+        kind = verb.decode("ascii") if verb in _TRACKED else "relay"
+        self._pending.append(_Pending(kind, arg))
+
+    def _cmd_ehlo(self, line: bytes) -> None:
+        self._greet(line, ehlo=True)
+
+    def _cmd_helo(self, line: bytes) -> None:
+        self._greet(line, ehlo=False)
+
+    def _greet(self, line: bytes, *, ehlo: bool) -> None:
+        parts = line.split(None, 1)
+        arg = parts[1].strip() if len(parts) > 1 else b""
+        self._env = _Envelope()
+        self._helo_style = not ehlo
+        if self._inject and self._upstream_authed:
+            # Never EHLO again upstream once authenticated (some servers reset AUTH):
+            # mirror the reset with RSET and answer from the capabilities we have.
+            self._helo = _text(arg)
+            self._send_upstream(b"RSET\r\n")
+            self._pending.append(_Pending("EHLO-RSET"))
+            return
+        if self._inject and not ehlo:
+            # AUTH needs EHLO: ask the provider with EHLO, answer the client HELO-style.
+            line = b"EHLO " + arg + b"\r\n"
+        self._send_upstream(line)
+        self._pending.append(_Pending("EHLO", arg))
+
+    def _cmd_starttls(self, line: bytes) -> None:
+        if self.s.client_tls != "starttls":
+            self._local(R.TLS_NOT_AVAILABLE)
+        elif self._client_tls:
+            self._local(R.TLS_ALREADY)
+        elif len(self._client):
+            # Plaintext pipelined after STARTTLS would be replayed into the TLS session.
+            self._log("warning", "client pipelined data after STARTTLS (injection); dropped")
+            self._close()
+        else:
+            self._send_client(R.READY_TLS)
+            self._out.append(StartTls(Side.CLIENT))
+
+    def _cmd_bdat(self, line: bytes) -> None:
+        self._local(R.BDAT_NOT_SUPPORTED)
+
+    def _cmd_auth(self, line: bytes) -> None:
+        if self._inject:
+            self._local(R.AUTH_NOT_NEEDED)
+            return
+        if self.s.client_tls == "starttls" and not self._client_tls:
+            self._local(R.AUTH_NEEDS_TLS)
+            return
+        words = line.split()
+        mech = words[1].upper() if len(words) > 1 else b""
+        initial = words[2] if len(words) > 2 else None
+        self._auth = (mech, self._auth_candidate(mech, initial, first=True))
+        self._relay(b"AUTH", line)
+
+    def _auth_candidate(self, mech: bytes, response: bytes | None, first: bool) -> bytes | None:
+        """The user name inside an AUTH response, if this response carries it."""
+        if response is None or response == b"=":
+            return None
+        raw = _decode_b64(response)
+        if raw is None:
+            return None
+        if mech == b"PLAIN":
+            parts = raw.split(b"\0")
+            return parts[1] if len(parts) == 3 else None
+        if mech == b"LOGIN" and first:
+            return raw
+        return None
+
+    def _auth_continuation(self, line: bytes) -> None:
+        """Relay an AUTH continuation line verbatim; it is never parsed as a command."""
+        self._in_auth = False
+        # Only the first response can name the user; later LOGIN steps carry the password.
+        if self._auth is not None and self._auth[1] is None:
+            mech = self._auth[0]
+            self._auth = (mech, self._auth_candidate(mech, line.strip(), first=True))
+        self._send_upstream(line)
+        self._pending.append(_Pending("AUTH"))
+
+    def _cmd_mail(self, line: bytes) -> None:
+        addr, params = _address(line)
+        m = _SIZE_RE.search(params)
+        if m and int(m.group(1)) > self.s.max_message_size:
+            self._local(R.MESSAGE_TOO_BIG)
+            return
+        self._relay(b"MAIL", line, addr.encode("utf-8", "surrogateescape"))
+
+    def _cmd_rcpt(self, line: bytes) -> None:
+        addr, _ = _address(line)
+        self._relay(b"RCPT", line, addr.encode("utf-8", "surrogateescape"))
+
+    def _cmd_rset(self, line: bytes) -> None:
+        self._env = _Envelope()
+        self._relay(b"RSET", line)
+
+    # --- upstream replies -----------------------------------------------------------
+    def _on_reply(self, reply: Reply) -> None:
+        self._flush_local()
+        if not self._pending:
+            # Unsolicited (e.g. "421 shutting down"): pass it on; the provider decides.
+            self._send_client(reply.raw)
+            return
+        p = self._pending.popleft()
+        handler = self._REPLIES.get(p.kind)
+        if handler is not None:
+            handler(self, p, reply)
+        else:
+            self._send_client(reply.raw)
+        self._flush_local()
+
+    def _reply_greeting(self, p: _Pending, reply: Reply) -> None:
+        self._greeting = reply
+        if reply.code == 220 and self.s.target_tls == "starttls":
+            self._send_upstream(b"EHLO " + self._host.encode() + b"\r\n")
+            self._pending.append(_Pending("setup-ehlo"))
+        else:
+            self._send_client(reply.raw)
+
+    def _reply_setup_ehlo(self, p: _Pending, reply: Reply) -> None:
+        if reply.code != 250 or b"STARTTLS" not in Capabilities.from_reply(reply).keywords:
+            self._log("error", f"provider does not offer STARTTLS: {reply.text}")
+            self._fatal(R.UPSTREAM_NO_STARTTLS)
+            return
+        self._send_upstream(b"STARTTLS\r\n")
+        self._pending.append(_Pending("setup-starttls"))
+
+    def _reply_setup_starttls(self, p: _Pending, reply: Reply) -> None:
+        if reply.code != 220:
+            self._log("error", f"provider refused STARTTLS: {reply.text}")
+            self._fatal(R.UPSTREAM_NO_STARTTLS)
+        elif len(self._upstream):
+            self._log("error", "provider sent data after its STARTTLS reply (injection)")
+            self._fatal(R.UPSTREAM_TLS_FAILED)
+        else:
+            self._out.append(StartTls(Side.UPSTREAM))
+
+    def _reply_ehlo(self, p: _Pending, reply: Reply) -> None:
+        if reply.code == 250:
+            self._helo = _text(p.arg)
+            self._caps = reply
+            if self._inject and not self._upstream_authed:
+                self._inject_auth(Capabilities.from_reply(reply))
+                return
+        self._answer_greet(reply)
+
+    def _reply_ehlo_rset(self, p: _Pending, reply: Reply) -> None:
+        assert self._caps is not None
+        self._answer_greet(self._caps)
+
+    def _answer_greet(self, reply: Reply) -> None:
+        if reply.code == 250 and self._helo_style:
+            self._send_client(b"250 " + reply.lines[0] + b"\r\n")
+            return
+        offer_auth = not self._inject and (self.s.client_tls != "starttls" or self._client_tls)
+        self._send_client(
+            rewrite_ehlo(
+                reply,
+                offer_starttls=self.s.client_tls == "starttls" and not self._client_tls,
+                offer_auth=offer_auth,
+                max_size=self.s.max_message_size,
+            )
+        )
+
+    def _inject_auth(self, caps: Capabilities) -> None:
+        user = (self.s.target_user or "").encode()
+        password = (self.s.target_password or "").encode()
+        if b"PLAIN" in caps.auth_mechanisms:
+            token = base64.b64encode(b"\0" + user + b"\0" + password)
+            self._send_upstream(b"AUTH PLAIN " + token + b"\r\n")
+            self._pending.append(_Pending("inject-auth"))
+        elif b"LOGIN" in caps.auth_mechanisms:
+            self._send_upstream(b"AUTH LOGIN\r\n")
+            self._pending.append(_Pending("inject-auth", b"user"))
+        else:
+            self._log(
+                "error",
+                "provider offers no AUTH PLAIN or LOGIN (does it need target_tls = starttls?)",
+            )
+            self._fatal(R.UPSTREAM_AUTH_FAILED)
+
+    def _reply_inject_auth(self, p: _Pending, reply: Reply) -> None:
+        if reply.code == 334 and p.arg in (b"user", b"password"):
+            secret = self.s.target_user if p.arg == b"user" else self.s.target_password
+            self._send_upstream(base64.b64encode((secret or "").encode()) + b"\r\n")
+            self._pending.append(_Pending("inject-auth", b"password" if p.arg == b"user" else b""))
+            return
+        if reply.code == 235:
+            self._upstream_authed = True
+            assert self._caps is not None
+            self._answer_greet(self._caps)
+            return
+        self._log(
+            "error",
+            f"provider refused the configured credentials of {self.s.target_user!r}: {reply.text}",
+        )
+        self._fatal(R.UPSTREAM_AUTH_FAILED)
+
+    def _reply_auth(self, p: _Pending, reply: Reply) -> None:
+        if reply.code == 334:
+            self._in_auth = True
+        elif reply.code == 235 and self._auth is not None and self._auth[1] is not None:
+            self._auth_user = _text(self._auth[1])
+        if reply.code != 334:
+            self._auth = None
+        self._send_client(reply.raw)
+
+    def _reply_mail(self, p: _Pending, reply: Reply) -> None:
+        if reply.positive:
+            self._env = _Envelope(mail_from=_text(p.arg))
+        self._send_client(reply.raw)
+
+    def _reply_rcpt(self, p: _Pending, reply: Reply) -> None:
+        if reply.positive:
+            self._env.rcpt_to.append(_text(p.arg))
+        self._send_client(reply.raw)
+
+    def _reply_data(self, p: _Pending, reply: Reply) -> None:
+        self._send_client(reply.raw)
+        if reply.code != 354:
+            return
+        self._data = DataReader()
+        self._discard = None
+        self._archived = False
+        self._out.append(
+            BeginMessage(
+                {
+                    "direction": "outgoing",
+                    "smtp": {
+                        "helo": self._helo,
+                        "mail_from": self._env.mail_from,
+                        "rcpt_to": list(self._env.rcpt_to),
+                        "auth_user": self._auth_user or self.s.target_user,
+                    },
+                }
+            )
+        )
+        pipelined = self._client.take()
+        if pipelined:
+            self._feed_data(pipelined)
+
+    def _reply_data_end(self, p: _Pending, reply: Reply) -> None:
+        outcome = "delivered" if reply.positive else "rejected"
+        if self._archived:
+            self._out.append(RecordOutcome(outcome, reply.text))
+        self._log_transaction(outcome, reply)
+        self._send_client(reply.raw)
+        self._data = None
+        self._env = _Envelope()
+
+    def _reply_quit(self, p: _Pending, reply: Reply) -> None:
+        self._send_client(reply.raw)
+        self._close()
+
+    # --- DATA -----------------------------------------------------------------------
+    def _feed_data(self, data: bytes) -> None:
+        reader = self._data
+        assert reader is not None
+        chunk = reader.feed(data)
+        if self._discard is None:
+            if reader.bare_newline:
+                self._discard = "bare"
+                self._out.append(AbortMessage())
+                self._out.append(CloseUpstream())
+            elif reader.size > self.s.max_message_size:
+                self._discard = "size"
+                self._out.append(AbortMessage())
+                self._out.append(CloseUpstream())
+            else:
+                if chunk.wire:
+                    self._send_upstream(chunk.wire)
+                if chunk.message:
+                    self._out.append(MessageData(chunk.message))
+        if not chunk.done:
+            return
+        self._client.feed(chunk.rest)
+        if self._discard == "bare":
+            self._log("warning", f"bare <{reader.bare_newline}> in DATA (SMTP smuggling?)")
+            self._log_transaction("refused", None)
+            self._fatal(R.BARE_NEWLINE.replace(b"{kind}", (reader.bare_newline or "LF").encode()))
+        elif self._discard == "size":
+            self._log_transaction("refused", R.MESSAGE_TOO_BIG)
+            self._fatal(R.MESSAGE_TOO_BIG)
+        elif self._discard == "lost":
+            self._log_transaction("unknown", None)
+            self._fatal(R.DATA_UPSTREAM_LOST)
+        else:
+            self._out.append(CommitMessage())
+            # The driver answers with archive_result() before it reads anything; until
+            # then the placeholder keeps pipelined commands from overtaking the final dot.
+            self._pending.append(_Pending("archive"))
+
+    _COMMANDS = {
+        b"EHLO": _cmd_ehlo,
+        b"HELO": _cmd_helo,
+        b"STARTTLS": _cmd_starttls,
+        b"BDAT": _cmd_bdat,
+        b"AUTH": _cmd_auth,
+        b"MAIL": _cmd_mail,
+        b"RCPT": _cmd_rcpt,
+        b"RSET": _cmd_rset,
+    }
+    _REPLIES = {
+        "greeting": _reply_greeting,
+        "setup-ehlo": _reply_setup_ehlo,
+        "setup-starttls": _reply_setup_starttls,
+        "EHLO": _reply_ehlo,
+        "EHLO-RSET": _reply_ehlo_rset,
+        "inject-auth": _reply_inject_auth,
+        "AUTH": _reply_auth,
+        "MAIL": _reply_mail,
+        "RCPT": _reply_rcpt,
+        "DATA": _reply_data,
+        "data-end": _reply_data_end,
+        "QUIT": _reply_quit,
+    }

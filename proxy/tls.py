@@ -1,0 +1,55 @@
+"""SSL contexts for both sides, and the TLS upgrade of a Trio stream.
+
+TLS 1.2 is the floor on both sides (RFC 8996 deprecates 1.0/1.1; RFC 8314 4.1). The
+upstream side verifies the provider's certificate and host name by default
+(`target_verify = true`); an operator can add a private CA (`target_ca`) or, knowingly,
+turn verification off for one listener (`--no-verify-target`).
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import trio
+
+from proxy.errors import UpstreamError
+
+
+def server_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """The context for TLS towards mail clients (STARTTLS/STLS and implicit TLS)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as e:
+        raise UpstreamError(f"cannot load the client-side certificate {cert}: {e}") from None
+    return ctx
+
+
+def upstream_context(verify: bool = True, ca_file: str | None = None) -> ssl.SSLContext:
+    """The context for TLS towards the provider."""
+    try:
+        ctx = ssl.create_default_context(cafile=ca_file or None)
+    except (OSError, ssl.SSLError) as e:
+        raise UpstreamError(f"cannot load target_ca {ca_file}: {e}") from None
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+async def wrap(
+    stream: trio.abc.Stream,
+    ctx: ssl.SSLContext,
+    *,
+    server_side: bool,
+    server_hostname: str | None = None,
+    timeout: float,  # noqa: ASYNC109 - the handshake alone gets this limit
+) -> trio.SSLStream[trio.abc.Stream]:
+    """Handshake TLS over `stream`; raises trio.TooSlowError or ssl/trio errors on failure."""
+    tls = trio.SSLStream(stream, ctx, server_side=server_side, server_hostname=server_hostname)
+    with trio.fail_after(timeout):
+        await tls.do_handshake()
+    return tls
