@@ -107,7 +107,7 @@ class Session:
         while True:
             # Answers to actions (archive_result, tls_started) queue further actions.
             while batch := core.actions():
-                for action in batch:
+                for action in coalesce(batch):
                     await self._perform(action)
             if self.done:
                 return
@@ -277,6 +277,20 @@ class Session:
             parts,
             duration,
         )
+
+
+def coalesce(batch: list[A.Action]) -> list[A.Action]:
+    """Merge runs of sends to the same side: one write per pipelined group, not per line."""
+    out: list[A.Action] = []
+    for action in batch:
+        prev = out[-1] if out else None
+        if isinstance(action, A.SendUpstream) and isinstance(prev, A.SendUpstream):
+            out[-1] = A.SendUpstream(prev.data + action.data)
+        elif isinstance(action, A.SendClient) and isinstance(prev, A.SendClient):
+            out[-1] = A.SendClient(prev.data + action.data)
+        else:
+            out.append(action)
+    return out
 
 
 def _fmt(value: object) -> str:
