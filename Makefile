@@ -15,8 +15,9 @@ $(BIN)/proxy-admin: pyproject.toml
 venv: $(BIN)/proxy-admin
 
 ## run: install into .venv, create ./var/config.toml with a demo provider if missing, run in the foreground
+## (a relative --state-dir is relative to the config's folder: "." keeps all state in ./var)
 run: venv
-	@test -f $(CONFIG) || $(BIN)/proxy-admin --config $(CONFIG) init --demo --state-dir var
+	@test -f $(CONFIG) || $(BIN)/proxy-admin --config $(CONFIG) init --demo --state-dir .
 	$(BIN)/proxy-admin --config $(CONFIG) run
 
 ## test: the full test suite (needs the apt packages .ci/run installs for the e2e tests)

@@ -588,7 +588,7 @@ class SmtpRelay(RelayCore):
                         "helo": self._helo,
                         "mail_from": self._env.mail_from,
                         "rcpt_to": list(self._env.rcpt_to),
-                        "auth_user": self._auth_user or self.s.target_user,
+                        "auth_user": self._auth_user,
                     },
                 }
             )
