@@ -1,0 +1,72 @@
+"""A receive buffer that hands out CRLF lines under a hard length limit.
+
+Theory of operation. Bytes from one peer are appended with `feed()`; `take_line(limit)`
+returns the next line including its line feed, or None while it is incomplete. A line
+longer than `limit` (line ending included) raises `LineTooLong` as soon as that is
+certain, without waiting for its end, so a peer cannot make the buffer grow: the buffer
+holds at most one partial line plus whatever one read returned. The search for the line
+feed resumes where the previous search stopped, so byte-by-byte input stays linear.
+"""
+
+from __future__ import annotations
+
+from proxy.errors import RemoteProtocolError
+
+
+class LineTooLong(RemoteProtocolError):
+    """A peer sent a line longer than the session's limit."""
+
+
+class LineBuffer:
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._scanned = 0  # no line feed in _buf[:_scanned]
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def take_line(self, limit: int) -> bytes | None:
+        """The next complete line (LF included), None if incomplete; LineTooLong."""
+        end = self._buf.find(b"\n", self._scanned)
+        if end < 0:
+            self._scanned = len(self._buf)
+            if len(self._buf) >= limit:
+                raise LineTooLong(f"line longer than {limit} octets")
+            return None
+        if end + 1 > limit:
+            raise LineTooLong(f"line longer than {limit} octets")
+        line = bytes(self._buf[: end + 1])
+        del self._buf[: end + 1]
+        self._scanned = 0
+        return line
+
+    def discard_line(self) -> bool:
+        """Drop bytes up to and including the next line feed; True once it was found."""
+        end = self._buf.find(b"\n", self._scanned)
+        if end < 0:
+            self._buf.clear()
+            self._scanned = 0
+            return False
+        del self._buf[: end + 1]
+        self._scanned = 0
+        return True
+
+    def take_all(self) -> bytes:
+        data = bytes(self._buf)
+        self._buf.clear()
+        self._scanned = 0
+        return data
+
+
+def is_crlf_line(line: bytes) -> bool:
+    """True when `line` ends with CRLF and holds no other CR or LF.
+
+    A bare CR or LF inside a command is where two parsers can disagree about where the
+    line ends (the upstream might see two commands where the relay saw one), so the
+    relay neither relays nor answers such a line as if it understood it.
+    """
+    body = line[:-2]
+    return line.endswith(b"\r\n") and b"\r" not in body and b"\n" not in body
