@@ -67,6 +67,7 @@ class Session:
         self.writer: MessageWriter | None = None
         self.message_started = 0.0
         self.done = False
+        self.reported_lost: set[Side] = set()
         self.log = logging.getLogger(f"mailtee.{env.protocol}")
 
     # --- lifecycle -----------------------------------------------------------------
@@ -116,6 +117,11 @@ class Session:
                 return
             stream = self.client if side is Side.CLIENT else self.upstream
             if stream is None:
+                if side in self.reported_lost:
+                    # The core was told and still asks for this side: a core bug. End the
+                    # session rather than spin (never a hot loop on a dead socket).
+                    self.log.error("core keeps reading a closed %s; session ended", side.value)
+                    return
                 self._lost(side, "connection closed")
                 continue
             limit = self.env.idle_timeout if side is Side.CLIENT else self.env.upstream_timeout
@@ -134,6 +140,7 @@ class Session:
                 core.receive_upstream(data)
 
     def _lost(self, side: Side, reason: str) -> None:
+        self.reported_lost.add(side)
         if side is Side.CLIENT:
             self.client = None
             self.core.client_lost()
