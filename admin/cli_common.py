@@ -1,0 +1,219 @@
+"""Shared pieces of the `proxy-admin` commands: context, one-line errors, output helpers.
+
+Commands stay thin (sqlite-utils style): they open a library object, call one method and
+print. Expected library errors are converted to one stderr line at the edge, by
+`ProxyAdminGroup` (the root command group), so the same conversion applies when the app is
+run by `main()`, by a console script or in-process by a test's CliRunner. Extension
+modules (admin/cli_archive.py) can add their own error types with `register_error`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.26 vendors click; its exceptions derive from TyperException
+    from typer import TyperException as _CliError
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import ClickException as _CliError  # type: ignore[assignment]
+
+from admin import config as cfg
+from admin.config import Config, ConfigError, Secrets
+
+PROG = "proxy-admin"
+
+#: Expected exception types -> exit code. Anything else is a bug and keeps its traceback.
+_EXPECTED_ERRORS: dict[type[BaseException], int] = {ConfigError: 2, OSError: 1}
+
+
+def register_error(exc_type: type[BaseException], code: int = 1) -> None:
+    """Make `exc_type` an expected error: printed as one line, exit `code`."""
+    _EXPECTED_ERRORS[exc_type] = code
+
+
+@dataclass
+class CliContext:
+    """What every command needs: where the config is, and how to read it."""
+
+    config_path: Path
+
+    def load_config(self) -> Config:
+        return cfg.load_config(self.config_path)
+
+    def load_secrets(self, *, strict_mode: bool = True) -> Secrets:
+        return cfg.load_secrets(self.config_path, strict_mode=strict_mode)
+
+    def state_dir(self, config: Config) -> Path:
+        return cfg.state_dir(config, self.config_path)
+
+    def save_config(self, config: Config) -> None:
+        cfg.save_config(config, self.config_path)
+
+    def save_secrets(self, secrets: Secrets) -> None:
+        cfg.save_secrets(secrets, self.config_path)
+
+
+def context(ctx: typer.Context) -> CliContext:
+    """The CliContext set up by the root callback (or the default one, if there is none)."""
+    found = ctx.find_object(CliContext)
+    if found is None:
+        found = CliContext(cfg.resolve_config_path(None))
+        ctx.ensure_object(dict)  # leave ctx.obj alone if something else owns it
+    return found
+
+
+def error_line(message: str) -> str:
+    # Keep it one line whatever the message carries (file names with newlines, etc).
+    flat = " ".join(str(message).split("\n"))
+    return f"{PROG}: error: {flat}"
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print `proxy-admin: error: message` to stderr and exit with `code`."""
+    typer.echo(error_line(message), err=True)
+    raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    typer.echo(f"{PROG}: warning: {message}", err=True)
+
+
+def is_interactive() -> bool:
+    """True when stdout is a terminal (show progress bars); False when piped or captured."""
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def to_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, default=str)
+
+
+def print_json(obj: Any) -> None:
+    """Stable JSON (sorted keys, 2-space indent, UTF-8) on stdout."""
+    typer.echo(to_json(obj))
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """Aligned plain-text columns (no box drawing, so `grep`/`awk` still work)."""
+    cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    typer.echo(format_table(headers, rows))
+
+
+def print_fields(pairs: Iterable[tuple[str, Any]]) -> None:
+    """`key: value` lines with the values aligned."""
+    items = [(k, "" if v is None else str(v)) for k, v in pairs]
+    width = max((len(k) for k, _ in items), default=0) + 1
+    for k, v in items:
+        typer.echo(f"{(k + ':').ljust(width)} {v}".rstrip())
+
+
+def _describe_os_error(e: OSError) -> str:
+    reason = e.strerror or str(e) or type(e).__name__
+    if e.filename is not None:
+        where = f"{e.filename}"
+        if e.filename2 is not None:
+            where += f" -> {e.filename2}"
+        return f"{where}: {reason}"
+    return reason
+
+
+def describe_error(e: BaseException) -> str:
+    if isinstance(e, OSError):
+        return _describe_os_error(e)
+    return str(e) or type(e).__name__
+
+
+def _expected_code(e: BaseException) -> int | None:
+    for exc_type in type(e).__mro__:
+        if exc_type in _EXPECTED_ERRORS:
+            return _EXPECTED_ERRORS[exc_type]
+    return None
+
+
+class ProxyAdminGroup(TyperGroup):
+    """The root group: every error a user can cause becomes one stderr line.
+
+    - usage errors (unknown option, bad int, missing argument): exit 2
+    - registered expected errors (ConfigError 2, OSError 1, ...): exit per registry
+    - Ctrl-C: exit 130 after one "interrupted" line
+    Anything else is a bug and propagates with its traceback (typer shows no locals).
+    """
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            rv = super().main(args, prog_name or PROG, complete_var, standalone_mode=False, **extra)
+        except _CliError as e:
+            code = getattr(e, "exit_code", 1)
+            err_ctx = getattr(e, "ctx", None)
+            if type(e).__name__ == "NoArgsIsHelpError":
+                # `proxy-admin listener` alone: show the group's help. With rich, typer has
+                # printed it already and the message is empty.
+                if e.format_message().strip():
+                    typer.echo(e.format_message())
+            else:
+                hint = ""
+                if code == 2 and err_ctx is not None:  # a usage error
+                    hint = f" (see '{err_ctx.command_path} --help')"
+                typer.echo(error_line(e.format_message() + hint), err=True)
+        except typer.Abort:
+            typer.echo(f"{PROG}: interrupted", err=True)
+            code = 130
+        except Exception as e:
+            expected = _expected_code(e)
+            if expected is None:
+                raise
+            typer.echo(error_line(describe_error(e)), err=True)
+            code = expected
+        else:
+            code = rv if isinstance(rv, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+class OneLineFormatter(logging.Formatter):
+    """One line per record, even for tracebacks (journald and grep both like that)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return " | ".join(part for part in super().format(record).splitlines() if part)
+
+
+def setup_logging(level: str) -> logging.Handler:
+    """Log to stderr at `level`; no timestamps under systemd (journald adds its own).
+
+    Returns the handler so a caller (or a test) can remove it again.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(levelname)s %(name)s: %(message)s"
+    else:
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(OneLineFormatter(fmt))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    return handler
