@@ -24,11 +24,13 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 MPR_FORMAT = "mailtee-mpr"
 MPR_VERSION = 1
 OUTCOMES = ("pending", "delivered", "rejected", "unknown")
+#: message bytes kept in memory before the temp file is created (bounded per session)
+SPILL_BYTES = 256 * 1024
 
 
 class SpoolError(Exception):
@@ -81,11 +83,20 @@ class MessageWriter:
         stamp = self.received_at.strftime("%Y%m%dT%H%M%SZ")
         self.stem = f"{stamp}-{self.protocol}-{self.id}"
         self._tmp = self.reports_dir / f".{self.stem}.eml.tmp"
-        self._file = None
+        self._file: BinaryIO | None = None
+        # Small messages stay in memory until commit() (a worker thread) creates the
+        # file: no file-system call on the event loop for the common case.
+        self._head = bytearray()
+
+    def _spill(self) -> None:
+        """Move the buffered head to the temp file (creating it); latch errors."""
         try:
-            self._file = open(self._tmp, "xb")  # noqa: SIM115 - closed in commit/abort
+            if self._file is None:
+                self._file = open(self._tmp, "xb")  # noqa: SIM115 - closed in commit/abort
+            self._file.write(self._head)
         except OSError as e:
-            self._fail("cannot create message file", e)
+            self._fail("cannot write message file", e)
+        self._head.clear()
 
     @property
     def eml_path(self) -> Path:
@@ -107,12 +118,11 @@ class MessageWriter:
     def write(self, data: bytes) -> None:
         self.size += len(data)
         self._sha.update(data)
-        if self._file is None or self.error is not None:
+        if self.error is not None:
             return
-        try:
-            self._file.write(data)
-        except OSError as e:
-            self._fail("cannot write message file", e)
+        self._head += data
+        if len(self._head) >= SPILL_BYTES:
+            self._spill()
 
     def _document(self, outcome: str, reply: str | None) -> dict[str, Any]:
         """The `.mpr` in the key order of docs/mpr-format.md."""
@@ -145,6 +155,8 @@ class MessageWriter:
         SMTP commits "pending" before the final dot goes upstream; POP3 commits its
         final outcome ("delivered": the upstream served it whole) in one step.
         """
+        if self.error is None:
+            self._spill()
         if self.error is None and self._file is not None:
             try:
                 self._file.flush()
@@ -176,6 +188,7 @@ class MessageWriter:
 
     def abort(self) -> None:
         """Forget an uncommitted message (client aborted, upstream lost, refused)."""
+        self._head.clear()
         if self._file is not None:
             try:
                 self._file.close()

@@ -68,6 +68,7 @@ class Session:
         self.message_started = 0.0
         self.done = False
         self.reported_lost: set[Side] = set()
+        self.retired: list[trio.abc.Stream] = []
         self.log = logging.getLogger(f"mailtee.{env.protocol}")
 
     # --- lifecycle -----------------------------------------------------------------
@@ -81,9 +82,12 @@ class Session:
         finally:
             if self.writer is not None and not self.writer.committed:
                 self.writer.abort()
-            for stream in (self.client, self.upstream):
-                if stream is not None:
-                    await trio.aclose_forcefully(stream)
+            # Shielded: under a service shutdown the first await would otherwise raise
+            # Cancelled and leave the other socket to the garbage collector.
+            with trio.CancelScope(shield=True):
+                for stream in (self.client, self.upstream, *self.retired):
+                    if stream is not None:
+                        await trio.aclose_forcefully(stream)
 
     async def _connect_upstream(self) -> None:
         env = self.env
@@ -141,6 +145,9 @@ class Session:
 
     def _lost(self, side: Side, reason: str) -> None:
         self.reported_lost.add(side)
+        stream = self.client if side is Side.CLIENT else self.upstream
+        if stream is not None:
+            self.retired.append(stream)  # broken, but its socket still needs closing
         if side is Side.CLIENT:
             self.client = None
             self.core.client_lost()
