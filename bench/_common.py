@@ -1,0 +1,291 @@
+"""Shared helpers for the benchmarks in bench/ (not a test module; no timing asserts).
+
+- `free_port()`, `wait_port()`: loopback ports for the peers a benchmark starts.
+- `start_smtp_sink()`: Postfix's smtp-sink without a dump file (it discards messages, so
+  the sink is never the bottleneck).
+- `RssSampler`, `rss_kib()`, `cpu_seconds()`: memory and CPU of another process, read
+  from /proc (no psutil dependency).
+- `machine_info()`, `filesystem_of()`: what the figures were measured on.
+- `percentile()`, `emit()`: figures and the one JSON object a benchmark prints.
+- `python bench/_common.py serve --config FILE [--ready FILE] [--cprofile FILE]`: runs
+  the mailtee listeners (`proxy.serve.serve_listeners`) of a config in this process
+  until SIGTERM/SIGINT, writing `{"pid":..,"ports":{..}}` to the ready file once bound.
+  Benchmarks start it with `subprocess` so the proxy has its own interpreter (and GIL),
+  like `proxy-admin run`, and so its RSS can be sampled alone. The background ingest
+  task of `proxy-admin run` is deliberately not started: the relay path is measured,
+  the archive ingest has its own benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --- ports and peers --------------------------------------------------------------------
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+    """Wait until something accepts on host:port (and sends its greeting)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1.0) as s:
+                s.recv(512)
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on {host}:{port} after {timeout}s") from None
+            time.sleep(0.05)
+
+
+def find_tool(name: str) -> str:
+    for candidate in (shutil.which(name), f"/usr/sbin/{name}", f"/usr/bin/{name}"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise SystemExit(f"{name} not found (install the postfix package)")
+
+
+def start_smtp_sink(port: int, backlog: int = 1000) -> subprocess.Popen[bytes]:
+    """Postfix smtp-sink on 127.0.0.1:port: accepts everything, stores nothing."""
+    cmd = [find_tool("smtp-sink")]
+    if os.geteuid() == 0:
+        cmd += ["-u", "nobody"]  # smtp-sink refuses to run as root without it
+    cmd += ["-m", "1000", f"127.0.0.1:{port}", str(backlog)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_port(port)
+    except RuntimeError:
+        proc.kill()
+        raise
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    """Terminate a process this benchmark started (by its own handle, never by name)."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# --- /proc ------------------------------------------------------------------------------
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of a process in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process (all its threads) has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is the state (field 3 of proc(5)); utime and stime are fields 14 and 15
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+class RssSampler:
+    """Samples VmRSS of `pid` every `interval` seconds in a thread; `with` starts/stops."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append(rss_kib(self.pid))
+            except (OSError, RuntimeError):
+                return
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_kib(self) -> int:
+        return max(self.samples) if self.samples else 0
+
+
+# --- machine and figures ----------------------------------------------------------------
+
+
+def filesystem_of(path: Path) -> dict[str, str]:
+    """The mount (device, mount point, type) holding `path`, from /proc/mounts."""
+    real = os.path.realpath(path)
+    best = {"device": "?", "mount": "/", "type": "?"}
+    best_len = -1
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                dev, mnt, fstype = line.split()[:3]
+                mnt = mnt.replace("\\040", " ")
+                inside = real == mnt or real.startswith(mnt.rstrip("/") + "/")
+                if inside and len(mnt) > best_len:
+                    best, best_len = {"device": dev, "mount": mnt, "type": fstype}, len(mnt)
+    except OSError:
+        pass
+    return best
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "nproc": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        info["loadavg_1m_at_start"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    return info
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile (pct in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, round(pct / 100 * len(ordered) + 0.5 - 1e-9))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def emit(obj: dict[str, Any]) -> None:
+    """Print the benchmark's one JSON object on stdout."""
+    json.dump(obj, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def log(msg: str) -> None:
+    """Progress for the operator; stderr, so stdout stays one JSON object."""
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+# --- the mailtee runner -----------------------------------------------------------------
+
+
+def start_mailtee(
+    config_path: Path,
+    workdir: Path,
+    *,
+    cprofile: Path | None = None,
+    timeout: float = 30.0,
+) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+    """Start `_common.py serve` for config_path; return (process, listener ports)."""
+    ready = workdir / "mailtee.ready"
+    ready.unlink(missing_ok=True)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "serve", "--config", str(config_path)]
+    cmd += ["--ready", str(ready)]
+    if cprofile is not None:
+        cmd += ["--cprofile", str(cprofile)]
+    logfile = open(workdir / "mailtee.log", "ab")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen(cmd, stdout=logfile, stderr=logfile, cwd=REPO)
+    logfile.close()
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        if proc.poll() is not None:
+            raise RuntimeError(f"mailtee exited with {proc.returncode}; see {workdir}/mailtee.log")
+        if time.monotonic() > deadline:
+            stop(proc)
+            raise RuntimeError(f"mailtee did not start in {timeout}s")
+        time.sleep(0.05)
+    info = json.loads(ready.read_text())
+    return proc, info["ports"]
+
+
+def _serve_main(argv: list[str]) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="_common.py serve")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--ready", type=Path)
+    p.add_argument("--cprofile", type=Path, help="write cProfile stats of the Trio thread here")
+    args = p.parse_args(argv)
+
+    sys.path.insert(0, str(REPO))
+    import trio
+
+    from admin.cli_common import setup_logging
+    from admin.config import load_config, load_secrets
+    from admin.config import state_dir as resolve_state_dir
+    from proxy.serve import serve_listeners
+
+    config = load_config(args.config)
+    secrets = load_secrets(args.config)
+    state = resolve_state_dir(config, args.config)
+    setup_logging(config.log_level)  # same log volume as `proxy-admin run`
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            service = await nursery.start(serve_listeners, config, secrets, state)
+            if args.ready is not None:
+                tmp = args.ready.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"pid": os.getpid(), "ports": service.ports}))
+                os.replace(tmp, args.ready)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
+                async for _ in sigs:
+                    nursery.cancel_scope.cancel()
+                    break
+
+    if args.cprofile is None:
+        trio.run(main)
+        return
+    import cProfile
+
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        trio.run(main)
+    finally:
+        prof.disable()
+        prof.dump_stats(str(args.cprofile))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "serve":
+        _serve_main(sys.argv[2:])
+    else:
+        raise SystemExit("usage: python bench/_common.py serve --config FILE [--ready FILE]")
