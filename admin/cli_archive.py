@@ -1,0 +1,438 @@
+"""Archive commands of `proxy-admin`: ingest, search, show, export, import, user ...
+
+Thin: each command opens `archive.store.Archive` for the configured state dir, calls one
+library function and prints a table (people) or stable JSON (`--json`, docs/archive.md).
+Library errors become one stderr line via `admin.cli_common.register_error`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from admin.cli_common import (
+    context,
+    fail,
+    is_interactive,
+    print_fields,
+    print_json,
+    print_table,
+    register_error,
+    warn,
+)
+from archive.importer import ImportSourceError
+from archive.ldap_sync import LdapSettings, LdapSyncError
+from archive.packs import PackError
+from archive.query import QueryError
+from archive.store import Archive, ArchiveError
+from archive.users import UserError, UserSpec, check_address, check_name
+
+register_error(ArchiveError, 1)
+register_error(PackError, 1)
+register_error(LdapSyncError, 1)
+register_error(UserError, 1)
+register_error(QueryError, 2)
+register_error(ImportSourceError, 2)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+UserOpt = Annotated[
+    str | None, typer.Option("--user", "-u", help="Only messages owned by this user.")
+]
+
+user_app = typer.Typer(
+    help="Archive users: who owns which mail (manual, CSV, LDAP).", no_args_is_help=True
+)
+
+
+def _archive(ctx: typer.Context) -> Archive:
+    c = context(ctx)
+    state = c.state_dir(c.load_config())
+    if not state.is_dir():
+        fail(f"state dir {state} does not exist (run `proxy-admin init`)")
+    return Archive(state)
+
+
+@contextlib.contextmanager
+def _opened(ctx: typer.Context) -> Iterator[Archive]:
+    archive = _archive(ctx)
+    try:
+        yield archive
+    finally:
+        archive.close()
+
+
+@contextlib.contextmanager
+def _progress(label: str, show: bool) -> Iterator:
+    """A callback(done, total) drawing a rich bar with rate and ETA, or a no-op."""
+    if not show:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:  # type: ignore[no-untyped-def]
+            return Text(f"{task.speed:,.0f} msg/s" if task.speed else "")
+
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        Rate(),
+        TimeRemainingColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total or None)
+
+        yield update
+
+
+def _show_progress(json_out: bool) -> bool:
+    return is_interactive() and not json_out
+
+
+# --- ingest / import -------------------------------------------------------------------
+
+
+def _stats_out(stats, json_out: bool, what: str) -> None:  # type: ignore[no-untyped-def]
+    if json_out:
+        print_json(stats.as_dict())
+    else:
+        click.echo(
+            f"{what} {stats.reports} item(s): {stats.new_messages} new message(s), "
+            f"{stats.duplicates} already archived, {stats.updated_reports} report update(s)"
+        )
+        for err in stats.errors:
+            warn(err)
+    if stats.errors:
+        raise typer.Exit(1)
+
+
+def ingest(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Process pending reports into the archive store, then exit."""
+    c = context(ctx)
+    with _opened(ctx) as archive:
+        reports = c.state_dir(c.load_config()) / "reports"
+        with _progress("ingest", _show_progress(json_out)) as cb:
+            stats = archive.ingest_pending(reports, progress=cb)
+    _stats_out(stats, json_out, "ingested")
+
+
+def import_(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="Report dir, Maildir, .eml dir/file or mbox.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Import existing mail (report directory, Maildir, directory of .eml, mbox)."""
+    if not path.exists():
+        fail(f"{path}: no such file or directory", 2)
+    with _opened(ctx) as archive, _progress("import", _show_progress(json_out)) as cb:
+        stats = archive.import_path(path, progress=cb)
+    _stats_out(stats, json_out, "imported")
+
+
+# --- search / show / export ----------------------------------------------------------
+
+
+def search(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Argument(help='Words, "phrases", from: to: subject: ...')],
+    user: UserOpt = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most N hits.")] = 50,
+    json_out: JsonOpt = False,
+) -> None:
+    """Find archived messages, newest first (syntax: docs/archive.md)."""
+    with _opened(ctx) as archive:
+        hits, total = archive.search_page(query, user=user, limit=limit)
+        archive.catalog.audit("search", {"query": query, "user": user, "hits": len(hits)})
+    if json_out:
+        print_json(
+            {"query": query, "user": user, "total": total, "hits": [h.as_dict() for h in hits]}
+        )
+        return
+    if not hits:
+        click.echo("no matches", err=True)
+        return
+    rows = [
+        (
+            h.id,
+            h.date[:16].replace("T", " "),
+            _clip(h.sender, 30),
+            _clip(h.subject, 60),
+            _size(h.size),
+            "@" if h.has_attachment else "",
+        )
+        for h in hits
+    ]
+    print_table(("ID", "DATE (UTC)", "FROM", "SUBJECT", "SIZE", "ATT"), rows)
+    if total > len(hits):
+        click.echo(f"({len(hits)} of {total} matches; use --limit for more)", err=True)
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "K", "M"):
+        if n < 1024:
+            return f"{n}{unit}"
+        n //= 1024
+    return f"{n}G"
+
+
+def show(
+    ctx: typer.Context,
+    message_id: Annotated[str, typer.Argument(metavar="ID", help="Message ID or SHA-256.")],
+    raw: Annotated[bool, typer.Option("--raw", help="The exact original bytes.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show one archived message: metadata, provenance, owners and text (or --raw)."""
+    if not (message_id.isdigit() or len(message_id) == 64):
+        fail(f"ID: {message_id!r} is not a message id or SHA-256", 2)
+    with _opened(ctx) as archive:
+        data = archive.get_raw(message_id)
+        info = archive.get_message(message_id)
+        archive.catalog.audit("show", {"id": info["id"], "raw": raw})
+    if raw:
+        out = sys.stdout.buffer
+        out.write(data)
+        out.flush()
+        return
+    from archive import mime
+
+    info["text"] = mime.parse(data).body
+    if json_out:
+        print_json(info)
+        return
+    pairs = [("id", info["id"]), ("date", info["date"]), ("from", info["from"])]
+    for kind, values in info["addresses"].items():
+        if kind != "from":
+            pairs.append((kind, ", ".join(values)))
+    pairs += [
+        ("subject", info["subject"]),
+        ("size", info["size"]),
+        ("sha256", info["sha256"]),
+        ("attachments", ", ".join(info["attachments"]) or "-"),
+        ("owners", ", ".join(info["owners"]) or "-"),
+    ]
+    for r in info["reports"]:
+        where = r["listener"] or r["source"] or "-"
+        who = r["pop3_user"] and f"pop3 user {r['pop3_user']}" or r["client_ip"] or ""
+        pairs.append(("report", f"{r['received_at']} {r['protocol']} {where} {who} {r['outcome']}"))
+    print_fields(pairs)
+    click.echo("")
+    click.echo(info["text"])
+
+
+def export(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Argument(help="Search query selecting what to export.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="eml (one file per message) or mbox.")
+    ] = "eml",
+    user: UserOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export matching messages as .eml files or one mbox (exact original bytes)."""
+    from archive.export import export as do_export
+
+    if fmt not in ("eml", "mbox"):
+        fail("--format: must be eml or mbox", 2)
+    with _opened(ctx) as archive:
+        _first, total = archive.search_page(query, user=user, limit=0)
+        with _progress("export", _show_progress(json_out)) as cb:
+            count, where = do_export(
+                archive,
+                archive.iter_matches(query, user=user),
+                out,
+                fmt,
+                (lambda n: cb(n, total)) if cb else None,
+            )
+        archive.catalog.audit(
+            "export", {"query": query, "user": user, "out": str(where), "count": count}
+        )
+    if json_out:
+        print_json({"query": query, "format": fmt, "count": count, "path": str(where)})
+    else:
+        click.echo(f"exported {count} message(s) to {where}")
+
+
+# --- users -----------------------------------------------------------------------------
+
+
+@user_app.command("add")
+def user_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="User name (login).")],
+    email: Annotated[list[str], typer.Option("--email", "-e", help="An address (repeat).")],
+    pop3_account: Annotated[
+        list[str] | None,
+        typer.Option("--pop3-account", help="A POP3 login that is this user's (repeat)."),
+    ] = None,
+    display_name: Annotated[str | None, typer.Option("--display-name")] = None,
+) -> None:
+    """Add a user owning every message to/from/cc/bcc one of their addresses."""
+    from archive.users import add_user
+
+    try:
+        check_name(name)
+        addrs = [check_address(a) for a in email]
+    except UserError as e:
+        fail(str(e), 2)
+    with _opened(ctx) as archive:
+        add_user(archive.catalog, UserSpec(name, addrs, display_name, list(pop3_account or [])))
+    click.echo(f"added user {name} ({', '.join(addrs)})")
+
+
+@user_app.command("list")
+def user_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """List users, their addresses and how many messages they own."""
+    from archive.users import list_users
+
+    with _opened(ctx) as archive:
+        users = list_users(archive.catalog)
+    if json_out:
+        print_json(users)
+        return
+    rows = [
+        (
+            u["name"],
+            u["source"],
+            ", ".join(u["addresses"]),
+            ", ".join(u["pop3_accounts"]) or "-",
+            u["messages"],
+        )
+        for u in users
+    ]
+    print_table(("NAME", "SOURCE", "ADDRESSES", "POP3", "MESSAGES"), rows)
+
+
+@user_app.command("remove")
+def user_remove(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> None:
+    """Remove a user (their archived mail stays; only ownership goes)."""
+    from archive.users import remove_user
+
+    with _opened(ctx) as archive:
+        remove_user(archive.catalog, name)
+    click.echo(f"removed user {name}")
+
+
+def _import_out(result, json_out: bool) -> None:  # type: ignore[no-untyped-def]
+    if json_out:
+        print_json(result.as_dict())
+    else:
+        click.echo(
+            f"{result.added} added, {result.updated} updated, {result.unchanged} unchanged, "
+            f"{result.removed} removed, {len(result.errors)} rejected"
+        )
+        for err in result.errors:
+            warn(err)
+    if result.errors:
+        raise typer.Exit(1)
+
+
+@user_app.command("import-csv")
+def user_import_csv(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="CSV: name,email,display_name,pop3_account")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Create/update users from a CSV file; bad rows are reported, good rows kept."""
+    from archive.users import import_csv
+
+    if not file.is_file():
+        fail(f"{file}: no such file", 2)
+    with _opened(ctx) as archive:
+        result = import_csv(archive.catalog, file)
+    _import_out(result, json_out)
+
+
+@user_app.command("sync-ldap")
+def user_sync_ldap(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Option("--url", help="ldap://host:389 or ldaps://host:636")],
+    base_dn: Annotated[str, typer.Option("--base-dn", help="Where to search.")],
+    bind_dn: Annotated[
+        str | None, typer.Option("--bind-dn", help="Bind as (else anonymous).")
+    ] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the bind password from stdin.")
+    ] = False,
+    ldap_filter: Annotated[
+        str, typer.Option("--filter", help="LDAP filter selecting the users.")
+    ] = LdapSettings.filter,
+    name_attr: Annotated[
+        str, typer.Option("--name-attr", help="User name attribute (AD: sAMAccountName).")
+    ] = "uid",
+    mail_attr: Annotated[
+        list[str] | None,
+        typer.Option("--mail-attr", help="Address attribute(s), e.g. mail, proxyAddresses."),
+    ] = None,
+    display_attr: Annotated[str, typer.Option("--display-attr")] = "cn",
+    pop3_attr: Annotated[
+        str | None, typer.Option("--pop3-attr", help="Attribute holding POP3 logins.")
+    ] = None,
+    prune: Annotated[
+        bool, typer.Option("--prune/--no-prune", help="Remove LDAP users no longer found.")
+    ] = True,
+    json_out: JsonOpt = False,
+) -> None:
+    """Mirror users from LDAP / Active Directory (idempotent)."""
+    from archive.ldap_sync import sync
+
+    c = context(ctx)
+    password = None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif bind_dn:
+        ldap_secrets = getattr(c.load_secrets(), "ldap", None) or {}
+        password = ldap_secrets.get("bind_password") if isinstance(ldap_secrets, dict) else None
+        if password is None:
+            fail(
+                "--bind-dn needs a password: --password-stdin (or [ldap] bind_password "
+                "in secrets.toml)",
+                2,
+            )
+    settings = LdapSettings(
+        url=url,
+        base_dn=base_dn,
+        bind_dn=bind_dn,
+        password=password,
+        filter=ldap_filter,
+        name_attr=name_attr,
+        mail_attrs=tuple(mail_attr or ["mail"]),
+        display_attr=display_attr or None,
+        pop3_attr=pop3_attr,
+    )
+    with _opened(ctx) as archive:
+        result = sync(archive.catalog, settings, prune=prune)
+    _import_out(result, json_out)
+
+
+def register(app: typer.Typer) -> None:
+    """Mount the archive commands on the root `proxy-admin` app."""
+    app.command("ingest")(ingest)
+    app.command("search")(search)
+    app.command("show")(show)
+    app.command("export")(export)
+    app.command("import")(import_)
+    app.add_typer(user_app, name="user")
