@@ -181,12 +181,14 @@ class Secrets(_Model):
     """Contents of secrets.toml: `[listener.NAME] target_password = "..."`."""
 
     listener: dict[str, dict[str, str]] = Field(default_factory=dict)
+    #: `[ldap] bind_password = "..."` for `proxy-admin user sync-ldap`
+    ldap: dict[str, str] = Field(default_factory=dict)
 
     def target_password(self, name: str) -> str | None:
         return self.listener.get(name, {}).get("target_password")
 
     def __repr__(self) -> str:  # never let a password reach a log via repr()
-        return f"Secrets(<{len(self.listener)} listener entries hidden>)"
+        return f"Secrets(<{len(self.listener)} listener entries, ldap: {bool(self.ldap)} hidden>)"
 
     __str__ = __repr__
 
