@@ -25,8 +25,13 @@ test: venv
 	$(BIN)/python -m pytest -q
 
 lint: venv
-	$(BIN)/ruff check proxy archive admin tests bench
-	$(BIN)/ruff format --check proxy archive admin tests bench
+	$(BIN)/ruff check proxy archive admin tests bench fuzz
+	$(BIN)/ruff format --check proxy archive admin tests bench fuzz
+
+## fuzz: >= 1,000,000 executions of random input through the SMTP core (not in CI; atheris optional)
+fuzz: venv
+	mkdir -p var/fuzz-corpus
+	$(BIN)/python fuzz/smtp_core.py -runs=1000000 var/fuzz-corpus
 
 bench: venv
 	$(BIN)/python bench/smtp_relay.py

@@ -297,7 +297,7 @@ def save_config(config: Config, path: Path) -> None:
 
 
 def save_secrets(secrets: Secrets, config_path: Path) -> None:
-    data = secrets.model_dump(mode="json")
+    data = secrets.model_dump(mode="json", exclude_defaults=True)
     _atomic_write(secrets_path(config_path), tomli_w.dumps(data).encode(), 0o600)
 
 

@@ -47,6 +47,7 @@ class DataReader:
         self._synthetic = 2  # how many leading bytes of _carry are not client bytes
         self.size = 0  # unstuffed message bytes produced so far
         self.bare_newline: str | None = None  # "LF" or "CR" once seen
+        self.done = False  # the terminator was seen; feed() must not be called again
 
     def _check_bare(self, buf: bytes, end: int, complete: bool) -> None:
         """Look for a bare LF/CR in buf[:end]; buf[0] was checked by an earlier call."""
@@ -75,6 +76,7 @@ class DataReader:
             wire, message = self._emit(buf, idx + 2)
             self.size += len(message)
             self._carry = b""
+            self.done = True
             return DataChunk(wire, message, True, buf[idx + len(TERMINATOR) :])
         self._check_bare(buf, len(buf), complete=False)
         n = len(buf) - _HOLD

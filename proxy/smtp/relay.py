@@ -48,7 +48,7 @@ from proxy.actions import (
     StartTls,
 )
 from proxy.buffer import TOO_LONG, LineBuffer
-from proxy.errors import RemoteProtocolError
+from proxy.errors import LocalProtocolError, RemoteProtocolError
 from proxy.settings import RelaySettings
 from proxy.smtp import replies as R
 from proxy.smtp.data import DataReader
@@ -61,7 +61,9 @@ _SIZE_RE = re.compile(rb"(?:^|\s)SIZE=(\d{1,20})(?:\s|$)", re.I)
 #: relayed commands whose reply the core interprets (others are relayed blindly)
 _TRACKED = {b"AUTH", b"MAIL", b"RCPT", b"DATA", b"QUIT"}
 #: pending entries whose reply must arrive before anything after them is parsed
+#: (the greeting and TLS setup too: nothing of the client's may precede TLS upstream)
 _BARRIERS = {"EHLO", "EHLO-RSET", "AUTH", "DATA", "QUIT", "archive", "data-end", "inject-auth"}
+_BARRIERS |= {"greeting", "setup-ehlo", "setup-starttls"}
 #: commands that must not be parsed while earlier replies are outstanding
 _NEED_IDLE = {b"EHLO", b"HELO", b"STARTTLS", b"AUTH"}
 
@@ -121,7 +123,8 @@ class SmtpRelay(RelayCore):
         self._helo_style = False  # client said HELO but we sent EHLO (injection)
         self._env = _Envelope()
         self._auth_user: str | None = None
-        self._auth: tuple[bytes, bytes | None] | None = None  # (mechanism, candidate)
+        # (mechanism, user name candidate, whether the first response was seen)
+        self._auth: tuple[bytes, bytes | None, bool] | None = None
         self._in_auth = False  # the next client line is an AUTH continuation
         self._data: DataReader | None = None
         self._discard: str | None = None  # why DATA is being consumed but not relayed
@@ -147,7 +150,7 @@ class SmtpRelay(RelayCore):
         if not data:
             self.client_lost()
             return
-        if self._data is not None:
+        if self._streaming:
             self._feed_data(data)
         else:
             self._client.feed(data)
@@ -174,8 +177,9 @@ class SmtpRelay(RelayCore):
                     self._on_reply(reply)
         except RemoteProtocolError as e:
             self._log("warning", str(e))
-            self._abort_current()
-            self._fatal(R.UPSTREAM_PROTOCOL)
+            if not self._message_in_doubt():
+                self._abort_current()
+                self._fatal(R.UPSTREAM_PROTOCOL)
             return
         self._process_client()
         self._update_reading()
@@ -198,7 +202,10 @@ class SmtpRelay(RelayCore):
             self._close()
 
     def archive_result(self, ok: bool, error: str | None = None) -> None:
-        assert self._pending and self._pending[-1].kind == "archive"
+        if self._closed:
+            return  # the session ended while the copy was being made (e.g. provider lost)
+        if not self._pending or self._pending[-1].kind != "archive":
+            raise LocalProtocolError("archive_result() without a CommitMessage")
         self._pending.pop()
         if ok:
             self._archived = True
@@ -216,26 +223,37 @@ class SmtpRelay(RelayCore):
         self._update_reading()
 
     def upstream_lost(self, reason: str = "connection lost") -> None:
+        self._upstream_gone(f"provider connection lost: {reason}", R.UPSTREAM_LOST)
+
+    def _upstream_gone(self, why: str, reply: bytes) -> None:
         if self._closed:
             return
-        self._log("warning", f"provider connection lost: {reason}")
-        if self._data is not None:
+        self._log("warning", why)
+        if self._streaming:
             # Keep reading the client's DATA to its end, then say it was not sent.
             self._out.append(AbortMessage())
             self._discard = self._discard or "lost"
             self._update_reading()
             return
-        if self._pending and self._pending[0].kind == "data-end":
-            self._out.append(RecordOutcome("unknown", None))
-            self._log_transaction("unknown", None)
-            self._fatal(R.DATA_END_UPSTREAM_LOST)
-            return
-        self._fatal(R.UPSTREAM_LOST)
+        if not self._message_in_doubt():
+            self._fatal(reply)
+
+    def _message_in_doubt(self) -> bool:
+        """A complete message is being committed or awaits its final reply: the provider
+        is gone, so its outcome is unknown (the report says so) and the session ends."""
+        head = self._pending[0].kind if self._pending else None
+        if head not in ("archive", "data-end"):
+            return False
+        self._out.append(RecordOutcome("unknown", None))
+        self._log_transaction("unknown", None)
+        # Before archive_result the final dot was not sent: the message did not leave.
+        self._fatal(R.DATA_UPSTREAM_LOST if head == "archive" else R.DATA_END_UPSTREAM_LOST)
+        return True
 
     def client_lost(self) -> None:
         if self._closed:
             return
-        if self._data is not None:
+        if self._streaming:
             self._out.append(AbortMessage())
         self._close()
 
@@ -246,9 +264,14 @@ class SmtpRelay(RelayCore):
             self._abort_current()
             self._fatal(R.CLIENT_TIMEOUT)
         else:
-            self.upstream_lost("provider timed out")
+            self._upstream_gone("provider timed out", R.UPSTREAM_TIMEOUT)
 
     # --- helpers ----------------------------------------------------------------
+    @property
+    def _streaming(self) -> bool:
+        """The client's DATA is being read (the terminator not seen yet)."""
+        return self._data is not None and not self._data.done
+
     def _fmt(self, reply: bytes) -> bytes:
         return reply.replace(b"{host}", self._host.encode())
 
@@ -323,7 +346,9 @@ class SmtpRelay(RelayCore):
             if line is None:
                 return
             if line is TOO_LONG:
-                self._local(R.LINE_TOO_LONG)
+                # An overlong line counts against max_commands like any command.
+                if self._count_command():
+                    self._local(R.LINE_TOO_LONG)
                 continue
             assert isinstance(line, bytes)
             if self._in_auth:
@@ -339,11 +364,17 @@ class SmtpRelay(RelayCore):
         rest = self._client.take()
         self._client.feed(line + rest)
 
-    def _command(self, verb: bytes, line: bytes) -> None:
+    def _count_command(self) -> bool:
+        """Count one client command; False (and the session closed) past max_commands."""
         self._commands += 1
         if self._commands > self.s.max_commands:
             self._log("warning", "too many commands in one session")
             self._fatal(R.TOO_MANY_COMMANDS)
+            return False
+        return True
+
+    def _command(self, verb: bytes, line: bytes) -> None:
+        if not self._count_command():
             return
         if not line.endswith(b"\r\n") or b"\r" in line[:-2] or b"\n" in line[:-2]:
             self._local(R.COMMAND_BARE_NEWLINE)
@@ -409,7 +440,7 @@ class SmtpRelay(RelayCore):
         words = line.split()
         mech = words[1].upper() if len(words) > 1 else b""
         initial = words[2] if len(words) > 2 else None
-        self._auth = (mech, self._auth_candidate(mech, initial, first=True))
+        self._auth = (mech, self._auth_candidate(mech, initial, first=True), initial is not None)
         self._relay(b"AUTH", line)
 
     def _auth_candidate(self, mech: bytes, response: bytes | None, first: bool) -> bytes | None:
@@ -429,10 +460,11 @@ class SmtpRelay(RelayCore):
     def _auth_continuation(self, line: bytes) -> None:
         """Relay an AUTH continuation line verbatim; it is never parsed as a command."""
         self._in_auth = False
-        # Only the first response can name the user; later LOGIN steps carry the password.
-        if self._auth is not None and self._auth[1] is None:
+        # Only the first response can name the user; later LOGIN steps carry the password
+        # (even when the first one did not decode).
+        if self._auth is not None and not self._auth[2]:
             mech = self._auth[0]
-            self._auth = (mech, self._auth_candidate(mech, line.strip(), first=True))
+            self._auth = (mech, self._auth_candidate(mech, line.strip(), first=True), True)
         self._send_upstream(line)
         self._pending.append(_Pending("AUTH"))
 
@@ -459,6 +491,9 @@ class SmtpRelay(RelayCore):
             # Unsolicited (e.g. "421 shutting down"): pass it on; the provider decides.
             self._send_client(reply.raw)
             return
+        if self._pending[0].kind == "archive":
+            # Nothing was sent that this could answer: the final dot is still held back.
+            raise RemoteProtocolError("provider replied before the end of the message")
         p = self._pending.popleft()
         handler = self._REPLIES.get(p.kind)
         if handler is not None:
@@ -469,11 +504,17 @@ class SmtpRelay(RelayCore):
 
     def _reply_greeting(self, p: _Pending, reply: Reply) -> None:
         self._greeting = reply
-        if reply.code == 220 and self.s.target_tls == "starttls":
+        if self.s.target_tls != "starttls":
+            self._send_client(reply.raw)
+        elif reply.code == 220:
             self._send_upstream(b"EHLO " + self._host.encode() + b"\r\n")
             self._pending.append(_Pending("setup-ehlo"))
         else:
+            # Without TLS nothing may follow (AUTH would cross in plaintext): pass the
+            # provider's refusal on and end the session.
+            self._log("warning", f"provider refused the session before STARTTLS: {reply.text}")
             self._send_client(reply.raw)
+            self._close()
 
     def _reply_setup_ehlo(self, p: _Pending, reply: Reply) -> None:
         if reply.code != 250 or b"STARTTLS" not in Capabilities.from_reply(reply).keywords:

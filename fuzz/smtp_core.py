@@ -1,0 +1,217 @@
+"""Fuzz the sans-IO SMTP core: random bytes through SmtpRelay and DataReader.
+
+Not a test (CI runs tests/proxy/smtp); this is for `make fuzz`:
+
+    .venv/bin/python fuzz/smtp_core.py                      # atheris, 1,000,000 runs
+    .venv/bin/python fuzz/smtp_core.py -runs=5000000 -jobs=2 -workers=2 corpus/
+    .venv/bin/python fuzz/smtp_core.py --random 1000000     # no atheris: random inputs
+
+Each input is decoded into relay settings, archive/TLS verdicts and a list of events
+(client bytes, upstream bytes, "whatever the core reads next", lost connections,
+timeouts); bytes are either raw or spliced from SMTP tokens so the fuzzer reaches
+DATA, AUTH and STARTTLS states quickly. After every event the invariants of
+tests/proxy/smtp/smtp_harness.py:check_invariants must hold (archive before the final
+dot, no end-of-data or bare CR/LF relayed inside a message, the copy is the unstuffed
+wire bytes, nothing after Close, never waiting for a lost provider), and no exception
+may escape the core. The same input is also fed to a DataReader whole and in chunks:
+the results must not depend on chunking and must match a reference parse.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(_ROOT), str(_ROOT / "tests" / "proxy" / "smtp")]
+
+try:
+    import atheris
+except ImportError:  # the random driver below needs nothing but the standard library
+    atheris = None
+
+if atheris is not None and "--random" not in sys.argv:
+    with atheris.instrument_imports(include=["proxy"]):
+        import proxy.buffer  # noqa: F401
+        import proxy.smtp.data
+        import proxy.smtp.ehlo
+        import proxy.smtp.relay
+        import proxy.smtp.replies  # noqa: F401
+
+from smtp_harness import CLIENT_TOKENS, SIGNALS, UPSTREAM_TOKENS, run_events  # noqa: E402
+
+from proxy.smtp.data import TERMINATOR, DataReader  # noqa: E402
+
+KINDS = ["client", "upstream", "next", "next", "next", *SIGNALS]
+PREFIXES = [
+    [],
+    [("upstream", b"220 hi\r\n"), ("next", b"EHLO a\r\n"), ("next", b"250 ok\r\n")],
+    [
+        ("upstream", b"220 hi\r\n"),
+        ("next", b"EHLO a\r\n"),
+        ("next", b"250 ok\r\n"),
+        ("next", b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"),
+        ("next", b"250 ok\r\n250 ok\r\n354 go\r\n"),
+    ],
+]
+MAX_EVENTS = 40
+
+
+class Input:
+    """A cursor over the fuzz input; reads past the end yield zeros."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def byte(self) -> int:
+        b = self.data[self.pos] if self.pos < len(self.data) else 0
+        self.pos += 1
+        return b
+
+    def take(self, n: int) -> bytes:
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    @property
+    def more(self) -> bool:
+        return self.pos < len(self.data)
+
+
+def decode(data: bytes) -> tuple[dict[str, object], list, list[bool], list[bool], bool]:
+    inp = Input(data)
+    s, verdicts, tls = inp.byte(), inp.byte(), inp.byte()
+    settings: dict[str, object] = {
+        "client_tls": ["none", "starttls", "implicit"][s % 3],
+        "target_tls": ["none", "starttls"][(s >> 2) & 1],
+        "target_user": [None, "bob"][(s >> 3) & 1],
+        "target_password": "pw",
+        "on_archive_failure": ["reject", "pass"][(s >> 4) & 1],
+        "max_line_length": [2048, 32][(s >> 5) & 1],
+        "max_message_size": [10_000, 20][(s >> 6) & 1],
+        "max_commands": [100, 5][(s >> 6) & 1],
+    }
+    bytewise = bool(s >> 7)
+    events = list(PREFIXES[inp.byte() % 3])
+    while inp.more and len(events) < MAX_EVENTS:
+        op = inp.byte()
+        kind = KINDS[op % len(KINDS)]
+        if kind in SIGNALS:
+            events.append((kind, b""))
+            continue
+        if (op >> 4) & 1:
+            pool = CLIENT_TOKENS if (op >> 5) & 1 else UPSTREAM_TOKENS
+            n = inp.byte() % 4 + 1
+            payload = b"".join(pool[inp.byte() % len(pool)] for _ in range(n))
+        else:
+            payload = inp.take(inp.byte() % 48)
+        events.append((kind, payload))
+    return (
+        settings,
+        events,
+        [bool(verdicts >> i & 1) for i in range(8)],
+        [bool(tls >> i & 1) for i in range(8)],
+        bytewise,
+    )
+
+
+def feed(reader: DataReader, chunks: list[bytes]) -> tuple[bytes, bytes, bool, bytes]:
+    wire, message, rest, done = [], [], b"", False
+    for i, chunk in enumerate(chunks):
+        out = reader.feed(chunk)
+        assert len(reader._carry) <= 6
+        wire.append(out.wire)
+        message.append(out.message)
+        if out.done:
+            done, rest = True, out.rest + b"".join(chunks[i + 1 :])
+            break
+    return b"".join(wire), b"".join(message), done, rest
+
+
+def check_data_reader(data: bytes) -> None:
+    whole = DataReader()
+    w = feed(whole, [data])
+    cuts = sorted({b % (len(data) + 1) for b in data[:12]})
+    edges = [0, *cuts, len(data)]
+    split = DataReader()
+    s = feed(split, [data[a:b] for a, b in zip(edges, edges[1:], strict=False) if b > a])
+    assert w == s, (data, cuts)
+    assert (whole.bare_newline is None) == (split.bare_newline is None)
+    wire, message, done, rest = w
+    end = (b"\r\n" + data).find(TERMINATOR)
+    assert done == (end >= 0)
+    if done:
+        assert wire == data[: max(end, 0)] and rest == data[end + 3 :]
+        assert message == (b"\r\n" + wire).replace(b"\r\n.", b"\r\n")[2:]
+        assert whole.size == len(message)
+        bare = wire.count(b"\n") != wire.count(b"\r\n") or wire.count(b"\r") != wire.count(b"\r\n")
+        assert bare == (whole.bare_newline is not None), data
+
+
+def one_input(data: bytes) -> None:
+    settings, events, verdicts, tls, bytewise = decode(data)
+    run_events(settings, events, verdicts, tls, bytewise=bytewise, check_each=False)
+    check_data_reader(data)
+
+
+# --- the driver without atheris: random inputs spliced from tokens -------------------------
+def random_input(rng: random.Random) -> bytes:
+    out = bytearray(rng.randbytes(4))
+    for _ in range(rng.randrange(1, 16)):
+        op = rng.randrange(256)
+        out.append(op)
+        if (op >> 4) & 1:
+            out += bytes(rng.randrange(256) for _ in range(5))
+        else:
+            n = rng.randrange(48)
+            out.append(n)
+            pool = rng.choice([CLIENT_TOKENS, UPSTREAM_TOKENS])
+            raw = b"".join(rng.choice(pool) for _ in range(3)) if rng.random() < 0.6 else b""
+            raw += rng.randbytes(n)
+            out += raw[:n]
+    return bytes(out)
+
+
+def random_main(runs: int, seed: int) -> None:
+    rng = random.Random(seed)
+    start = time.monotonic()
+    for i in range(1, runs + 1):
+        data = random_input(rng)
+        try:
+            one_input(data)
+        except Exception:
+            print(f"FAILED at run {i}, seed {seed}; input: {data!r}", file=sys.stderr)
+            raise
+        if i % 100_000 == 0:
+            rate = i / (time.monotonic() - start)
+            print(f"#{i} runs, {rate:.0f}/s", flush=True)
+    print(f"done: {runs} runs in {time.monotonic() - start:.0f}s, no failure", flush=True)
+
+
+def main() -> None:
+    if atheris is None or "--random" in sys.argv:
+        # Same command line as atheris where it matters: -runs=N and -seed=N (or N [SEED]).
+        runs, seed = 1_000_000, int(time.time())
+        numbers = [a for a in sys.argv[1:] if a.isdigit()]
+        for arg in sys.argv[1:]:
+            if arg.startswith("-runs="):
+                runs = int(arg.split("=", 1)[1])
+            elif arg.startswith("-seed="):
+                seed = int(arg.split("=", 1)[1])
+        if numbers:
+            runs = int(numbers[0])
+        if len(numbers) > 1:
+            seed = int(numbers[1])
+        random_main(runs, seed)
+        return
+    argv = list(sys.argv)
+    if not any(a.startswith("-runs=") for a in argv):
+        argv.append("-runs=1000000")
+    atheris.Setup(argv, one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
