@@ -297,7 +297,9 @@ def save_config(config: Config, path: Path) -> None:
 
 
 def save_secrets(secrets: Secrets, config_path: Path) -> None:
-    data = secrets.model_dump(mode="json", exclude_defaults=True)
+    data = secrets.model_dump(mode="json")
+    if not data["ldap"]:
+        del data["ldap"]  # only written once someone stores an LDAP password
     _atomic_write(secrets_path(config_path), tomli_w.dumps(data).encode(), 0o600)
 
 
