@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import trustme
+
 from fixtures.dovecot import DovecotServer, served_form, start_dovecot
 from fixtures.pop3_clients import run_curl, run_fetchmail, run_mpop, strip_fetchmail_received
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 import trustme
+
 from fixtures.dovecot import DovecotServer, start_dovecot
 from fixtures.pop3_clients import run_curl, run_mpop
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+
 from fixtures import mails
 from fixtures.smtp_clients import smtp_wire, smtplib_session
 

@@ -7,6 +7,7 @@ clients must deliver byte-exact mail straight to the upstreams first.
 from __future__ import annotations
 
 import pytest
+
 from fixtures import mails
 from fixtures.smtp_clients import (
     client_context,

@@ -18,6 +18,7 @@ import sys
 
 import pytest
 import trio
+
 from fixtures import mails
 from fixtures.smtp_clients import (
     client_context,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+
 from fixtures import mails
 from fixtures.smtp_clients import (
     msmtp,
