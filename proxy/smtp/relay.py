@@ -640,10 +640,12 @@ class SmtpRelay(RelayCore):
 
     def _reply_data_end(self, p: _Pending, reply: Reply) -> None:
         outcome = "delivered" if reply.positive else "rejected"
+        # The durable "pending" report already exists (invariant 1 holds); the verdict
+        # is recorded right after the client has its reply, off the client's latency.
+        self._send_client(reply.raw)
         if self._archived:
             self._out.append(RecordOutcome(outcome, reply.text))
         self._log_transaction(outcome, reply)
-        self._send_client(reply.raw)
         self._data = None
         self._env = _Envelope()
 
