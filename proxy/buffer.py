@@ -1,15 +1,26 @@
-"""A receive buffer that hands out CRLF-terminated lines with a hard length limit.
+"""The receive buffer both protocol cores use: CRLF lines under a hard length limit.
 
-Lines are split at LF; the caller gets the whole line including its terminator so it can
-relay the exact bytes. A line longer than `max_line` is never accumulated: the buffer
-returns `TOO_LONG` once and silently drops the rest of that line, so a peer cannot grow
-our memory by withholding the newline. The search offset remembers how far we already
-looked, so feeding a long line in many small chunks stays linear.
+Theory of operation. Bytes from one peer are appended with `feed()`. `take_line(limit)`
+returns the next line including its line feed, or None while it is incomplete; a line
+longer than `limit` (line ending included) raises `LineTooLong` as soon as that is
+certain, without waiting for its end, so a peer cannot make the buffer grow: it holds
+at most one partial line plus whatever one read returned. The search for the line feed
+resumes where the previous search stopped, so byte-by-byte input stays linear.
+
+`next_line()` is the forgiving form the SMTP core uses: an overlong line is reported
+once as `TOO_LONG` and the rest of it is dropped, so the session can answer "500 Line
+too long" and resynchronise at the next line feed.
 """
 
 from __future__ import annotations
 
 from typing import Final
+
+from proxy.errors import RemoteProtocolError
+
+
+class LineTooLong(RemoteProtocolError):
+    """A peer sent a line longer than the session's limit."""
 
 
 class _TooLong:
@@ -21,11 +32,11 @@ TOO_LONG: Final = _TooLong()
 
 
 class LineBuffer:
-    def __init__(self, max_line: int) -> None:
-        self.max_line = max_line
+    def __init__(self, max_line: int = 0) -> None:
+        self.max_line = max_line  # the limit next_line() applies
         self._buf = bytearray()
-        self._searched = 0  # bytes of _buf known to contain no LF
-        self._discarding = False  # inside the tail of an overlong line
+        self._scanned = 0  # no line feed in _buf[:_scanned]
+        self._discarding = False  # next_line(): inside the tail of an overlong line
 
     def __len__(self) -> int:
         return len(self._buf)
@@ -33,35 +44,61 @@ class LineBuffer:
     def feed(self, data: bytes) -> None:
         self._buf += data
 
-    def next_line(self) -> bytes | _TooLong | None:
-        """The next complete line (with its LF), TOO_LONG, or None if more data is needed."""
-        while True:
-            nl = self._buf.find(b"\n", self._searched)
-            if nl < 0:
-                self._searched = len(self._buf)
-                if self._discarding:
-                    self._buf.clear()
-                    self._searched = 0
-                    return None
-                if len(self._buf) > self.max_line:
-                    self._buf.clear()
-                    self._searched = 0
-                    self._discarding = True
-                    return TOO_LONG
-                return None
-            line = bytes(self._buf[: nl + 1])
-            del self._buf[: nl + 1]
-            self._searched = 0
-            if self._discarding:
-                self._discarding = False
-                continue
-            if len(line) > self.max_line:
-                return TOO_LONG
-            return line
+    def take_line(self, limit: int) -> bytes | None:
+        """The next complete line (LF included), None if incomplete; LineTooLong."""
+        end = self._buf.find(b"\n", self._scanned)
+        if end < 0:
+            self._scanned = len(self._buf)
+            if len(self._buf) >= limit:
+                raise LineTooLong(f"line longer than {limit} octets")
+            return None
+        if end + 1 > limit:
+            raise LineTooLong(f"line longer than {limit} octets")
+        line = bytes(self._buf[: end + 1])
+        del self._buf[: end + 1]
+        self._scanned = 0
+        return line
 
-    def take(self) -> bytes:
-        """Everything buffered, raw (for switching to DATA/TLS handling)."""
+    def discard_line(self) -> bool:
+        """Drop bytes up to and including the next line feed; True once it was found."""
+        end = self._buf.find(b"\n", self._scanned)
+        if end < 0:
+            self._buf.clear()
+            self._scanned = 0
+            return False
+        del self._buf[: end + 1]
+        self._scanned = 0
+        return True
+
+    def next_line(self) -> bytes | _TooLong | None:
+        """The next line within `max_line`, TOO_LONG (once per overlong line), or None."""
+        if self._discarding:
+            if not self.discard_line():
+                return None
+            self._discarding = False
+        try:
+            return self.take_line(self.max_line)
+        except LineTooLong:
+            # Drop the overlong line now, or its tail as it arrives.
+            self._discarding = not self.discard_line()
+            return TOO_LONG
+
+    def take_all(self) -> bytes:
+        """Everything buffered, raw (for switching to DATA or TLS handling)."""
         data = bytes(self._buf)
         self._buf.clear()
-        self._searched = 0
+        self._scanned = 0
         return data
+
+    take = take_all
+
+
+def is_crlf_line(line: bytes) -> bool:
+    """True when `line` ends with CRLF and holds no other CR or LF.
+
+    A bare CR or LF inside a command is where two parsers can disagree about where the
+    line ends (the upstream might see two commands where the relay saw one), so a relay
+    neither relays nor answers such a line as if it understood it.
+    """
+    body = line[:-2]
+    return line.endswith(b"\r\n") and b"\r" not in body and b"\n" not in body

@@ -11,7 +11,7 @@ TLS, and the upstream decides what it accepts. The rewriter consumes the wire fo
 
 from __future__ import annotations
 
-from proxy.pop3.lines import LineBuffer
+from proxy.buffer import LineBuffer
 
 STLS_CAPABILITY = b"STLS\r\n"
 

@@ -48,12 +48,12 @@ from proxy.actions import (
     Side,
     StartTls,
 )
+from proxy.buffer import LineBuffer, LineTooLong, is_crlf_line
 from proxy.errors import LocalProtocolError, RemoteProtocolError
 from proxy.pop3 import replies
 from proxy.pop3.capa import CapaRewriter
 from proxy.pop3.commands import MULTILINE_KINDS, Command, Kind, classify, uidl_pair
 from proxy.pop3.limits import CONTINUATION, END_LINE, ERR, OK, SASL_LINE_MAX, UIDL_CACHE_MAX
-from proxy.pop3.lines import LineBuffer, LineTooLong, is_crlf_line
 from proxy.pop3.multiline import MultilineReader
 from proxy.settings import RelaySettings
 

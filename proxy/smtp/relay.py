@@ -47,7 +47,7 @@ from proxy.actions import (
     Side,
     StartTls,
 )
-from proxy.buffer import TOO_LONG, LineBuffer
+from proxy.buffer import TOO_LONG, LineBuffer, is_crlf_line
 from proxy.errors import LocalProtocolError, RemoteProtocolError
 from proxy.settings import RelaySettings
 from proxy.smtp import replies as R
@@ -376,7 +376,7 @@ class SmtpRelay(RelayCore):
     def _command(self, verb: bytes, line: bytes) -> None:
         if not self._count_command():
             return
-        if not line.endswith(b"\r\n") or b"\r" in line[:-2] or b"\n" in line[:-2]:
+        if not is_crlf_line(line):
             self._local(R.COMMAND_BARE_NEWLINE)
             return
         handler = self._COMMANDS.get(verb)

@@ -6,9 +6,9 @@ import base64
 
 import pytest
 
+from proxy.buffer import LineBuffer, LineTooLong, is_crlf_line
 from proxy.pop3.capa import CapaRewriter, capability_name
 from proxy.pop3.commands import Kind, classify, parse_msg_number, uidl_pair
-from proxy.pop3.lines import LineBuffer, LineTooLong, is_crlf_line
 from proxy.pop3.sasl import SaslAccount
 
 
