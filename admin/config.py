@@ -19,6 +19,8 @@ from typing import Annotated, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from archive.durable import write_atomic
+
 DEFAULT_CONFIG_PATH = Path("/etc/mailtee/config.toml")
 SECRETS_FILE_NAME = "secrets.toml"
 
@@ -271,19 +273,6 @@ def load_secrets(config_path: Path, *, strict_mode: bool = True) -> Secrets:
         raise ConfigError(f"{path}: {_describe(e)}") from None
 
 
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def config_to_dict(config: Config) -> dict:
     data = config.model_dump(mode="json", exclude_none=True)
     if not data.get("listener"):
@@ -293,14 +282,14 @@ def config_to_dict(config: Config) -> dict:
 
 
 def save_config(config: Config, path: Path) -> None:
-    _atomic_write(path, tomli_w.dumps(config_to_dict(config)).encode(), 0o644)
+    write_atomic(path, tomli_w.dumps(config_to_dict(config)).encode(), 0o644)
 
 
 def save_secrets(secrets: Secrets, config_path: Path) -> None:
     data = secrets.model_dump(mode="json")
     if not data["ldap"]:
         del data["ldap"]  # only written once someone stores an LDAP password
-    _atomic_write(secrets_path(config_path), tomli_w.dumps(data).encode(), 0o600)
+    write_atomic(secrets_path(config_path), tomli_w.dumps(data).encode(), 0o600)
 
 
 def check_secrets(config: Config, secrets: Secrets) -> None:

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from archive.durable import write_atomic
+
 TLS_DIR_NAME = "tls"
 CERT_FILE_NAME = "cert.pem"
 KEY_FILE_NAME = "key.pem"
@@ -50,21 +52,6 @@ def server_context_paths(state_dir: Path) -> tuple[Path, Path]:
 
 
 # --- files --------------------------------------------------------------------------
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -215,8 +202,8 @@ def make_self_signed(
         .sign(key, hashes.SHA256())
     )
     # Key first: a cert.pem whose key is missing is worse than a stale pair.
-    _write_atomic(Path(key_path), _key_pem(key), 0o600)
-    _write_atomic(Path(cert_path), cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_atomic(Path(key_path), _key_pem(key), 0o600)
+    write_atomic(Path(cert_path), cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
 def make_csr(key_path: Path, hostname: str) -> bytes:
@@ -293,8 +280,8 @@ def import_pair(cert: Path, key: Path, tls_dir: Path) -> tuple[Path, Path]:
     os.chmod(tls_dir, 0o700)
     cert_dst, key_dst = tls_dir / CERT_FILE_NAME, tls_dir / KEY_FILE_NAME
     chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
-    _write_atomic(key_dst, _key_pem(private_key), 0o600)
-    _write_atomic(cert_dst, chain, 0o644)
+    write_atomic(key_dst, _key_pem(private_key), 0o600)
+    write_atomic(cert_dst, chain, 0o644)
     return cert_dst, key_dst
 
 

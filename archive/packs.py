@@ -28,6 +28,8 @@ from pathlib import Path
 
 import zstandard
 
+from archive.durable import fsync_dir
+
 FILE_MAGIC = b"MTPACK1\n"
 RECORD_MAGIC = b"MTC1"
 #: magic, blob count, raw total, compressed length
@@ -56,14 +58,6 @@ class BlobRef:
 
 def pack_name(number: int) -> str:
     return f"pack-{number:06d}.mtp"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class PackReader:
@@ -186,7 +180,7 @@ class PackWriter:
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o640)
         os.write(self._fd, FILE_MAGIC)
         os.fsync(self._fd)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         self.offset = len(FILE_MAGIC)
 
     def append(self, raw: bytes, sha256: str) -> BlobRef:

@@ -26,11 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from archive.durable import fsync_dir, write_file
+
 MPR_FORMAT = "mailtee-mpr"
 MPR_VERSION = 1
 OUTCOMES = ("pending", "delivered", "rejected", "unknown")
 #: message bytes kept in memory before the temp file is created (bounded per session)
 SPILL_BYTES = 256 * 1024
+#: reports hold mail: owner read/write, group (e.g. an auditors' group) read, others nothing
+REPORT_MODE = 0o640
 
 
 class SpoolError(Exception):
@@ -43,26 +47,6 @@ def utc_now() -> dt.datetime:
 
 def iso_millis(t: dt.datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, data: bytes, *, sync: bool) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -92,7 +76,8 @@ class MessageWriter:
         """Move the buffered head to the temp file (creating it); latch errors."""
         try:
             if self._file is None:
-                self._file = open(self._tmp, "xb")  # noqa: SIM115 - closed in commit/abort
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                self._file = os.fdopen(os.open(self._tmp, flags, REPORT_MODE), "wb")
             self._file.write(self._head)
         except OSError as e:
             self._fail("cannot write message file", e)
@@ -165,9 +150,9 @@ class MessageWriter:
                 self._file = None
                 os.replace(self._tmp, self.eml_path)
                 mpr_tmp = self.reports_dir / f".{self.stem}.mpr.tmp"
-                _write_file(mpr_tmp, self._encode(outcome, reply), sync=True)
+                write_file(mpr_tmp, self._encode(outcome, reply), mode=REPORT_MODE, sync=True)
                 os.replace(mpr_tmp, self.mpr_path)
-                _fsync_dir(self.reports_dir)
+                fsync_dir(self.reports_dir)
                 self.committed = True
                 return
             except OSError as e:
@@ -180,7 +165,7 @@ class MessageWriter:
         assert outcome in OUTCOMES and self.committed
         tmp = self.reports_dir / f".{self.stem}.mpr.tmp"
         try:
-            _write_file(tmp, self._encode(outcome, reply), sync=False)
+            write_file(tmp, self._encode(outcome, reply), mode=REPORT_MODE, sync=False)
             os.replace(tmp, self.mpr_path)
         except OSError as e:
             # The durable pending report stays; ingest reads it as "outcome unknown".
