@@ -109,11 +109,16 @@ class Session:
 
     async def _loop(self) -> None:
         core = self.core
+        # The idle/provider timeout runs from the core's last progress (an action: a
+        # complete command, reply or data chunk), not from the last byte: a peer that
+        # dribbles one byte just inside the timeout (slowloris) is still cut off.
+        progress_at = trio.current_time()
         while True:
             # Answers to actions (archive_result, tls_started) queue further actions.
             while batch := core.actions():
                 for action in coalesce(batch):
                     await self._perform(action)
+                progress_at = trio.current_time()
             if self.done:
                 return
             side = core.reading
@@ -130,7 +135,7 @@ class Session:
                 continue
             limit = self.env.idle_timeout if side is Side.CLIENT else self.env.upstream_timeout
             data: bytes | None = None
-            with trio.move_on_after(limit):
+            with trio.move_on_at(progress_at + limit):
                 try:
                     data = await stream.receive_some(RECEIVE_SIZE)
                 except STREAM_ERRORS as e:
