@@ -378,7 +378,9 @@ def run(ctx: typer.Context) -> None:
         if e.name != "proxy.serve":
             raise
         fail("this installation has no proxy service (proxy/serve.py is missing)", 1)
+    from proxy.errors import ProxyError
 
+    register_error(ProxyError, 1)  # e.g. a port in use: one line, exit 1
     import trio
 
     handler = setup_logging(config.log_level)
@@ -466,26 +468,78 @@ def _yes_no(v: bool | None) -> str:
     return "?" if v is None else ("yes" if v else "no")
 
 
+def service_status(state_dir: Path) -> dict[str, Any] | None:
+    """The running service's own status over its control socket; None if it is not up."""
+    try:
+        from proxy import control
+    except ModuleNotFoundError:
+        return None
+    try:
+        reply = control.request(control.socket_path(state_dir), "status", timeout=3.0)
+    except (OSError, control.ControlError):
+        return None
+    status = reply.get("status") if reply.get("ok") else None
+    return status if isinstance(status, dict) else None
+
+
+def _megabytes(n: int | None) -> str:
+    return "?" if n is None else f"{n // (1024 * 1024)} MB"
+
+
+def _service_fields(svc: dict[str, Any]) -> list[tuple[str, Any]]:
+    fields: list[tuple[str, Any]] = [
+        (
+            "service",
+            f"running (pid {svc.get('pid')}, since {svc.get('started_at')}), "
+            f"{svc.get('active_sessions', 0)} active session(s)",
+        ),
+        (
+            "free disk",
+            f"{_megabytes(svc.get('disk_free_bytes'))} (alert below {svc.get('low_disk_mb')} MB)",
+        ),
+        ("archive failures", svc.get("archive_failures", 0)),
+    ]
+    draining = svc.get("draining") or {}
+    if draining:
+        fields.append(("draining", ", ".join(f"{k} ({v})" for k, v in sorted(draining.items()))))
+    reload = svc.get("last_reload")
+    if reload:
+        fields.append(
+            ("last reload", f"{reload.get('at')}, {len(reload.get('errors', []))} error(s)")
+        )
+    for err in svc.get("last_errors", [])[-5:]:
+        fields.append(("error", f"{err.get('at')} {err.get('kind')}: {err.get('summary')}"))
+    return fields
+
+
 @app.command()
 def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
-    """Show listeners, whether their ports accept connections, and the report backlog."""
+    """Show listeners, sessions, the report backlog, recent errors and free disk space.
+
+    While the service runs it answers through its control socket (state_dir/control.sock);
+    otherwise the ports are checked from outside.
+    """
     c = context(ctx)
     config = c.load_config()
     sd = c.state_dir(config)
+    svc = service_status(sd)
+    running = {x["name"]: x for x in (svc or {}).get("listeners", [])}
     listening = listening_sockets()
     listeners = []
     for lst in config.listener:
+        live = running.get(lst.name)
         listeners.append(
             {
                 "name": lst.name,
                 "protocol": lst.protocol,
                 "listen": lst.listen,
-                "port": lst.port,
+                "port": live["port"] if live else lst.port,
                 "target_host": lst.target_host,
                 "target_port": lst.target_port,
                 "client_tls": lst.client_tls,
                 "target_tls": lst.target_tls,
-                "accepting": _probe(lst.listen, lst.port, listening),
+                "accepting": True if live else _probe(lst.listen, lst.port, listening),
+                "active_sessions": live.get("active_sessions") if live else None,
             }
         )
     demo: dict[str, Any] = {"enabled": config.demo.enabled}
@@ -496,7 +550,10 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
             smtp_accepting=_probe("127.0.0.1", config.demo.smtp_port, listening),
             pop3_accepting=_probe("127.0.0.1", config.demo.pop3_port, listening),
         )
-    pending = count_reports(sd / "reports")
+    pending = svc["reports_pending"] if svc else count_reports(sd / "reports")
+    service: dict[str, Any] = {"running": False}
+    if svc:
+        service = {"running": True, **{k: v for k, v in svc.items() if k != "listeners"}}
     if json_out:
         print_json(
             {
@@ -505,11 +562,17 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
                 "reports_pending": pending,
                 "listeners": listeners,
                 "demo": demo,
+                "service": service,
             }
         )
         return
     backlog = "no reports directory" if pending is None else f"{pending} .mpr waiting for ingest"
-    fields = [("config", c.config_path), ("state dir", sd), ("reports", backlog)]
+    fields: list[tuple[str, Any]] = [("config", c.config_path), ("state dir", sd)]
+    if svc:
+        fields += _service_fields(svc)
+    else:
+        fields.append(("service", "not running (no answer on the control socket)"))
+    fields.append(("reports", backlog))
     if config.demo.enabled:
         fields.append(
             (
@@ -524,7 +587,7 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         typer.echo("no listeners configured (add one with `proxy-admin listener add`)")
         return
     print_table(
-        ["NAME", "PROTO", "LISTEN", "TARGET", "CLIENT-TLS", "TARGET-TLS", "ACCEPTING"],
+        ["NAME", "PROTO", "LISTEN", "TARGET", "CLIENT-TLS", "TARGET-TLS", "ACTIVE", "ACCEPTING"],
         [
             (
                 lst["name"],
@@ -533,6 +596,7 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
                 _hostport(lst["target_host"], lst["target_port"]),
                 lst["client_tls"],
                 lst["target_tls"],
+                "-" if lst["active_sessions"] is None else lst["active_sessions"],
                 _yes_no(lst["accepting"]),
             )
             for lst in listeners

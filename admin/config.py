@@ -140,6 +140,46 @@ class DemoConfig(_Model):
     pop3_port: Port = 2111
 
 
+class AlertsConfig(_Model):
+    """`[alerts]`: who hears about archive/verify failures and low disk, and through which relay.
+
+    Alerts are always logged; they are also mailed when `smtp_host` and `to` are set.
+    """
+
+    #: the SMTP relay that delivers alert mail ("" = log only)
+    smtp_host: str = ""
+    smtp_port: Port = 25
+    smtp_tls: TlsMode = "none"
+    smtp_verify: bool = True
+    smtp_timeout: float = Field(default=30.0, gt=0)
+    #: envelope and header sender; "" = mailtee@<hostname>
+    from_address: str = Field(default="", alias="from")
+    to: list[str] = Field(default_factory=list)
+    #: alert when the state directory's file system has less free space than this
+    low_disk_mb: int = Field(default=1024, ge=0)
+    #: at most one mail per kind of alert in this many seconds; the rest are counted
+    min_interval: float = Field(default=900.0, ge=0)
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    @field_validator("smtp_tls", mode="before")
+    @classmethod
+    def _stls_alias(cls, v: object) -> object:
+        return "starttls" if v == "stls" else v
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        for addr in v:
+            if "@" not in addr or any(c in addr for c in " \r\n<>,"):
+                raise ValueError(f"{addr!r} is not a mail address")
+        return v
+
+    @property
+    def mail_enabled(self) -> bool:
+        return bool(self.smtp_host and self.to)
+
+
 class Config(_Model):
     hostname: str = "mailtee.localdomain"
     state_dir: str = "/var/lib/mailtee"
@@ -148,6 +188,7 @@ class Config(_Model):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     limits: Limits = Field(default_factory=Limits)
     demo: DemoConfig = Field(default_factory=DemoConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     listener: list[ListenerConfig] = Field(default_factory=list)
 
     @field_validator("allow_clients")
@@ -274,7 +315,7 @@ def load_secrets(config_path: Path, *, strict_mode: bool = True) -> Secrets:
 
 
 def config_to_dict(config: Config) -> dict:
-    data = config.model_dump(mode="json", exclude_none=True)
+    data = config.model_dump(mode="json", exclude_none=True, by_alias=True)
     if not data.get("listener"):
         # `listener = []` would make a hand-appended `[[listener]]` invalid TOML.
         data.pop("listener", None)
