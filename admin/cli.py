@@ -1121,10 +1121,8 @@ def tls_import(
 
 # --- extensions ---------------------------------------------------------------------
 
-try:
-    import admin.cli_archive as cli_archive
-except ModuleNotFoundError as _e:  # only "the module is not there"; its own bugs propagate
-    if _e.name != "admin.cli_archive":
-        raise
-else:
-    cli_archive.register(app)
+# The archive and maintenance command groups live in their own modules.
+from admin import cli_archive, cli_maintenance  # noqa: E402
+
+cli_archive.register(app)
+cli_maintenance.register(app)

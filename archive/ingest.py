@@ -234,7 +234,9 @@ def ingest_batch(archive: Archive, items: list[Item]) -> IngestStats:
                 "INSERT INTO messages(sha256, size, pack, offset, length, inner, date, "
                 "received_at, message_id, subject, sender, has_attachment, attachments, "
                 "report_hash, chain, store, ingested_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,1,?)",
+                # the current store is the newest one (sealing starts a new one)
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
+                "COALESCE((SELECT MAX(id) FROM stores), 1),?)",
                 (
                     n.sha256,
                     len(n.raw),

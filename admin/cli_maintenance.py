@@ -1,0 +1,259 @@
+"""Archive maintenance commands of `proxy-admin`: verify, compact, index rebuild,
+store list|seal, backup, restore (docs/maintenance.md).
+
+Thin: open the archive, call one function of archive.maintenance / archive.backup, print
+a summary (people) or stable JSON (`--json`). Exit 0 ok, 1 failure (including damage
+found by verify), 2 usage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from admin.cli_common import (
+    context,
+    fail,
+    is_interactive,
+    print_json,
+    print_table,
+    register_error,
+    warn,
+)
+from archive import backup as bk
+from archive import maintenance as mt
+from archive.packs import PackError
+from archive.store import Archive, ArchiveError
+
+register_error(ArchiveError, 1)
+register_error(PackError, 1)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+index_app = typer.Typer(help="The search index (rebuildable from packs + catalog).")
+store_app = typer.Typer(help="Archive stores: list them, seal the current one.")
+
+
+def _state(ctx: typer.Context) -> Path:
+    c = context(ctx)
+    state = c.state_dir(c.load_config())
+    if not state.is_dir():
+        fail(f"state dir {state} does not exist (run `proxy-admin init`)")
+    return state
+
+
+@contextlib.contextmanager
+def _opened(ctx: typer.Context, *, reset_index: bool = False) -> Iterator[Archive]:
+    archive = Archive(_state(ctx), reset_index=reset_index)
+    try:
+        yield archive
+    finally:
+        archive.close()
+
+
+@contextlib.contextmanager
+def _progress(label: str, show: bool, unit: str = "msg") -> Iterator:
+    """A callback(done, total) drawing a rich bar with rate and ETA, or None."""
+    if not show:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:  # type: ignore[no-untyped-def]
+            return Text(f"{task.speed:,.0f} msg/s" if task.speed else "")
+
+    counts: list[ProgressColumn] = (
+        [DownloadColumn(), TransferSpeedColumn()]
+        if unit == "bytes"
+        else [MofNCompleteColumn(), Rate()]
+    )
+    with Progress(
+        TextColumn(label), BarColumn(), *counts, TimeRemainingColumn(), transient=True
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total or None)
+
+        yield update
+
+
+def _show(json_out: bool) -> bool:
+    return is_interactive() and not json_out
+
+
+# --- verify ----------------------------------------------------------------------------
+
+
+def verify(
+    ctx: typer.Context,
+    store: Annotated[
+        int | None, typer.Option("--store", min=1, help="Only this store's blobs.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Recompute every blob hash and the hash chain; check catalog, packs and index agree.
+
+    Exit 1 listing the damaged message IDs if anything is wrong."""
+    with _opened(ctx) as archive, _progress("verify", _show(json_out)) as cb:
+        report = mt.verify(archive, store, cb)
+    if json_out:
+        print_json(report.as_dict())
+    else:
+        where = f"store {store}" if store is not None else "archive"
+        for mid, problems in sorted(report.damaged.items()):
+            for p in problems:
+                click.echo(f"damaged: message {mid}: {p}")
+        for note in report.notes:
+            warn(note)
+        if report.ok:
+            click.echo(f"{where} ok: {report.messages} message(s) verified")
+        else:
+            ids = " ".join(str(i) for i in sorted(report.damaged))
+            click.echo(f"{where} DAMAGED: {len(report.damaged)} message(s): {ids}", err=True)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+# --- compact / index rebuild -----------------------------------------------------------
+
+
+def compact(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Rewrite the live packs into full chunks, dropping unreferenced bytes (crash-safe)."""
+    with _opened(ctx) as archive, _progress("compact", _show(json_out)) as cb:
+        result = mt.compact(archive, cb)
+    if json_out:
+        print_json(result.as_dict())
+    elif result.messages:
+        click.echo(
+            f"compacted {result.messages} message(s): {result.packs_before} pack(s), "
+            f"{result.bytes_before:,} bytes -> {result.packs_after} pack(s), "
+            f"{result.bytes_after:,} bytes"
+        )
+    else:
+        click.echo("nothing to compact")
+
+
+@index_app.command("rebuild")
+def index_rebuild(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Recreate the search index from packs + catalog (also after a version change)."""
+    with _opened(ctx, reset_index=True) as archive, _progress("index", _show(json_out)) as cb:
+        n = mt.rebuild_index(archive, cb)
+    if json_out:
+        print_json({"messages": n})
+    else:
+        click.echo(f"indexed {n} message(s)")
+
+
+# --- stores ----------------------------------------------------------------------------
+
+
+@store_app.command("list")
+def store_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """List stores: sealed or current, packs, messages, size."""
+    with _opened(ctx) as archive:
+        stores = mt.list_stores(archive)
+    if json_out:
+        print_json({"stores": [s.as_dict() for s in stores]})
+        return
+    rows = [
+        (
+            s.id,
+            s.name,
+            "current" if s.current else ("sealed" if s.sealed else "-"),
+            s.messages,
+            f"{s.pack_bytes:,}",
+            ",".join(map(str, s.packs)) or "-",
+            s.created_at[:19].replace("T", " "),
+        )
+        for s in stores
+    ]
+    print_table(("ID", "NAME", "STATE", "MESSAGES", "BYTES", "PACKS", "CREATED (UTC)"), rows)
+
+
+@store_app.command("seal")
+def store_seal(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Make the current store read-only; new mail goes to a new store (search spans all)."""
+    with _opened(ctx) as archive:
+        sealed, new = mt.seal(archive)
+    if json_out:
+        print_json({"sealed": sealed.as_dict(), "current": new.as_dict()})
+    else:
+        click.echo(
+            f"sealed store {sealed.id} ({sealed.messages} message(s)); "
+            f"new mail goes to store {new.id}"
+        )
+
+
+# --- backup / restore ------------------------------------------------------------------
+
+
+def backup(
+    ctx: typer.Context,
+    dest: Annotated[Path, typer.Argument(help="New (or empty) directory for the backup.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Back up the archive online (catalog snapshot, then packs, then a manifest)."""
+    if dest.exists() and not dest.is_dir():
+        fail(f"DEST: {dest} is not a directory", 2)
+    if dest.is_dir() and any(dest.iterdir()):
+        fail(f"DEST: {dest} is not empty (back up into a new directory)", 2)
+    with _opened(ctx) as archive, _progress("backup", _show(json_out), "bytes") as cb:
+        result = bk.backup(archive, dest, cb)
+    if json_out:
+        print_json(result.as_dict())
+    else:
+        click.echo(
+            f"backed up {result.messages} message(s), {result.files} file(s), "
+            f"{result.bytes:,} bytes to {result.path}"
+        )
+
+
+def restore(
+    ctx: typer.Context,
+    src: Annotated[Path, typer.Argument(help="A directory written by `backup`.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Restore a backup into a state dir without an archive, rebuild the index, verify."""
+    if not src.is_dir():
+        fail(f"SRC: {src}: no such directory", 2)
+    state = _state(ctx)
+    with _progress("restore", _show(json_out), "bytes") as cb:
+        result = bk.restore(src, state, cb)
+    if json_out:
+        print_json(result.as_dict())
+    else:
+        click.echo(
+            f"restored {result.messages} message(s) into {result.path}; indexed {result.indexed}"
+        )
+    if result.verify is not None and not result.verify.ok:
+        ids = " ".join(str(i) for i in sorted(result.verify.damaged))
+        if not json_out:
+            click.echo(f"restored archive DAMAGED: message(s) {ids}", err=True)
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Mount the maintenance commands on the root `proxy-admin` app."""
+    app.command("verify")(verify)
+    app.command("compact")(compact)
+    app.add_typer(index_app, name="index")
+    app.add_typer(store_app, name="store")
+    app.command("backup")(backup)
+    app.command("restore")(restore)
