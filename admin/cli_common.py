@@ -202,6 +202,12 @@ class OneLineFormatter(logging.Formatter):
         return " | ".join(part for part in super().format(record).splitlines() if part)
 
 
+def _add_syslog_priority(record: logging.LogRecord) -> bool:
+    levels = ((logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
+    record.syslog_priority = next((p for lvl, p in levels if record.levelno >= lvl), 7)
+    return True
+
+
 def setup_logging(level: str) -> logging.Handler:
     """Log to stderr at `level`; no timestamps under systemd (journald adds its own).
 
@@ -209,7 +215,10 @@ def setup_logging(level: str) -> logging.Handler:
     """
     handler = logging.StreamHandler(sys.stderr)
     if os.environ.get("JOURNAL_STREAM"):
-        fmt = "%(levelname)s %(name)s: %(message)s"
+        # "<N>" prefixes are syslog priorities journald understands (sd-daemon(3)), so
+        # `journalctl -p warning` filters mailtee's lines.
+        handler.addFilter(_add_syslog_priority)
+        fmt = "<%(syslog_priority)d>%(levelname)s %(name)s: %(message)s"
     else:
         fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     handler.setFormatter(OneLineFormatter(fmt))

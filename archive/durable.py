@@ -37,4 +37,12 @@ def write_atomic(path: Path, data: bytes, mode: int, *, sync: bool = True) -> No
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     write_file(tmp, data, mode=mode, sync=sync)
+    try:
+        # Keep the owner of the file being replaced: root editing the config of a
+        # service running as "mailtee" must not leave it unreadable for the service.
+        st = path.stat()
+        if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (0, 0):
+            os.chown(tmp, st.st_uid, st.st_gid)
+    except FileNotFoundError:
+        pass
     os.replace(tmp, path)

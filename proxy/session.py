@@ -69,6 +69,7 @@ class Session:
         self.done = False
         self.reported_lost: set[Side] = set()
         self.retired: list[trio.abc.Stream] = []
+        self.tls_error = ""
         self.log = logging.getLogger(f"mailtee.{env.protocol}")
 
     # --- lifecycle -----------------------------------------------------------------
@@ -99,7 +100,9 @@ class Session:
             self.upstream = stream
             if env.target_tls == "implicit":
                 if not await self._start_tls(Side.UPSTREAM, quiet=True):
-                    self.core.upstream_unavailable(f"TLS with {env.target_host} failed")
+                    self.core.upstream_unavailable(
+                        f"TLS with {env.target_host} failed: {self.tls_error}"
+                    )
                     return
         except (OSError, trio.TooSlowError) as e:
             reason = "timed out" if isinstance(e, trio.TooSlowError) else (e.strerror or str(e))
@@ -232,7 +235,7 @@ class Session:
                 timeout=env.connect_timeout,
             )
         except (*STREAM_ERRORS, trio.TooSlowError) as e:
-            reason = _reason(e)
+            reason = self.tls_error = _reason(e)
             if side is Side.CLIENT:
                 self.client = None
                 self.log.info(
@@ -320,6 +323,8 @@ def _fmt(value: object) -> str:
 
 
 def _reason(e: BaseException) -> str:
+    if isinstance(e, trio.BrokenResourceError) and e.__cause__ is not None:
+        e = e.__cause__  # trio wraps the SSLError ("certificate verify failed", ...)
     if isinstance(e, trio.TooSlowError):
         return "timed out"
     if isinstance(e, ssl.SSLError):
