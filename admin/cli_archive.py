@@ -17,6 +17,7 @@ import click
 import typer
 
 from admin.cli_common import (
+    JsonOpt,
     context,
     fail,
     is_interactive,
@@ -40,7 +41,6 @@ register_error(UserError, 1)
 register_error(QueryError, 2)
 register_error(ImportSourceError, 2)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 UserOpt = Annotated[
     str | None, typer.Option("--user", "-u", help="Only messages owned by this user.")
 ]

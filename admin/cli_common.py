@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -226,3 +226,23 @@ def setup_logging(level: str) -> logging.Handler:
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     return handler
+
+
+#: the `--json` switch every listing/reporting command shares
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+def hostport(host: str, port: int) -> str:
+    """`host:port`, with IPv6 literals bracketed."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def reload_hint() -> None:
+    typer.echo("A running service applies this on reload (systemctl reload mailtee).")
+
+
+def config_arg(c: CliContext) -> str:
+    """`--config X ` when the config is not the default one, for printed next steps."""
+    if c.config_path == cfg.resolve_config_path(None):
+        return ""
+    return f"--config {c.config_path} "

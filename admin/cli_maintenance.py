@@ -17,6 +17,7 @@ import click
 import typer
 
 from admin.cli_common import (
+    JsonOpt,
     context,
     fail,
     is_interactive,
@@ -33,7 +34,6 @@ from archive.store import Archive, ArchiveError
 register_error(ArchiveError, 1)
 register_error(PackError, 1)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 
 index_app = typer.Typer(help="The search index (rebuildable from packs + catalog).")
 store_app = typer.Typer(help="Archive stores: list them, seal the current one.")
