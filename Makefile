@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= var/config.toml
 
-.PHONY: run test bench lint fuzz venv clean
+.PHONY: run test bench lint fuzz venv clean deb
 
 $(BIN)/proxy-admin: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,10 @@ fuzz: venv
 
 bench: venv
 	$(BIN)/python bench/smtp_relay.py
+
+## deb: dist/mailtee_<version>_<arch>.deb (venv in /opt/mailtee; see packaging/README.md)
+deb:
+	packaging/build-deb.sh
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
