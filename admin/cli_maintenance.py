@@ -128,7 +128,23 @@ def verify(
             ids = " ".join(str(i) for i in sorted(report.damaged))
             click.echo(f"{where} DAMAGED: {len(report.damaged)} message(s): {ids}", err=True)
     if not report.ok:
+        _alert_damage(ctx, report)
         raise typer.Exit(1)
+
+
+def _alert_damage(ctx: typer.Context, report: mt.VerifyReport) -> None:
+    """Verify failures are alerts (issue 6): logged, and mailed when [alerts] says so."""
+    from proxy.alerts import send_alert_now
+
+    config = context(ctx).load_config()
+    ids = " ".join(str(i) for i in sorted(report.damaged))
+    send_alert_now(
+        config.alerts,
+        config.hostname,
+        "verify",
+        f"archive verify found {len(report.damaged)} damaged message(s)",
+        f"message ids: {ids}; run `proxy-admin verify` for details",
+    )
 
 
 # --- compact / index rebuild -----------------------------------------------------------

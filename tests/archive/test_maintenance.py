@@ -271,3 +271,35 @@ def test_maintenance_commands_exclude_each_other_but_not_ingest(cli: Cli, tmp_pa
         with a.writing():  # ingest holds the write lock: backup and verify carry on
             assert cli.json("backup", str(tmp_path / "bk"))["messages"] == N
             assert cli.json("verify")["ok"] is True
+
+
+def test_verify_failure_mails_an_alert(cli: Cli) -> None:
+    """Issue 6: a verify failure is an alert, mailed through the configured relay."""
+    import socket
+    import tomllib
+
+    import tomli_w
+    from aiosmtpd.controller import Controller
+
+    received: list[bytes] = []
+
+    class Sink:
+        async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+            received.append(envelope.original_content)
+            return "250 OK"
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sink = Controller(Sink(), hostname="127.0.0.1", port=port)
+    sink.start()
+    try:
+        data = tomllib.loads(cli.config.read_text())
+        data["alerts"] = {"smtp_host": "127.0.0.1", "smtp_port": port, "to": ["ops@example.com"]}
+        cli.config.write_text(tomli_w.dumps(data))
+        flip_byte(cli.state, 3)
+        assert cli("verify").exit_code == 1
+    finally:
+        sink.stop()
+    assert len(received) == 1
+    assert b"damaged message" in received[0] and b"message ids: 3" in received[0]
