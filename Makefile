@@ -28,10 +28,12 @@ lint: venv
 	$(BIN)/ruff check proxy archive admin tests bench fuzz
 	$(BIN)/ruff format --check proxy archive admin tests bench fuzz
 
-## fuzz: >= 1,000,000 executions of random input through the SMTP core (not in CI; atheris optional)
+## fuzz: >= 1,000,000 executions each through the SMTP and POP3 cores (not in CI; atheris
+## gives coverage guidance when installed, random token splicing otherwise)
 fuzz: venv
-	mkdir -p var/fuzz-corpus
+	mkdir -p var/fuzz-corpus var/fuzz-corpus-pop3
 	$(BIN)/python fuzz/smtp_core.py -runs=1000000 var/fuzz-corpus
+	$(BIN)/python fuzz/pop3_core.py -runs=1000000 var/fuzz-corpus-pop3
 
 bench: venv
 	$(BIN)/python bench/smtp_relay.py

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import random
 import sys
-import time
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(_ROOT), str(_ROOT / "tests" / "proxy" / "smtp")]
+
+from _driver import main, token_input  # noqa: E402 - fuzz/ is the script's folder
 
 try:
     import atheris
@@ -156,62 +157,9 @@ def one_input(data: bytes) -> None:
     check_data_reader(data)
 
 
-# --- the driver without atheris: random inputs spliced from tokens -------------------------
 def random_input(rng: random.Random) -> bytes:
-    out = bytearray(rng.randbytes(4))
-    for _ in range(rng.randrange(1, 16)):
-        op = rng.randrange(256)
-        out.append(op)
-        if (op >> 4) & 1:
-            out += bytes(rng.randrange(256) for _ in range(5))
-        else:
-            n = rng.randrange(48)
-            out.append(n)
-            pool = rng.choice([CLIENT_TOKENS, UPSTREAM_TOKENS])
-            raw = b"".join(rng.choice(pool) for _ in range(3)) if rng.random() < 0.6 else b""
-            raw += rng.randbytes(n)
-            out += raw[:n]
-    return bytes(out)
-
-
-def random_main(runs: int, seed: int) -> None:
-    rng = random.Random(seed)
-    start = time.monotonic()
-    for i in range(1, runs + 1):
-        data = random_input(rng)
-        try:
-            one_input(data)
-        except Exception:
-            print(f"FAILED at run {i}, seed {seed}; input: {data!r}", file=sys.stderr)
-            raise
-        if i % 100_000 == 0:
-            rate = i / (time.monotonic() - start)
-            print(f"#{i} runs, {rate:.0f}/s", flush=True)
-    print(f"done: {runs} runs in {time.monotonic() - start:.0f}s, no failure", flush=True)
-
-
-def main() -> None:
-    if atheris is None or "--random" in sys.argv:
-        # Same command line as atheris where it matters: -runs=N and -seed=N (or N [SEED]).
-        runs, seed = 1_000_000, int(time.time())
-        numbers = [a for a in sys.argv[1:] if a.isdigit()]
-        for arg in sys.argv[1:]:
-            if arg.startswith("-runs="):
-                runs = int(arg.split("=", 1)[1])
-            elif arg.startswith("-seed="):
-                seed = int(arg.split("=", 1)[1])
-        if numbers:
-            runs = int(numbers[0])
-        if len(numbers) > 1:
-            seed = int(numbers[1])
-        random_main(runs, seed)
-        return
-    argv = list(sys.argv)
-    if not any(a.startswith("-runs=") for a in argv):
-        argv.append("-runs=1000000")
-    atheris.Setup(argv, one_input)
-    atheris.Fuzz()
+    return token_input(rng, (CLIENT_TOKENS, UPSTREAM_TOKENS))
 
 
 if __name__ == "__main__":
-    main()
+    main(one_input, random_input, atheris)

@@ -1,0 +1,397 @@
+"""Fuzz the sans-IO POP3 core: random bytes through Pop3Relay and MultilineReader.
+
+Not a test (CI runs tests/proxy/pop3); this is for `make fuzz`:
+
+    .venv/bin/python fuzz/pop3_core.py                      # atheris, 1,000,000 runs
+    .venv/bin/python fuzz/pop3_core.py -runs=5000000 -jobs=2 -workers=2 corpus/
+    .venv/bin/python fuzz/pop3_core.py --random 1000000     # no atheris: random inputs
+
+Each input is decoded into relay settings, archive/TLS verdicts and a list of events
+(client bytes, upstream bytes, "whatever the core reads next", lost connections,
+timeouts); bytes are either raw or spliced from POP3 tokens so the fuzzer reaches
+RETR, AUTH and STLS states quickly. tests/proxy/pop3/pop3_harness.py has no invariant
+checker, so `check_invariants` below is this file's own (DESIGN invariants 1 and 3):
+
+- reading is None exactly when the core emitted Close; Close at most once; no bytes,
+  StartTls or BeginMessage after Close; once the provider is gone (lost, timed out,
+  EOF, CloseUpstream) the core never waits for it;
+- for every RETR copy: the bytes sent to the client after BeginMessage never contain
+  the end of the multi-line response (CRLF "." CRLF, counting the status line's CRLF),
+  the copy is exactly their unstuffing, and nothing goes upstream while a message
+  streams or waits for its verdict;
+- after CommitMessage nothing reaches the client until the driver answered; then the
+  first bytes are exactly ".\\r\\n" -- only if the copy is durable or in pass mode; a
+  failed copy in reject mode ends the session without another byte to the client;
+- an aborted copy (AbortMessage) is followed by Close, never by the final dot;
+- with target_tls=starttls nothing but the proxy's own "STLS" goes upstream before TLS;
+- no exception escapes the core.
+
+The same input is also fed to a MultilineReader whole and in chunks: the results must
+not depend on chunking and must match a reference parse.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(_ROOT), str(_ROOT / "tests" / "proxy" / "pop3")]
+
+from _driver import main, token_input  # noqa: E402 - fuzz/ is the script's folder
+
+try:
+    import atheris
+except ImportError:  # the random driver below needs nothing but the standard library
+    atheris = None
+
+if atheris is not None and "--random" not in sys.argv:
+    with atheris.instrument_imports(include=["proxy"]):
+        import proxy.buffer  # noqa: F401
+        import proxy.pop3.capa
+        import proxy.pop3.commands
+        import proxy.pop3.multiline
+        import proxy.pop3.relay
+        import proxy.pop3.sasl  # noqa: F401
+
+from proxy.actions import (  # noqa: E402
+    AbortMessage,
+    BeginMessage,
+    Close,
+    CloseUpstream,
+    CommitMessage,
+    MessageData,
+    SendClient,
+    SendUpstream,
+    Side,
+    StartTls,
+)
+from proxy.pop3 import Pop3Relay  # noqa: E402
+from proxy.pop3.multiline import MultilineReader  # noqa: E402
+from proxy.settings import RelaySettings  # noqa: E402
+
+TERMINATOR = b"\r\n.\r\n"
+
+CLIENT_TOKENS = [
+    b"USER alice\r\n",
+    b"PASS secret\r\n",
+    b"APOP alice c4c9334bac560ecc979e58001b3e22fb\r\n",
+    b"AUTH PLAIN\r\n",
+    b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
+    b"AUTH LOGIN\r\n",
+    b"YWxpY2U=\r\n",
+    b"*\r\n",
+    b"CAPA\r\n",
+    b"STAT\r\n",
+    b"LIST\r\n",
+    b"LIST 1\r\n",
+    b"UIDL\r\n",
+    b"UIDL 1\r\n",
+    b"RETR 1\r\n",
+    b"RETR 2\r\n",
+    b"RETR 99999999999999999999\r\n",
+    b"TOP 1 0\r\n",
+    b"DELE 1\r\n",
+    b"NOOP\r\n",
+    b"RSET\r\n",
+    b"QUIT\r\n",
+    b"STLS\r\n",
+    b"STLS\r\nUSER x\r\n",
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b"x" * 80,
+    b"\x00\xff",
+]
+UPSTREAM_TOKENS = [
+    b"+OK ready <1.2@x>\r\n",
+    b"+OK\r\n",
+    b"+OK 120 octets\r\n",
+    b"+OK 1 uid-one\r\n",
+    b"+OK 2 uid-two\r\n",
+    b"-ERR no\r\n",
+    b"+ \r\n",
+    b"+ VXNlcm5hbWU6\r\n",
+    b"+\r\n",
+    b"1 uid-one\r\n2 uid-two\r\n",
+    b"STLS\r\nUSER\r\nSASL PLAIN\r\n",
+    b"From: a@b\r\n\r\nbody\r\n",
+    b"..stuffed\r\n",
+    b".\r\n",
+    b"..\r\n",
+    b"\r\n.\r\n",
+    b"\n.\n",
+    b"\r.\r",
+    b"\r\n",
+    b"\n",
+    b".",
+    b"+",
+    b"9" * 80,
+    b"+OK 120 octets\r\nline\r\n..x\r\n.\r\n",
+    b"+OK\r\n1 uid-one\r\n.\r\n",
+]
+#: events without bytes
+SIGNALS = ["upstream_lost", "client_lost", "timeout_client", "timeout_upstream", "eof"]
+KINDS = ["client", "upstream", "next", "next", "next", *SIGNALS]
+PREFIXES: list[list[tuple[str, bytes]]] = [
+    [],
+    [("upstream", b"+OK ready\r\n")],
+    [
+        ("upstream", b"+OK ready\r\n"),
+        ("next", b"USER alice\r\n"),
+        ("next", b"+OK\r\n"),
+        ("next", b"PASS secret\r\n"),
+        ("next", b"+OK logged in\r\n"),
+        ("next", b"RETR 1\r\n"),
+        ("next", b"+OK 1 uid-one\r\n"),
+        ("next", b"+OK 120 octets\r\n"),
+    ],
+]
+MAX_EVENTS = 40
+
+
+class ArchiveAnswer:
+    """Marker in the log: the driver answered CommitMessage with archive_result(ok)."""
+
+    __slots__ = ("ok",)
+
+    def __init__(self, ok: bool) -> None:
+        self.ok = ok
+
+    def __repr__(self) -> str:
+        return f"ArchiveAnswer({self.ok})"
+
+
+class FuzzDriver:
+    """Plays the Trio driver: answers StartTls and CommitMessage synchronously."""
+
+    def __init__(self, relay: Pop3Relay, verdicts: list[bool], tls_ok: list[bool]) -> None:
+        self.relay = relay
+        self.verdicts, self.tls_ok = verdicts, tls_ok
+        self.log: list[object] = []
+
+    def drain(self) -> None:
+        while acts := self.relay.actions():
+            answers: list[object] = []
+            for a in acts:
+                self.log.append(a)
+                if isinstance(a, StartTls):
+                    if self.tls_ok.pop(0) if self.tls_ok else True:
+                        self.relay.tls_started(a.side, "TLSv1.3")
+                    else:
+                        self.relay.tls_failed(a.side, "handshake failed")
+                elif isinstance(a, CommitMessage):
+                    ok = self.verdicts.pop(0) if self.verdicts else True
+                    self.relay.archive_result(ok, None if ok else "disk full")
+                    answers.append(ArchiveAnswer(ok))
+            self.log += answers
+
+
+def check_invariants(log: Sequence[object], relay: Pop3Relay, settings: dict) -> None:
+    pass_mode = settings.get("on_archive_failure") == "pass"
+    upstream_tls = settings.get("target_tls") != "starttls"
+    closes = [i for i, a in enumerate(log) if isinstance(a, Close)]
+    assert len(closes) <= 1, "Close twice"
+    assert (relay.reading is None) == bool(closes), (relay.reading, closes)
+    wire: bytearray | None = None  # client bytes of the message being copied
+    copy = bytearray()
+    dot: str | None = None  # None | "waiting" | "allowed" | "forbidden"
+    aborted = False
+    for i, a in enumerate(log):
+        if closes and i > closes[0]:
+            assert not isinstance(a, SendClient | SendUpstream | StartTls | BeginMessage), a
+        if isinstance(a, StartTls) and a.side is Side.UPSTREAM:
+            upstream_tls = True
+        elif isinstance(a, SendUpstream):
+            assert upstream_tls or a.data == b"STLS\r\n", f"{a} before TLS with the provider"
+            assert wire is None and dot is None, f"{a} while a RETR is open"
+        elif isinstance(a, ArchiveAnswer):
+            assert dot == "waiting", "archive answer without CommitMessage"
+            dot = "allowed" if a.ok or pass_mode else "forbidden"
+        elif isinstance(a, SendClient):
+            assert not aborted, f"{a} after AbortMessage"
+            assert dot not in ("waiting", "forbidden"), f"{a} before/without a durable copy"
+            if dot == "allowed":
+                assert a.data.startswith(b".\r\n"), a
+                dot = None
+            elif wire is not None:
+                wire += a.data
+                assert TERMINATOR not in b"\r\n" + wire, "end of RETR relayed before the copy"
+        elif isinstance(a, BeginMessage):
+            assert wire is None and dot is None, "BeginMessage inside a message"
+            wire, copy = bytearray(), bytearray()
+        elif isinstance(a, MessageData):
+            assert wire is not None, "MessageData outside a message"
+            copy += a.data
+        elif isinstance(a, CommitMessage):
+            assert wire is not None, "CommitMessage outside a message"
+            w = bytes(wire)
+            assert w == b"" or w.endswith(b"\r\n"), w[-8:]
+            assert (b"\r\n" + w).replace(b"\r\n.", b"\r\n")[2:] == bytes(copy), "copy != wire"
+            wire, dot = None, "waiting"
+        elif isinstance(a, AbortMessage):
+            assert wire is not None, "AbortMessage outside a message"
+            wire, aborted = None, True
+        elif isinstance(a, Close):
+            wire = None
+    if aborted:
+        assert closes, "AbortMessage without Close"
+
+
+def apply_event(relay: Pop3Relay, kind: str, data: bytes) -> None:
+    if kind == "client":
+        relay.receive_client(data)
+    elif kind == "upstream":
+        relay.receive_upstream(data)
+    elif kind == "next":  # what a real driver does: read the side the core names
+        if relay.reading is Side.CLIENT:
+            relay.receive_client(data)
+        elif relay.reading is Side.UPSTREAM:
+            relay.receive_upstream(data)
+    elif kind == "upstream_lost":
+        relay.upstream_lost("reset")
+    elif kind == "client_lost":
+        relay.client_lost()
+    elif kind == "timeout_client":
+        relay.timeout(Side.CLIENT)
+    elif kind == "timeout_upstream":
+        relay.timeout(Side.UPSTREAM)
+    elif kind == "eof":
+        (relay.receive_client if relay.reading is Side.CLIENT else relay.receive_upstream)(b"")
+    else:
+        raise ValueError(kind)
+
+
+def run_events(
+    settings: dict,
+    events: Sequence[tuple[str, bytes]],
+    verdicts: list[bool],
+    tls_ok: list[bool],
+    bytewise: bool,
+) -> FuzzDriver:
+    relay = Pop3Relay(RelaySettings(**settings))
+    driver = FuzzDriver(relay, verdicts, tls_ok)
+    relay.start()
+    driver.drain()
+    upstream_gone = False
+    for kind, data in events:
+        if kind in ("upstream_lost", "timeout_upstream") or (
+            kind == "eof" and relay.reading is Side.UPSTREAM
+        ):
+            upstream_gone = True
+        pieces = [data[i : i + 1] for i in range(len(data))] if bytewise and data else [data]
+        for piece in pieces:
+            apply_event(relay, kind, piece)
+            driver.drain()
+        assert (relay.reading is None) == any(isinstance(a, Close) for a in driver.log)
+        upstream_gone = upstream_gone or any(isinstance(a, CloseUpstream) for a in driver.log)
+        if upstream_gone:
+            assert relay.reading is not Side.UPSTREAM, "waiting for a lost provider"
+    # Whatever happened, the session can always be ended cleanly.
+    relay.client_lost()
+    driver.drain()
+    check_invariants(driver.log, relay, settings)
+    assert relay.reading is None
+    assert sum(isinstance(a, Close) for a in driver.log) == 1
+    assert relay.actions() == []
+    return driver
+
+
+class Input:
+    """A cursor over the fuzz input; reads past the end yield zeros."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def byte(self) -> int:
+        b = self.data[self.pos] if self.pos < len(self.data) else 0
+        self.pos += 1
+        return b
+
+    def take(self, n: int) -> bytes:
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    @property
+    def more(self) -> bool:
+        return self.pos < len(self.data)
+
+
+def decode(data: bytes) -> tuple[dict, list[tuple[str, bytes]], list[bool], list[bool], bool]:
+    inp = Input(data)
+    s, verdicts, tls = inp.byte(), inp.byte(), inp.byte()
+    settings = {
+        "client_tls": ["none", "starttls", "implicit"][s % 3],
+        "target_tls": ["none", "starttls"][(s >> 2) & 1],
+        "on_archive_failure": ["reject", "pass"][(s >> 4) & 1],
+        "max_line_length": [2048, 32][(s >> 5) & 1],
+        "max_commands": [100, 5][(s >> 6) & 1],
+    }
+    bytewise = bool(s >> 7)
+    events = list(PREFIXES[inp.byte() % len(PREFIXES)])
+    while inp.more and len(events) < MAX_EVENTS:
+        op = inp.byte()
+        kind = KINDS[op % len(KINDS)]
+        if kind in SIGNALS:
+            events.append((kind, b""))
+            continue
+        if (op >> 4) & 1:
+            pool = CLIENT_TOKENS if (op >> 5) & 1 else UPSTREAM_TOKENS
+            n = inp.byte() % 4 + 1
+            payload = b"".join(pool[inp.byte() % len(pool)] for _ in range(n))
+        else:
+            payload = inp.take(inp.byte() % 48)
+        events.append((kind, payload))
+    return (
+        settings,
+        events,
+        [bool(verdicts >> i & 1) for i in range(8)],
+        [bool(tls >> i & 1) for i in range(8)],
+        bytewise,
+    )
+
+
+def feed(reader: MultilineReader, chunks: list[bytes]) -> tuple[bytes, bytes, bool, bytes]:
+    wire, message, rest, done = [], [], b"", False
+    for i, chunk in enumerate(chunks):
+        out = reader.feed(chunk)
+        assert len(reader._held) <= 4
+        wire.append(out.wire)
+        message.append(out.data)
+        if out.done:
+            done, rest = True, out.rest + b"".join(chunks[i + 1 :])
+            break
+    return b"".join(wire), b"".join(message), done, rest
+
+
+def check_multiline(data: bytes) -> None:
+    w = feed(MultilineReader(), [data])
+    cuts = sorted({b % (len(data) + 1) for b in data[:12]})
+    edges = [0, *cuts, len(data)]
+    s = feed(
+        MultilineReader(), [data[a:b] for a, b in zip(edges, edges[1:], strict=False) if b > a]
+    )
+    assert w == s, (data, cuts)
+    wire, message, done, rest = w
+    end = (b"\r\n" + data).find(TERMINATOR)
+    assert done == (end >= 0)
+    if done:
+        assert wire == data[: max(end, 0)] and rest == data[end + 3 :]
+        assert message == (b"\r\n" + wire).replace(b"\r\n.", b"\r\n")[2:]
+
+
+def one_input(data: bytes) -> None:
+    settings, events, verdicts, tls, bytewise = decode(data)
+    run_events(settings, events, verdicts, tls, bytewise)
+    check_multiline(data)
+
+
+def random_input(rng: random.Random) -> bytes:
+    return token_input(rng, (CLIENT_TOKENS, UPSTREAM_TOKENS))
+
+
+if __name__ == "__main__":
+    main(one_input, random_input, atheris)
