@@ -246,3 +246,22 @@ def config_arg(c: CliContext) -> str:
     if c.config_path == cfg.resolve_config_path(None):
         return ""
     return f"--config {c.config_path} "
+
+
+def audit(c: CliContext, action: str, detail: dict[str, Any]) -> None:
+    """Record a configuration change in the catalog's audit log (DESIGN: audit log of
+    admin commands). Best effort: a missing or busy archive only warns, because the
+    change itself has already been saved."""
+    from archive.catalog import Catalog
+
+    try:
+        path = c.state_dir(c.load_config()) / "archive" / "catalog.sqlite"
+        if not path.parent.is_dir():
+            return
+        catalog = Catalog(path)
+        try:
+            catalog.audit(action, detail)
+        finally:
+            catalog.conn.close()
+    except Exception as e:  # noqa: BLE001 - never turn a saved change into a failure
+        warn(f"could not write the audit log: {e}")

@@ -17,6 +17,7 @@ import typer
 from admin.cli_common import (
     CliContext,
     JsonOpt,
+    audit,
     context,
     fail,
     hostport,
@@ -369,6 +370,7 @@ def listener_add(
     config.listener = [*config.listener, lst]
     _save(c, config, secrets, secrets_first=True)
     typer.echo(f"added listener {name!r}: {_summary(lst)}")
+    audit(c, "listener.add", _audit_detail(name, ch, password_stdin))
     if clash:
         warn(clash)
     reload_hint()
@@ -430,9 +432,18 @@ def listener_set(
     config.listener = [*config.listener[:i], lst, *config.listener[i + 1 :]]
     _save(c, config, secrets, secrets_first=added)
     typer.echo(f"changed listener {name!r}: {_summary(lst)}")
+    audit(c, "listener.set", _audit_detail(name, ch, password_stdin))
     if clash:
         warn(clash)
     reload_hint()
+
+
+def _audit_detail(name: str, changes: dict[str, Any], password: bool) -> dict[str, Any]:
+    """What changed, for the audit log: option values, but never the password."""
+    detail: dict[str, Any] = {"name": name, **changes}
+    if password:
+        detail["target_password"] = "changed"
+    return detail
 
 
 @listener_app.command("remove")
@@ -449,6 +460,7 @@ def listener_remove(ctx: typer.Context, name: NameArg) -> None:
             secrets = Secrets(listener={k: v for k, v in current.listener.items() if k != name})
     _save(c, config, secrets, secrets_first=False)
     typer.echo(f"removed listener {name!r}")
+    audit(c, "listener.remove", {"name": name})
     reload_hint()
 
 

@@ -13,6 +13,7 @@ from admin import tls_certs
 from admin.cli_common import (
     CliContext,
     JsonOpt,
+    audit,
     config_arg,
     context,
     fail,
@@ -106,6 +107,7 @@ def tls_self_signed(ctx: typer.Context, hostname: HostnameOpt = None) -> None:
     os.chmod(cert.parent, 0o700)
     tls_certs.make_self_signed(host, cert, key)
     _print_cert(tls_certs.describe(cert))
+    audit(c, "tls.self-signed", {"hostname": host})
     reload_hint()
 
 
@@ -151,5 +153,7 @@ def tls_import(
     config, _, _ = _tls_paths(c)
     tls_dir = tls_certs.tls_dir(c.state_dir(config))
     cert, _ = tls_certs.import_pair(cert_file, key_file, tls_dir)
-    _print_cert(tls_certs.describe(cert))
+    info = tls_certs.describe(cert)
+    _print_cert(info)
+    audit(c, "tls.import", {"cert": str(cert_file), "sha256": info.get("sha256")})
     reload_hint()

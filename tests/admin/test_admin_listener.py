@@ -247,3 +247,29 @@ def test_port_clash_warns(initialised: Cli) -> None:
                     "2525")  # fmt: skip
     assert r.exit_code == 0
     assert "warning" in r.stderr and "'a'" in r.stderr
+
+
+def test_config_changes_are_in_the_audit_log_without_the_password(initialised: Cli) -> None:
+    import sqlite3
+
+    from archive.store import Archive
+
+    state = initialised.config_path.parent / "state"
+    Archive(state).close()  # the catalog exists once the service or `ingest` ran
+    r = initialised(
+        "listener", "add", "out", "--protocol", "smtp", "--target", "smtp.example.net:587",
+        "--target-user", "me@example.net", "--target-password-stdin", input=PASSWORD + "\n",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert initialised("listener", "set", "out", "--port", "2525").exit_code == 0
+    assert initialised("listener", "remove", "out").exit_code == 0
+    assert initialised("tls", "self-signed", "--hostname", "gw.example.org").exit_code == 0
+    with sqlite3.connect(state / "archive" / "catalog.sqlite") as db:
+        rows = db.execute("SELECT action, detail FROM audit ORDER BY id").fetchall()
+    actions = [a for a, _ in rows]
+    assert actions == ["listener.add", "listener.set", "listener.remove", "tls.self-signed"]
+    add = json.loads(rows[0][1])
+    assert add["name"] == "out" and add["target_user"] == "me@example.net"
+    assert add["target_password"] == "changed"
+    assert json.loads(rows[1][1])["port"] == 2525
+    assert all(PASSWORD not in d for _, d in rows)
