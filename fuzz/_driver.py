@@ -81,3 +81,51 @@ def main(
         argv.append(f"-runs={DEFAULT_RUNS}")
     atheris.Setup(argv, one_input)
     atheris.Fuzz()
+
+
+class Input:
+    """A cursor over the fuzz input; reads past the end yield zeros."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def byte(self) -> int:
+        b = self.data[self.pos] if self.pos < len(self.data) else 0
+        self.pos += 1
+        return b
+
+    def take(self, n: int) -> bytes:
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    @property
+    def more(self) -> bool:
+        return self.pos < len(self.data)
+
+
+def decode_events(
+    inp: Input,
+    kinds: Sequence[str],
+    signals: Sequence[str],
+    client_tokens: Sequence[bytes],
+    upstream_tokens: Sequence[bytes],
+    max_events: int,
+    events: list[tuple[str, bytes]],
+) -> list[tuple[str, bytes]]:
+    """Append events decoded from the rest of `inp`: a signal, or bytes for a side that
+    are either spliced protocol tokens or raw input bytes."""
+    while inp.more and len(events) < max_events:
+        op = inp.byte()
+        kind = kinds[op % len(kinds)]
+        if kind in signals:
+            events.append((kind, b""))
+            continue
+        if (op >> 4) & 1:
+            pool = client_tokens if (op >> 5) & 1 else upstream_tokens
+            n = inp.byte() % 4 + 1
+            payload = b"".join(pool[inp.byte() % len(pool)] for _ in range(n))
+        else:
+            payload = inp.take(inp.byte() % 48)
+        events.append((kind, payload))
+    return events

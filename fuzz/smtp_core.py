@@ -26,7 +26,7 @@ from pathlib import Path
 _ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(_ROOT), str(_ROOT / "tests" / "proxy" / "smtp")]
 
-from _driver import main, token_input  # noqa: E402 - fuzz/ is the script's folder
+from _driver import Input, decode_events, main, token_input  # noqa: E402 - fuzz/ is the script's folder
 
 try:
     import atheris
@@ -60,27 +60,6 @@ PREFIXES = [
 MAX_EVENTS = 40
 
 
-class Input:
-    """A cursor over the fuzz input; reads past the end yield zeros."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data, self.pos = data, 0
-
-    def byte(self) -> int:
-        b = self.data[self.pos] if self.pos < len(self.data) else 0
-        self.pos += 1
-        return b
-
-    def take(self, n: int) -> bytes:
-        out = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    @property
-    def more(self) -> bool:
-        return self.pos < len(self.data)
-
-
 def decode(data: bytes) -> tuple[dict[str, object], list, list[bool], list[bool], bool]:
     inp = Input(data)
     s, verdicts, tls = inp.byte(), inp.byte(), inp.byte()
@@ -95,20 +74,15 @@ def decode(data: bytes) -> tuple[dict[str, object], list, list[bool], list[bool]
         "max_commands": [100, 5][(s >> 6) & 1],
     }
     bytewise = bool(s >> 7)
-    events = list(PREFIXES[inp.byte() % 3])
-    while inp.more and len(events) < MAX_EVENTS:
-        op = inp.byte()
-        kind = KINDS[op % len(KINDS)]
-        if kind in SIGNALS:
-            events.append((kind, b""))
-            continue
-        if (op >> 4) & 1:
-            pool = CLIENT_TOKENS if (op >> 5) & 1 else UPSTREAM_TOKENS
-            n = inp.byte() % 4 + 1
-            payload = b"".join(pool[inp.byte() % len(pool)] for _ in range(n))
-        else:
-            payload = inp.take(inp.byte() % 48)
-        events.append((kind, payload))
+    events = decode_events(
+        inp,
+        KINDS,
+        SIGNALS,
+        CLIENT_TOKENS,
+        UPSTREAM_TOKENS,
+        MAX_EVENTS,
+        list(PREFIXES[inp.byte() % 3]),
+    )
     return (
         settings,
         events,
