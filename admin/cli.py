@@ -42,6 +42,7 @@ from admin.config import (
     resolve_config_path,
     secrets_path,
 )
+from archive.reports import backlog as report_backlog
 
 register_error(tls_certs.CertError, 1)
 
@@ -354,16 +355,6 @@ def _probe(host: str, port: int | None, listening: set[tuple[str, int]] | None) 
         return False
 
 
-def count_reports(reports_dir: Path) -> int | None:
-    """`.mpr` files in the report directory (hidden temp files excluded); None if absent."""
-    try:
-        return sum(
-            1 for p in reports_dir.iterdir() if p.suffix == ".mpr" and not p.name.startswith(".")
-        )
-    except FileNotFoundError:
-        return None
-
-
 def _yes_no(v: bool | None) -> str:
     return "?" if v is None else ("yes" if v else "no")
 
@@ -450,7 +441,7 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
             smtp_accepting=_probe("127.0.0.1", config.demo.smtp_port, listening),
             pop3_accepting=_probe("127.0.0.1", config.demo.pop3_port, listening),
         )
-    pending = svc["reports_pending"] if svc else count_reports(sd / "reports")
+    pending = svc["reports_pending"] if svc else report_backlog(sd)
     service: dict[str, Any] = {"running": False}
     if svc:
         service = {"running": True, **{k: v for k, v in svc.items() if k != "listeners"}}

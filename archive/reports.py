@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,32 @@ def scan(
             out.append(ReportRef(stem, Path(e.path), reports_dir / f"{stem}.eml", state))
     out.sort(key=lambda r: r.stem)
     return out
+
+
+def backlog(state_dir: Path) -> int | None:
+    """Report pairs waiting for ingest (new, or rewritten since they were ingested).
+
+    For `status`: reads the catalog read-only, never creates it. None when there is no
+    report directory.
+    """
+    reports_dir = state_dir / "reports"
+    if not reports_dir.is_dir():
+        return None
+    known: dict[str, tuple[int, int]] = {}
+    catalog = state_dir / "archive" / "catalog.sqlite"
+    if catalog.exists():
+        try:
+            con = sqlite3.connect(f"file:{catalog}?mode=ro", uri=True, timeout=5)
+            try:
+                rows = con.execute(
+                    "SELECT stem, mpr_mtime_ns, mpr_size FROM reports WHERE stem IS NOT NULL"
+                ).fetchall()
+            finally:
+                con.close()
+            known = {stem: (mtime, size) for stem, mtime, size in rows}
+        except sqlite3.Error:
+            pass  # unreadable catalog: every report counts as waiting
+    return len(scan(reports_dir, known))
 
 
 def _str(v: Any) -> str | None:

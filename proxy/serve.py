@@ -40,6 +40,7 @@ from admin.config import (
     load_secrets,
 )
 from admin.config import state_dir as resolve_state_dir
+from archive.reports import backlog
 from archive.spool import Spool
 from proxy import control, notify
 from proxy.actions import RelayCore
@@ -403,16 +404,6 @@ async def serve_listeners(
 # --- the service (`proxy-admin run`) ----------------------------------------------------
 
 
-def count_reports(reports_dir: Path) -> int | None:
-    """`.mpr` files waiting for ingest (hidden temp files excluded); None if no directory."""
-    try:
-        return sum(
-            1 for p in reports_dir.iterdir() if p.suffix == ".mpr" and not p.name.startswith(".")
-        )
-    except OSError:
-        return None
-
-
 def _disk_free(path: Path) -> int | None:
     try:
         return shutil.disk_usage(path).free
@@ -425,7 +416,7 @@ async def service_status(
 ) -> dict[str, Any]:
     """The full `status` answer of the control socket (file-system parts in a thread)."""
     state = service.state_dir
-    pending = await trio.to_thread.run_sync(count_reports, state / "reports")
+    pending = await trio.to_thread.run_sync(backlog, state)
     free = await trio.to_thread.run_sync(_disk_free, state)
     alerts_cfg = service.config.alerts
     return {

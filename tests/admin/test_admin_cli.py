@@ -214,8 +214,10 @@ def test_status_json_and_table(
         )  # fmt: skip
         assert r.exit_code == 0, r.output
         reports = initialised.config_path.parent / "state" / "reports"
-        (reports / "a.mpr").write_text("{}")
-        (reports / "a.eml").write_text("")
+        (reports / "20261126T101500Z-smtp-0b5c9a52-4a5d-4c1e-9e0c-1f2a3b4c5d6e.mpr").write_text(
+            "{}"
+        )  # a committed pair, not ingested
+        (reports / "20261126T101500Z-smtp-0b5c9a52-4a5d-4c1e-9e0c-1f2a3b4c5d6e.eml").write_text("")
         (reports / ".b.mpr.tmp").write_text("")
         r = initialised("status", "--json")
         assert r.exit_code == 0, r.output

@@ -90,7 +90,9 @@ async def test_status_over_the_service_socket(smtp_upstream, short_dir, nursery)
     up = smtp_upstream()
     config, path = _config(short_dir, up.port)
     service = await nursery.start(run_service, config, Secrets(), path)
-    (short_dir / "reports" / "x.mpr").write_text("{}")  # one report waiting
+    (
+        short_dir / "reports" / "20261126T101500Z-smtp-0b5c9a52-4a5d-4c1e-9e0c-1f2a3b4c5d6e.mpr"
+    ).write_text("{}")  # one report waiting
     async with smtp_wire(service.ports["smtp"]) as w:  # one session in flight
         assert (await w.read_reply())[0] == 220
         reply = await ask(short_dir / "control.sock", "status")
