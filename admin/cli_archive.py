@@ -7,9 +7,7 @@ Library errors become one stderr line via `admin.cli_common.register_error`.
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -20,18 +18,20 @@ from admin.cli_common import (
     JsonOpt,
     context,
     fail,
-    is_interactive,
+    opened_archive,
     print_fields,
     print_json,
     print_table,
+    progress,
     register_error,
+    show_progress,
     warn,
 )
 from archive.importer import ImportSourceError
 from archive.ldap_sync import LdapSettings, LdapSyncError
 from archive.packs import PackError
 from archive.query import QueryError
-from archive.store import Archive, ArchiveError
+from archive.store import ArchiveError
 from archive.users import UserError, UserSpec, check_address, check_name
 
 register_error(ArchiveError, 1)
@@ -48,63 +48,6 @@ UserOpt = Annotated[
 user_app = typer.Typer(
     help="Archive users: who owns which mail (manual, CSV, LDAP).", no_args_is_help=True
 )
-
-
-def _archive(ctx: typer.Context) -> Archive:
-    c = context(ctx)
-    state = c.state_dir(c.load_config())
-    if not state.is_dir():
-        fail(f"state dir {state} does not exist (run `proxy-admin init`)")
-    return Archive(state)
-
-
-@contextlib.contextmanager
-def _opened(ctx: typer.Context) -> Iterator[Archive]:
-    archive = _archive(ctx)
-    try:
-        yield archive
-    finally:
-        archive.close()
-
-
-@contextlib.contextmanager
-def _progress(label: str, show: bool) -> Iterator:
-    """A callback(done, total) drawing a rich bar with rate and ETA, or a no-op."""
-    if not show:
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
-
-    class Rate(ProgressColumn):
-        def render(self, task) -> Text:  # type: ignore[no-untyped-def]
-            return Text(f"{task.speed:,.0f} msg/s" if task.speed else "")
-
-    with Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        Rate(),
-        TimeRemainingColumn(),
-        transient=True,
-    ) as bar:
-        task = bar.add_task(label, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total or None)
-
-        yield update
-
-
-def _show_progress(json_out: bool) -> bool:
-    return is_interactive() and not json_out
 
 
 # --- ingest / import -------------------------------------------------------------------
@@ -127,9 +70,9 @@ def _stats_out(stats, json_out: bool, what: str) -> None:  # type: ignore[no-unt
 def ingest(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Process pending reports into the archive store, then exit."""
     c = context(ctx)
-    with _opened(ctx) as archive:
+    with opened_archive(ctx) as archive:
         reports = c.state_dir(c.load_config()) / "reports"
-        with _progress("ingest", _show_progress(json_out)) as cb:
+        with progress("ingest", show_progress(json_out)) as cb:
             stats = archive.ingest_pending(reports, progress=cb)
     _stats_out(stats, json_out, "ingested")
 
@@ -142,7 +85,7 @@ def import_(
     """Import existing mail (report directory, Maildir, directory of .eml, mbox)."""
     if not path.exists():
         fail(f"{path}: no such file or directory", 2)
-    with _opened(ctx) as archive, _progress("import", _show_progress(json_out)) as cb:
+    with opened_archive(ctx) as archive, progress("import", show_progress(json_out)) as cb:
         stats = archive.import_path(path, progress=cb)
     _stats_out(stats, json_out, "imported")
 
@@ -158,7 +101,7 @@ def search(
     json_out: JsonOpt = False,
 ) -> None:
     """Find archived messages, newest first (syntax: docs/archive.md)."""
-    with _opened(ctx) as archive:
+    with opened_archive(ctx) as archive:
         hits, total = archive.search_page(query, user=user, limit=limit)
         archive.catalog.audit("search", {"query": query, "user": user, "hits": len(hits)})
     if json_out:
@@ -207,7 +150,7 @@ def show(
     """Show one archived message: metadata, provenance, owners and text (or --raw)."""
     if not (message_id.isdigit() or len(message_id) == 64):
         fail(f"ID: {message_id!r} is not a message id or SHA-256", 2)
-    with _opened(ctx) as archive:
+    with opened_archive(ctx) as archive:
         data = archive.get_raw(message_id)
         info = archive.get_message(message_id)
         archive.catalog.audit("show", {"id": info["id"], "raw": raw})
@@ -257,9 +200,9 @@ def export(
 
     if fmt not in ("eml", "mbox"):
         fail("--format: must be eml or mbox", 2)
-    with _opened(ctx) as archive:
+    with opened_archive(ctx) as archive:
         _first, total = archive.search_page(query, user=user, limit=0)
-        with _progress("export", _show_progress(json_out)) as cb:
+        with progress("export", show_progress(json_out)) as cb:
             count, where = do_export(
                 archive,
                 archive.iter_matches(query, user=user),
@@ -298,7 +241,7 @@ def user_add(
         addrs = [check_address(a) for a in email]
     except UserError as e:
         fail(str(e), 2)
-    with _opened(ctx) as archive:
+    with opened_archive(ctx) as archive:
         add_user(archive.catalog, UserSpec(name, addrs, display_name, list(pop3_account or [])))
     click.echo(f"added user {name} ({', '.join(addrs)})")
 
@@ -308,7 +251,7 @@ def user_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """List users, their addresses and how many messages they own."""
     from archive.users import list_users
 
-    with _opened(ctx) as archive:
+    with opened_archive(ctx) as archive:
         users = list_users(archive.catalog)
     if json_out:
         print_json(users)
@@ -331,7 +274,7 @@ def user_remove(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> N
     """Remove a user (their archived mail stays; only ownership goes)."""
     from archive.users import remove_user
 
-    with _opened(ctx) as archive:
+    with opened_archive(ctx) as archive:
         remove_user(archive.catalog, name)
     click.echo(f"removed user {name}")
 
@@ -361,7 +304,7 @@ def user_import_csv(
 
     if not file.is_file():
         fail(f"{file}: no such file", 2)
-    with _opened(ctx) as archive:
+    with opened_archive(ctx) as archive:
         result = import_csv(archive.catalog, file)
     _import_out(result, json_out)
 
@@ -423,7 +366,7 @@ def user_sync_ldap(
         display_attr=display_attr or None,
         pop3_attr=pop3_attr,
     )
-    with _opened(ctx) as archive:
+    with opened_archive(ctx) as archive:
         result = sync(archive.catalog, settings, prune=prune)
     _import_out(result, json_out)
 

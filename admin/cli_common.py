@@ -9,16 +9,20 @@ modules (admin/cli_archive.py) can add their own error types with `register_erro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+
+if TYPE_CHECKING:
+    from archive.store import Archive
 from typer.core import TyperGroup
 
 try:  # typer >= 0.26 vendors click; its exceptions derive from TyperException
@@ -265,3 +269,72 @@ def audit(c: CliContext, action: str, detail: dict[str, Any]) -> None:
             catalog.conn.close()
     except Exception as e:  # noqa: BLE001 - never turn a saved change into a failure
         warn(f"could not write the audit log: {e}")
+
+
+# --- archive commands (admin/cli_archive.py, admin/cli_maintenance.py) -----------------
+
+
+def existing_state_dir(ctx: typer.Context) -> Path:
+    """The configured state directory; one-line error if it was never created."""
+    c = context(ctx)
+    state = c.state_dir(c.load_config())
+    if not state.is_dir():
+        fail(f"state dir {state} does not exist (run `proxy-admin init`)")
+    return state
+
+
+@contextlib.contextmanager
+def opened_archive(ctx: typer.Context, *, reset_index: bool = False) -> Iterator[Archive]:
+    from archive.store import Archive
+
+    archive = Archive(existing_state_dir(ctx), reset_index=reset_index)
+    try:
+        yield archive
+    finally:
+        archive.close()
+
+
+def show_progress(json_out: bool) -> bool:
+    """Progress bars only for people: on a terminal and without --json."""
+    return is_interactive() and not json_out
+
+
+@contextlib.contextmanager
+def progress(label: str, show: bool, unit: str = "msg") -> Iterator[Any]:
+    """A callback(done, total) drawing a rich bar with rate and ETA, or None.
+
+    `unit="bytes"` shows sizes and transfer speed instead of counts and msg/s.
+    """
+    if not show:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:  # type: ignore[no-untyped-def]
+            return Text(f"{task.speed:,.0f} msg/s" if task.speed else "")
+
+    counts: list[ProgressColumn] = (
+        [DownloadColumn(), TransferSpeedColumn()]
+        if unit == "bytes"
+        else [MofNCompleteColumn(), Rate()]
+    )
+    with Progress(
+        TextColumn(label), BarColumn(), *counts, TimeRemainingColumn(), transient=True
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total or None)
+
+        yield update

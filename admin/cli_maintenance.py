@@ -8,8 +8,6 @@ found by verify), 2 usage.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -19,17 +17,20 @@ import typer
 from admin.cli_common import (
     JsonOpt,
     context,
+    existing_state_dir,
     fail,
-    is_interactive,
+    opened_archive,
     print_json,
     print_table,
+    progress,
     register_error,
+    show_progress,
     warn,
 )
 from archive import backup as bk
 from archive import maintenance as mt
 from archive.packs import PackError
-from archive.store import Archive, ArchiveError
+from archive.store import ArchiveError
 
 register_error(ArchiveError, 1)
 register_error(PackError, 1)
@@ -37,65 +38,6 @@ register_error(PackError, 1)
 
 index_app = typer.Typer(help="The search index (rebuildable from packs + catalog).")
 store_app = typer.Typer(help="Archive stores: list them, seal the current one.")
-
-
-def _state(ctx: typer.Context) -> Path:
-    c = context(ctx)
-    state = c.state_dir(c.load_config())
-    if not state.is_dir():
-        fail(f"state dir {state} does not exist (run `proxy-admin init`)")
-    return state
-
-
-@contextlib.contextmanager
-def _opened(ctx: typer.Context, *, reset_index: bool = False) -> Iterator[Archive]:
-    archive = Archive(_state(ctx), reset_index=reset_index)
-    try:
-        yield archive
-    finally:
-        archive.close()
-
-
-@contextlib.contextmanager
-def _progress(label: str, show: bool, unit: str = "msg") -> Iterator:
-    """A callback(done, total) drawing a rich bar with rate and ETA, or None."""
-    if not show:
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-    from rich.text import Text
-
-    class Rate(ProgressColumn):
-        def render(self, task) -> Text:  # type: ignore[no-untyped-def]
-            return Text(f"{task.speed:,.0f} msg/s" if task.speed else "")
-
-    counts: list[ProgressColumn] = (
-        [DownloadColumn(), TransferSpeedColumn()]
-        if unit == "bytes"
-        else [MofNCompleteColumn(), Rate()]
-    )
-    with Progress(
-        TextColumn(label), BarColumn(), *counts, TimeRemainingColumn(), transient=True
-    ) as bar:
-        task = bar.add_task(label, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total or None)
-
-        yield update
-
-
-def _show(json_out: bool) -> bool:
-    return is_interactive() and not json_out
 
 
 # --- verify ----------------------------------------------------------------------------
@@ -111,7 +53,7 @@ def verify(
     """Recompute every blob hash and the hash chain; check catalog, packs and index agree.
 
     Exit 1 listing the damaged message IDs if anything is wrong."""
-    with _opened(ctx) as archive, _progress("verify", _show(json_out)) as cb:
+    with opened_archive(ctx) as archive, progress("verify", show_progress(json_out)) as cb:
         report = mt.verify(archive, store, cb)
     if json_out:
         print_json(report.as_dict())
@@ -152,7 +94,7 @@ def _alert_damage(ctx: typer.Context, report: mt.VerifyReport) -> None:
 
 def compact(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Rewrite the live packs into full chunks, dropping unreferenced bytes (crash-safe)."""
-    with _opened(ctx) as archive, _progress("compact", _show(json_out)) as cb:
+    with opened_archive(ctx) as archive, progress("compact", show_progress(json_out)) as cb:
         result = mt.compact(archive, cb)
     if json_out:
         print_json(result.as_dict())
@@ -169,7 +111,10 @@ def compact(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 @index_app.command("rebuild")
 def index_rebuild(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Recreate the search index from packs + catalog (also after a version change)."""
-    with _opened(ctx, reset_index=True) as archive, _progress("index", _show(json_out)) as cb:
+    with (
+        opened_archive(ctx, reset_index=True) as archive,
+        progress("index", show_progress(json_out)) as cb,
+    ):
         n = mt.rebuild_index(archive, cb)
     if json_out:
         print_json({"messages": n})
@@ -183,7 +128,7 @@ def index_rebuild(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 @store_app.command("list")
 def store_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """List stores: sealed or current, packs, messages, size."""
-    with _opened(ctx) as archive:
+    with opened_archive(ctx) as archive:
         stores = mt.list_stores(archive)
     if json_out:
         print_json({"stores": [s.as_dict() for s in stores]})
@@ -206,7 +151,7 @@ def store_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 @store_app.command("seal")
 def store_seal(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Make the current store read-only; new mail goes to a new store (search spans all)."""
-    with _opened(ctx) as archive:
+    with opened_archive(ctx) as archive:
         sealed, new = mt.seal(archive)
     if json_out:
         print_json({"sealed": sealed.as_dict(), "current": new.as_dict()})
@@ -230,7 +175,7 @@ def backup(
         fail(f"DEST: {dest} is not a directory", 2)
     if dest.is_dir() and any(dest.iterdir()):
         fail(f"DEST: {dest} is not empty (back up into a new directory)", 2)
-    with _opened(ctx) as archive, _progress("backup", _show(json_out), "bytes") as cb:
+    with opened_archive(ctx) as archive, progress("backup", show_progress(json_out), "bytes") as cb:
         result = bk.backup(archive, dest, cb)
     if json_out:
         print_json(result.as_dict())
@@ -249,8 +194,8 @@ def restore(
     """Restore a backup into a state dir without an archive, rebuild the index, verify."""
     if not src.is_dir():
         fail(f"SRC: {src}: no such directory", 2)
-    state = _state(ctx)
-    with _progress("restore", _show(json_out), "bytes") as cb:
+    state = existing_state_dir(ctx)
+    with progress("restore", show_progress(json_out), "bytes") as cb:
         result = bk.restore(src, state, cb)
     if json_out:
         print_json(result.as_dict())
