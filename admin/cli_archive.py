@@ -279,6 +279,57 @@ def user_remove(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> N
     click.echo(f"removed user {name}")
 
 
+@user_app.command("passwd")
+def user_passwd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="User name.")],
+    password_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--password-stdin", help="Read the new password from stdin (one line; required)."
+        ),
+    ] = False,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Remove the local password (no local login).")
+    ] = False,
+) -> None:
+    """Set a user's local password (argon2id) for web access and local mail logins."""
+    from archive.logins import check_password_text, clear_password, set_password
+
+    if clear == password_stdin:
+        fail("give exactly one of --password-stdin or --clear", 2)
+    with opened_archive(ctx) as archive:
+        if clear:
+            clear_password(archive.catalog, name)
+            click.echo(f"removed the local password of {name}")
+            return
+        password = sys.stdin.readline().rstrip("\r\n")
+        try:
+            check_password_text(password)
+        except UserError as e:
+            fail(str(e), 2)
+        set_password(archive.catalog, name, password)
+    click.echo(f"set the local password of {name}")
+
+
+@user_app.command("role")
+def user_role(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="User name.")],
+    role: Annotated[
+        str, typer.Argument(help="user (own mail), auditor (all mail, read-only), admin.")
+    ],
+) -> None:
+    """Set a user's role for web access (default: user)."""
+    from archive.logins import ROLES, set_role
+
+    if role not in ROLES:
+        fail(f"role must be one of {', '.join(ROLES)}", 2)
+    with opened_archive(ctx) as archive:
+        set_role(archive.catalog, name, role)
+    click.echo(f"{name} is now {role}")
+
+
 def _import_out(result, json_out: bool) -> None:  # type: ignore[no-untyped-def]
     if json_out:
         print_json(result.as_dict())

@@ -28,7 +28,7 @@ from typing import Any
 
 import sqlite_utils
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: `logins` (local passwords, roles)
 GENESIS = "0" * 64
 
 _TABLES: dict[str, tuple[dict[str, Any], Any]] = {
@@ -101,6 +101,12 @@ _TABLES: dict[str, tuple[dict[str, Any], Any]] = {
     ),
     "user_identities": ({"user": int, "kind": str, "value": str}, ("user", "kind", "value")),
     "ownership": ({"user": int, "message": int}, ("user", "message")),
+    # Local logins (archive/logins.py): one row per user who may log in with a password
+    # kept here (argon2id) and/or holds a role other than the default `user`.
+    "logins": (
+        {"user": int, "password_hash": str, "role": str, "updated_at": str},
+        "user",
+    ),
     "stores": (
         {"id": int, "name": str, "path": str, "created_at": str, "sealed": int},
         "id",
@@ -159,7 +165,7 @@ class Catalog:
             for table, cols, unique in _INDEXES:
                 self.db[table].create_index(cols, unique=unique, if_not_exists=True)
             self.conn.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
             self.conn.execute(

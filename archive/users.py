@@ -117,7 +117,7 @@ def remove_user(cat: Catalog, name: str) -> None:
         row = conn.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise UserError(f"no user named {name!r}")
-        for table in ("ownership", "user_identities"):
+        for table in ("ownership", "user_identities", "logins"):
             conn.execute(f"DELETE FROM {table} WHERE user = ?", (row["id"],))
         conn.execute("DELETE FROM users WHERE id = ?", (row["id"],))
     cat.audit("user.remove", {"name": name})
@@ -125,7 +125,10 @@ def remove_user(cat: Catalog, name: str) -> None:
 
 def list_users(cat: Catalog) -> list[dict[str, Any]]:
     users = []
-    for u in cat.query("SELECT * FROM users ORDER BY name"):
+    for u in cat.query(
+        "SELECT u.*, l.role AS role, l.password_hash IS NOT NULL AS has_password "
+        "FROM users u LEFT JOIN logins l ON l.user = u.id ORDER BY u.name"
+    ):
         ids = cat.query(
             "SELECT kind, value FROM user_identities WHERE user = ? ORDER BY kind, value",
             (u["id"],),
@@ -139,6 +142,8 @@ def list_users(cat: Catalog) -> list[dict[str, Any]]:
                 "addresses": [r["value"] for r in ids if r["kind"] == "address"],
                 "pop3_accounts": [r["value"] for r in ids if r["kind"] == "pop3"],
                 "messages": count,
+                "role": u["role"] or "user",
+                "local_password": bool(u["has_password"]),
             }
         )
     return users

@@ -209,3 +209,21 @@ def test_ingest_while_another_writer_holds_the_lock(cli: Cli) -> None:
     finally:
         holder.close()
     assert cli.json("ingest")["new_messages"] == 1
+
+
+def test_user_passwd_and_role(cli: Cli) -> None:
+    assert cli("user", "add", "alice", "--email", "alice@example.com").exit_code == 0
+    r = cli("user", "passwd", "alice", "--password-stdin", input="s3cret-pass\n")
+    assert r.exit_code == 0, r.output
+    assert "s3cret-pass" not in r.output
+    r = cli("user", "passwd", "alice", "--password-stdin", input="short\n")
+    assert r.exit_code == 2 and "at least 8" in r.output
+    assert cli("user", "passwd", "alice").exit_code == 2
+    assert cli("user", "passwd", "nobody", "--password-stdin", input="long enough\n").exit_code == 1
+    assert cli("user", "role", "alice", "auditor").exit_code == 0
+    assert cli("user", "role", "alice", "root").exit_code == 2
+    [u] = cli.json("user", "list")
+    assert u["role"] == "auditor" and u["local_password"] is True
+    assert cli("user", "passwd", "alice", "--clear").exit_code == 0
+    [u] = cli.json("user", "list")
+    assert u["local_password"] is False
