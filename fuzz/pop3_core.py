@@ -70,6 +70,8 @@ from proxy.actions import (  # noqa: E402
 )
 from proxy.pop3 import Pop3Relay  # noqa: E402
 from proxy.pop3.multiline import MultilineReader  # noqa: E402
+from proxy.replay import SIGNALS as REPLAY_SIGNALS  # noqa: E402
+from proxy.replay import ArchiveAnswer, Replayer, apply_event  # noqa: E402
 from proxy.settings import RelaySettings  # noqa: E402
 
 TERMINATOR = b"\r\n.\r\n"
@@ -133,7 +135,7 @@ UPSTREAM_TOKENS = [
     b"+OK\r\n1 uid-one\r\n.\r\n",
 ]
 #: events without bytes
-SIGNALS = ["upstream_lost", "client_lost", "timeout_client", "timeout_upstream", "eof"]
+SIGNALS = list(REPLAY_SIGNALS)
 KINDS = ["client", "upstream", "next", "next", "next", *SIGNALS]
 PREFIXES: list[list[tuple[str, bytes]]] = [
     [],
@@ -150,43 +152,6 @@ PREFIXES: list[list[tuple[str, bytes]]] = [
     ],
 ]
 MAX_EVENTS = 40
-
-
-class ArchiveAnswer:
-    """Marker in the log: the driver answered CommitMessage with archive_result(ok)."""
-
-    __slots__ = ("ok",)
-
-    def __init__(self, ok: bool) -> None:
-        self.ok = ok
-
-    def __repr__(self) -> str:
-        return f"ArchiveAnswer({self.ok})"
-
-
-class FuzzDriver:
-    """Plays the Trio driver: answers StartTls and CommitMessage synchronously."""
-
-    def __init__(self, relay: Pop3Relay, verdicts: list[bool], tls_ok: list[bool]) -> None:
-        self.relay = relay
-        self.verdicts, self.tls_ok = verdicts, tls_ok
-        self.log: list[object] = []
-
-    def drain(self) -> None:
-        while acts := self.relay.actions():
-            answers: list[object] = []
-            for a in acts:
-                self.log.append(a)
-                if isinstance(a, StartTls):
-                    if self.tls_ok.pop(0) if self.tls_ok else True:
-                        self.relay.tls_started(a.side, "TLSv1.3")
-                    else:
-                        self.relay.tls_failed(a.side, "handshake failed")
-                elif isinstance(a, CommitMessage):
-                    ok = self.verdicts.pop(0) if self.verdicts else True
-                    self.relay.archive_result(ok, None if ok else "disk full")
-                    answers.append(ArchiveAnswer(ok))
-            self.log += answers
 
 
 def check_invariants(log: Sequence[object], relay: Pop3Relay, settings: dict) -> None:
@@ -240,39 +205,17 @@ def check_invariants(log: Sequence[object], relay: Pop3Relay, settings: dict) ->
         assert closes, "AbortMessage without Close"
 
 
-def apply_event(relay: Pop3Relay, kind: str, data: bytes) -> None:
-    if kind == "client":
-        relay.receive_client(data)
-    elif kind == "upstream":
-        relay.receive_upstream(data)
-    elif kind == "next":  # what a real driver does: read the side the core names
-        if relay.reading is Side.CLIENT:
-            relay.receive_client(data)
-        elif relay.reading is Side.UPSTREAM:
-            relay.receive_upstream(data)
-    elif kind == "upstream_lost":
-        relay.upstream_lost("reset")
-    elif kind == "client_lost":
-        relay.client_lost()
-    elif kind == "timeout_client":
-        relay.timeout(Side.CLIENT)
-    elif kind == "timeout_upstream":
-        relay.timeout(Side.UPSTREAM)
-    elif kind == "eof":
-        (relay.receive_client if relay.reading is Side.CLIENT else relay.receive_upstream)(b"")
-    else:
-        raise ValueError(kind)
-
-
 def run_events(
     settings: dict,
     events: Sequence[tuple[str, bytes]],
     verdicts: list[bool],
     tls_ok: list[bool],
     bytewise: bool,
-) -> FuzzDriver:
+) -> Replayer:
     relay = Pop3Relay(RelaySettings(**settings))
-    driver = FuzzDriver(relay, verdicts, tls_ok)
+    driver = Replayer(
+        relay, archive_verdicts=list(verdicts), tls_verdicts=list(tls_ok), markers=True
+    )
     relay.start()
     driver.drain()
     upstream_gone = False

@@ -9,19 +9,24 @@ a list of chunks; client input is one list of chunks (clients may pipeline).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 from proxy.actions import (
     Action,
-    BeginMessage,
-    CommitMessage,
     MessageData,
     SendClient,
     SendUpstream,
     Side,
-    StartTls,
 )
 from proxy.pop3 import Pop3Relay
+from proxy.replay import (  # noqa: F401 - the harness API the tests import
+    Replayer,
+    chunked,
+    message_data,
+    of_type,
+    reports,
+    to_client,
+    to_upstream,
+)
 from proxy.settings import RelaySettings
 
 GREETING = b"+OK Dovecot ready. <1896.697170952@dbc.mtview.ca.us>\r\n"
@@ -60,48 +65,11 @@ def merged(actions: Iterable[Action]) -> list[Action]:
     return out
 
 
-def to_client(actions: Iterable[Action]) -> bytes:
-    return b"".join(a.data for a in actions if isinstance(a, SendClient))
+class Driver(Replayer):
+    """Plays `proxy.session` against a POP3 core (see proxy/replay.py)."""
 
-
-def to_upstream(actions: Iterable[Action]) -> bytes:
-    return b"".join(a.data for a in actions if isinstance(a, SendUpstream))
-
-
-def message_data(actions: Iterable[Action]) -> bytes:
-    return b"".join(a.data for a in actions if isinstance(a, MessageData))
-
-
-def of_type(actions: Iterable[Action], kind: type) -> list[Action]:
-    return [a for a in actions if isinstance(a, kind)]
-
-
-def chunked(data: bytes, cuts: Iterable[int]) -> list[bytes]:
-    """Split `data` at the given offsets (out-of-range and duplicate cuts ignored)."""
-    points = sorted({c for c in cuts if 0 < c < len(data)})
-    edges = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(edges, edges[1:], strict=False) if b > a]
-
-
-@dataclass
-class Driver:
-    relay: Pop3Relay
-    archive_ok: bool = True
-    archive_error: str = "cannot write message file: No space left on device"
-    log: list[Action] = field(default_factory=list)
-
-    def drain(self) -> list[Action]:
-        new: list[Action] = []
-        while acts := self.relay.actions():
-            for a in acts:
-                new.append(a)
-                if isinstance(a, StartTls):
-                    self.relay.tls_started(a.side, "TLSv1.3")
-                elif isinstance(a, CommitMessage):
-                    error = None if self.archive_ok else self.archive_error
-                    self.relay.archive_result(self.archive_ok, error)
-        self.log += new
-        return new
+    def __init__(self, relay: Pop3Relay, *, archive_ok: bool = True) -> None:
+        super().__init__(relay, archive_ok=archive_ok)
 
     def run(self, client: Sequence[bytes], replies: Sequence[Sequence[bytes]]) -> list[Action]:
         """Feed client chunks and upstream reply chunks as `reading` asks; all actions."""
@@ -131,7 +99,3 @@ def drive(
     """A fresh relay, greeted with GREETING unless `replies` starts otherwise."""
     driver = Driver(make_relay(**settings), archive_ok=archive_ok)
     return driver.run(client, replies)
-
-
-def reports(actions: Iterable[Action]) -> list[dict[str, object]]:
-    return [a.report for a in actions if isinstance(a, BeginMessage)]

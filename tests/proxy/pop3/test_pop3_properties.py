@@ -135,27 +135,6 @@ def check_invariants(actions: list[Action], archive_answers: list[bool]) -> None
             closed = True
 
 
-class RecordingDriver(Driver):
-    """Answers commits from a list of outcomes and remembers them."""
-
-    outcomes: list[bool]
-    given_answers: list[bool]
-
-    def drain(self) -> list[Action]:
-        new: list[Action] = []
-        while acts := self.relay.actions():
-            for a in acts:
-                new.append(a)
-                if isinstance(a, StartTls):
-                    self.relay.tls_started(a.side, "TLSv1.3")
-                elif isinstance(a, CommitMessage):
-                    ok = self.outcomes.pop(0) if self.outcomes else True
-                    self.given_answers.append(ok)
-                    self.relay.archive_result(ok, None if ok else "disk full")
-        self.log += new
-        return new
-
-
 tokens = st.sampled_from(
     [
         b"+OK",
@@ -195,7 +174,7 @@ def test_arbitrary_bytes_never_break_the_relay(
     target_tls: str,
     on_failure: str,
 ) -> None:
-    driver = RecordingDriver(
+    driver = Driver(
         make_relay(
             client_tls=client_tls,
             target_tls=target_tls,
@@ -203,8 +182,7 @@ def test_arbitrary_bytes_never_break_the_relay(
             max_line_length=512,
         )
     )
-    driver.outcomes = list(outcomes)
-    driver.given_answers = []
+    driver.archive_verdicts = list(outcomes)
     # Prime the session with a greeting and a login half the time, then noise.
     first = [("upstream", GREETING), ("client", b"USER a\r\nPASS b\r\nRETR 1\r\n")]
     try:
@@ -218,12 +196,12 @@ def test_arbitrary_bytes_never_break_the_relay(
         driver.drain()
     except ProxyError as e:  # allowed by the contract, but the core converts them all
         raise AssertionError(f"peer input escaped as {e!r}") from e
-    check_invariants(driver.log, driver.given_answers)
+    check_invariants(driver.log, driver.answers)
     assert driver.log[-1] == Close() and driver.relay.reading is None
-    if on_failure == "reject" and False in driver.given_answers:
+    if on_failure == "reject" and False in driver.answers:
         # A refused copy never lets the client see the end of that message.
         idx = [i for i, a in enumerate(driver.log) if isinstance(a, CommitMessage)]
-        failed_at = idx[driver.given_answers.index(False)]
+        failed_at = idx[driver.answers.index(False)]
         assert driver.log[failed_at + 1 :] and not any(
             isinstance(a, SendClient) for a in driver.log[failed_at + 1 :]
         )
@@ -241,13 +219,13 @@ def test_any_message_bytes_are_copied_exactly(
 ) -> None:
     body = raw + b"\r\n"  # a served message always ends with CRLF
     reply = b"+OK\r\n" + stuff(body) + b".\r\n"
-    driver = RecordingDriver(make_relay(on_archive_failure=on_failure))
-    driver.outcomes, driver.given_answers = [ok], []
+    driver = Driver(make_relay(on_archive_failure=on_failure))
+    driver.archive_verdicts = [ok]
     driver.run(
         [b"UIDL 1\r\n", b"RETR 1\r\n", b"NOOP\r\n"],
         [[GREETING], [b"+OK 1 u\r\n"], chunked(reply, reply_cuts), [b"+OK\r\n"]],
     )
-    check_invariants(driver.log, driver.given_answers)
+    check_invariants(driver.log, driver.answers)
     assert message_data(driver.log) == body
     client = to_client(driver.log)
     if ok or on_failure == "pass":

@@ -10,7 +10,6 @@ server that answers whatever the core sent it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 from proxy.actions import (
     AbortMessage,
@@ -26,6 +25,18 @@ from proxy.actions import (
     SendUpstream,
     Side,
     StartTls,
+)
+from proxy.replay import (  # noqa: F401 - the harness API the tests import
+    SIGNALS,
+    ArchiveAnswer,
+    Replayer,
+    apply_event,
+    chunked,
+    message_data,
+    of_type,
+    reports,
+    to_client,
+    to_upstream,
 )
 from proxy.settings import RelaySettings
 from proxy.smtp.relay import SmtpRelay
@@ -46,22 +57,6 @@ def make_relay(**settings: object) -> SmtpRelay:
     relay = SmtpRelay(RelaySettings(**settings))  # type: ignore[arg-type]
     relay.start()
     return relay
-
-
-def to_client(actions: Iterable[Action]) -> bytes:
-    return b"".join(a.data for a in actions if isinstance(a, SendClient))
-
-
-def to_upstream(actions: Iterable[Action]) -> bytes:
-    return b"".join(a.data for a in actions if isinstance(a, SendUpstream))
-
-
-def message_data(actions: Iterable[Action]) -> bytes:
-    return b"".join(a.data for a in actions if isinstance(a, MessageData))
-
-
-def of_type(actions: Iterable[Action], kind: type) -> list[Action]:
-    return [a for a in actions if isinstance(a, kind)]
 
 
 def kinds(actions: Iterable[Action]) -> list[str]:
@@ -87,13 +82,6 @@ def log_text(actions: Iterable[Action]) -> str:
         elif isinstance(a, BeginMessage):
             parts.append(repr(a.report))
     return "\n".join(parts)
-
-
-def chunked(data: bytes, cuts: Iterable[int]) -> list[bytes]:
-    """Split `data` at the given offsets (out-of-range and duplicate cuts ignored)."""
-    points = sorted({c for c in cuts if 0 < c < len(data)})
-    edges = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(edges, edges[1:], strict=False) if b > a]
 
 
 def stuff(message: bytes) -> bytes:
@@ -150,39 +138,29 @@ class FakeUpstream:
         return out
 
 
-@dataclass
-class Driver:
-    """Plays `proxy.session` against a relay core, recording every action."""
+class Driver(Replayer):
+    """Plays `proxy.session` against a relay core, recording every action; with a
+    `FakeUpstream`, everything sent upstream is fed to it."""
 
-    relay: SmtpRelay
-    archive_ok: bool = True
-    archive_error: str = "cannot write message file: No space left on device"
-    upstream: FakeUpstream | None = None
-    log: list[Action] = field(default_factory=list)
-    commits: int = 0
-
-    #: also record ArchiveAnswer markers in `log` (for check_invariants)
-    markers: bool = False
-
-    def drain(self) -> list[Action]:
-        new: list[Action] = []
-        while acts := self.relay.actions():
-            answered = False
-            for a in acts:
-                new.append(a)
-                if isinstance(a, SendUpstream) and self.upstream is not None:
-                    self.upstream.feed(a.data)
-                elif isinstance(a, StartTls):
-                    self.relay.tls_started(a.side, "TLSv1.3")
-                elif isinstance(a, CommitMessage):
-                    self.commits += 1
-                    error = None if self.archive_ok else self.archive_error
-                    self.relay.archive_result(self.archive_ok, error)
-                    answered = True
-            if answered and self.markers:
-                new.append(ArchiveAnswer(self.archive_ok))  # type: ignore[arg-type]
-        self.log += new
-        return new
+    def __init__(
+        self,
+        relay: SmtpRelay,
+        *,
+        archive_ok: bool = True,
+        upstream: FakeUpstream | None = None,
+        markers: bool = False,
+        archive_verdicts: Sequence[bool] = (),
+        tls_verdicts: Sequence[bool] = (),
+    ) -> None:
+        super().__init__(
+            relay,
+            archive_ok=archive_ok,
+            markers=markers,
+            archive_verdicts=list(archive_verdicts),
+            tls_verdicts=list(tls_verdicts),
+            on_upstream=upstream.feed if upstream is not None else None,
+        )
+        self.upstream = upstream
 
     def run(
         self,
@@ -245,18 +223,7 @@ def session(
     return driver, driver.run(client)
 
 
-def reports(actions: Iterable[Action]) -> list[dict[str, object]]:
-    return [a.report for a in actions if isinstance(a, BeginMessage)]
-
-
 # --- invariants shared by the property tests and fuzz/smtp_core.py ------------------------
-@dataclass(frozen=True)
-class ArchiveAnswer:
-    """Marker in a fuzz log: the driver answered CommitMessage with archive_result(ok)."""
-
-    ok: bool
-
-
 def check_invariants(
     log: Sequence[object],
     relay: SmtpRelay,
@@ -385,59 +352,11 @@ UPSTREAM_TOKENS = [
     b"250 ok\r\n250 ok\r\n354 go\r\n",
     b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n",
 ]
-#: events without bytes
-SIGNALS = ["upstream_lost", "client_lost", "timeout_client", "timeout_upstream", "eof"]
 
 
-class FuzzDriver(Driver):
+def fuzz_driver(relay: SmtpRelay, verdicts: Sequence[bool], tls_ok: Sequence[bool]) -> Driver:
     """Answers StartTls with success or failure and CommitMessage with given verdicts."""
-
-    def __init__(self, relay: SmtpRelay, verdicts: list[bool], tls_ok: list[bool]) -> None:
-        super().__init__(relay, markers=True)
-        self.verdicts, self.tls_ok = list(verdicts), list(tls_ok)
-
-    def drain(self) -> list[Action]:
-        new: list[Action] = []
-        while acts := self.relay.actions():
-            answers: list[object] = []
-            for a in acts:
-                new.append(a)
-                if isinstance(a, StartTls):
-                    if self.tls_ok.pop(0) if self.tls_ok else True:
-                        self.relay.tls_started(a.side, "TLSv1.3")
-                    else:
-                        self.relay.tls_failed(a.side, "handshake failed")
-                elif isinstance(a, CommitMessage):
-                    ok = self.verdicts.pop(0) if self.verdicts else True
-                    self.relay.archive_result(ok, None if ok else "disk full")
-                    answers.append(ArchiveAnswer(ok))
-            new += answers  # type: ignore[arg-type]
-        self.log += new
-        return new
-
-
-def apply_event(relay: SmtpRelay, kind: str, data: bytes) -> None:
-    if kind == "client":
-        relay.receive_client(data)
-    elif kind == "upstream":
-        relay.receive_upstream(data)
-    elif kind == "next":  # what a real driver does: read the side the core names
-        if relay.reading is Side.CLIENT:
-            relay.receive_client(data)
-        elif relay.reading is Side.UPSTREAM:
-            relay.receive_upstream(data)
-    elif kind == "upstream_lost":
-        relay.upstream_lost("reset")
-    elif kind == "client_lost":
-        relay.client_lost()
-    elif kind == "timeout_client":
-        relay.timeout(Side.CLIENT)
-    elif kind == "timeout_upstream":
-        relay.timeout(Side.UPSTREAM)
-    elif kind == "eof":
-        (relay.receive_client if relay.reading is Side.CLIENT else relay.receive_upstream)(b"")
-    else:
-        raise ValueError(kind)
+    return Driver(relay, markers=True, archive_verdicts=verdicts, tls_verdicts=tls_ok)
 
 
 def run_events(
@@ -448,10 +367,10 @@ def run_events(
     *,
     bytewise: bool = False,
     check_each: bool = True,
-) -> FuzzDriver:
+) -> Driver:
     """Play random events against a fresh core, checking the invariants after each one
     (`check_each=False`: the full check only at the end, which sees the same log)."""
-    driver = FuzzDriver(make_relay(**settings), list(verdicts), list(tls_ok))
+    driver = fuzz_driver(make_relay(**settings), verdicts, tls_ok)
     pass_mode = settings.get("on_archive_failure") == "pass"
     driver.drain()
     upstream_gone = False
