@@ -504,3 +504,7 @@ cli_listener.register(app)
 cli_tls.register(app)
 cli_archive.register(app)
 cli_maintenance.register(app)
+
+from admin import cli_account  # noqa: E402
+
+cli_account.register(app)
