@@ -11,6 +11,7 @@ holds a token, a code or a secret (those are only in request bodies we do not ec
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,10 @@ from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 
 from accounts.providers import Endpoints
+
+# Authlib's debug log lines quote token responses: never let them reach the journal,
+# whatever log_level the operator picks.
+logging.getLogger("authlib").setLevel(logging.WARNING)
 
 #: seconds one HTTP request to the provider may take
 HTTP_TIMEOUT = 20.0
@@ -101,9 +106,7 @@ def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 def refresh(client: Client, ep: Endpoints, refresh_token: str) -> Token:
     session = _session(client, ep)
-    data = _call(
-        session.refresh_token, ep.token_url, refresh_token=refresh_token, **_tls(client)
-    )
+    data = _call(session.refresh_token, ep.token_url, refresh_token=refresh_token, **_tls(client))
     return _token(data, refresh_token)
 
 
@@ -111,9 +114,7 @@ def client_credentials(client: Client, ep: Endpoints) -> Token:
     if not client.client_secret:
         raise FlowError("refused", "client credentials need a client secret")
     session = _session(client, ep)
-    data = _call(
-        session.fetch_token, ep.token_url, grant_type="client_credentials", **_tls(client)
-    )
+    data = _call(session.fetch_token, ep.token_url, grant_type="client_credentials", **_tls(client))
     return _token(data)
 
 
