@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import poplib
-import ssl
-from pathlib import Path
 
 import pytest
 import trio
@@ -19,10 +17,17 @@ from fixtures.pop3_clients import run_mpop
 from fixtures.proxy import read_reports
 
 from .conftest import LOCAL_PASSWORDS, Deployment
+from .oauth_env import (
+    MAILBOXES,
+    check_no_secrets,
+    ctx,
+    pop3_fetch,
+    pop3_login_error,
+    service_log,
+    setup_accounts,
+)
 
 pytestmark = pytest.mark.e2e
-
-MAILBOXES = {"alice@example.test": "unused", "shared@example.test": "unused"}
 
 
 def _msg(n: int, to: str) -> bytes:
@@ -30,60 +35,6 @@ def _msg(n: int, to: str) -> bytes:
         f"From: sender@example.org\r\nTo: {to}\r\nSubject: oauth test {n}\r\n"
         f"Message-ID: <oauth-{n}@example.org>\r\n\r\nbody {n}\r\n"
     ).encode()
-
-
-def _ctx(ca_file: Path) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(ca_file))
-
-
-def pop3_fetch(port: int, user: str, password: str, ca_file: Path, stls: bool) -> list[bytes]:
-    if stls:
-        p = poplib.POP3("127.0.0.1", port, timeout=30)
-        p.stls(_ctx(ca_file))
-    else:
-        p = poplib.POP3_SSL("127.0.0.1", port, timeout=30, context=_ctx(ca_file))
-    try:
-        p.user(user)
-        p.pass_(password)
-        count, _ = p.stat()
-        return [b"\r\n".join(p.retr(i + 1)[1]) + b"\r\n" for i in range(count)]
-    finally:
-        p.quit()
-
-
-def pop3_login_error(port: int, user: str, password: str, ca_file: Path) -> str:
-    p = poplib.POP3_SSL("127.0.0.1", port, timeout=30, context=_ctx(ca_file))
-    try:
-        p.user(user)
-        with pytest.raises(poplib.error_proto) as e:
-            p.pass_(password)
-        return e.value.args[0].decode()
-    finally:
-        p.close()
-
-
-def service_log(caplog: pytest.LogCaptureFixture) -> str:
-    """Everything logged in this process except the test authorization server's own
-    grant modules (authlib.oauth2.rfcNNNN, which log the tokens they issue)."""
-    return "\n".join(
-        r.getMessage() for r in caplog.records if not r.name.startswith("authlib.oauth2.rfc")
-    )
-
-
-def check_no_secrets(d: Deployment, *texts: str) -> None:
-    blob = "".join(texts) + "".join(d.outputs)
-    for tok in d.oauth.issued_access_tokens() + d.oauth.issued_refresh_tokens():
-        assert tok not in blob
-    for pw in LOCAL_PASSWORDS.values():
-        assert pw not in blob
-
-
-def setup_accounts(d: Deployment) -> None:
-    assert d.add_device_account("shared", "shared@example.test").returncode == 0
-    run = d.add_device_account(
-        "alice", "alice@example.test", "--password-stdin", stdin=LOCAL_PASSWORDS["alice"] + "\n"
-    )
-    assert run.returncode == 0, run.stderr
 
 
 async def test_pop3_local_login_through_dovecot_oauth2(
@@ -157,7 +108,7 @@ async def test_pop3_local_login_through_dovecot_oauth2(
         assert "STLS" in caps and "USER" not in caps and "SASL" not in caps
         with pytest.raises(poplib.error_proto, match="STLS"):
             await trio.to_thread.run_sync(p.user, "bob")
-        await trio.to_thread.run_sync(p.stls, _ctx(d.ca_file))
+        await trio.to_thread.run_sync(p.stls, ctx(d.ca_file))
         caps = await trio.to_thread.run_sync(p.capa)
         assert caps["SASL"] == ["PLAIN"] and "USER" in caps and "STLS" not in caps
         await trio.to_thread.run_sync(p.quit)
