@@ -121,6 +121,15 @@ class Deployment:
                 *self._endpoints(), *extra]  # fmt: skip
         return self._interactive(argv, stdin, person)
 
+    def reauth_device(self, name: str, email: str, stdin: str = "") -> CliRun:
+        """`account reauth NAME` of a device-flow account, signed in again by `email`."""
+
+        def person(line: str, proc: Any) -> None:
+            if "enter the code" in line:
+                self.oauth.approve_device(line.rsplit(" ", 1)[1].strip(), email)
+
+        return self._interactive(["account", "reauth", name], stdin, person)
+
     def add_authcode_account(self, name: str, email: str, *extra: str) -> CliRun:
         """`account add --flow auth-code`: open the printed URL, paste the redirect back."""
 
