@@ -35,8 +35,14 @@ ADDRESSES = {"alice": "alice@example.test", "bob": "bob@example.test"}
 
 
 @pytest.fixture
-def oauth(ca: trustme.CA, ca_file: Path) -> Iterator[OAuthServer]:
-    with start_oauth_server(ca, str(ca_file), lifetime=LIFETIME) as server:
+def oauth_lifetime() -> int:
+    """Access-token lifetime of the test server (a test module may override it)."""
+    return LIFETIME
+
+
+@pytest.fixture
+def oauth(ca: trustme.CA, ca_file: Path, oauth_lifetime: int) -> Iterator[OAuthServer]:
+    with start_oauth_server(ca, str(ca_file), lifetime=oauth_lifetime) as server:
         server.add_client(CLIENT_ID)
         server.add_client(APP_ID, APP_SECRET, grant_types=("client_credentials",), scope="mail")
         yield server
