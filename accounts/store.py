@@ -134,14 +134,31 @@ class TokenStore:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         lock = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise StoreError(f"{lock}: cannot open: {e.strerror}") from None
+        try:
+            self._same_owner(lock)
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)
+
+    def _same_owner(self, path: Path) -> None:
+        """As root (the CLI), give new store files the owner of secrets.toml: the service
+        runs as `mailtee` and must be able to read and rewrite them."""
+        if os.geteuid() != 0:
+            return
+        try:
+            ref = self.path.with_name("secrets.toml").stat()
+            st = path.stat()
+            if (st.st_uid, st.st_gid) != (ref.st_uid, ref.st_gid):
+                os.chown(path, ref.st_uid, ref.st_gid)
+        except OSError:
+            pass
 
     def update(self, name: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> None:
         """Replace account `name`'s record by `change(old)` (None removes it)."""
@@ -153,7 +170,11 @@ class TokenStore:
             else:
                 accounts[name] = new
             body = json.dumps({"version": 1, "accounts": accounts}, indent=1, sort_keys=True)
-            write_atomic(self.path, body.encode() + b"\n", 0o600)
+            try:
+                write_atomic(self.path, body.encode() + b"\n", 0o600)
+            except OSError as e:
+                raise StoreError(f"{self.path}: cannot write: {e.strerror}") from None
+            self._same_owner(self.path)
 
     def get(self, name: str) -> dict[str, Any]:
         return dict(self.load().get(name) or {})

@@ -167,13 +167,18 @@ class TokenManager:
                 "reauth" if e.kind == "invalid_grant" else "temp", str(e)
             ) from None
         st.lifetime = max(0.0, tok.expires_at - started)
-        if tok.refresh_token and tok.refresh_token != st.refresh_token and st.key is not None:
-            # The provider rotated the refresh token (Microsoft does): keep the new one.
-            await trio.to_thread.run_sync(
-                self.store.save_refresh, acc.name, st.key, tok.refresh_token
-            )
-        elif st.failed:
-            await trio.to_thread.run_sync(self.store.set_state, acc.name, "ok", "")
+        try:
+            if tok.refresh_token and tok.refresh_token != st.refresh_token and st.key:
+                # The provider rotated the refresh token (Microsoft does): keep the new one.
+                await trio.to_thread.run_sync(
+                    self.store.save_refresh, acc.name, st.key, tok.refresh_token
+                )
+            elif st.failed:
+                await trio.to_thread.run_sync(self.store.set_state, acc.name, "ok", "")
+        except StoreError as e:
+            # The token works; only the disk copy is stale. Say so, keep serving.
+            if self.alert is not None:
+                self.alert("account", f"account {acc.name}: token store not writable", str(e))
         st.refresh_token = tok.refresh_token or st.refresh_token
         st.token, st.failed, st.message = tok, None, ""
         return tok

@@ -82,8 +82,9 @@ def _find(config: Config, name: str) -> AccountConfig:
     fail(f"no account named {name!r} (see `proxy-admin account list`)", 1)
 
 
-def _owner_key(c: CliContext, config: Config, acc: AccountConfig, password: str) -> bytes:
-    """Per-person: check the owner's local password, derive the key (new salt)."""
+def _check_owner(c: CliContext, config: Config, acc: AccountConfig, password: str) -> None:
+    """Per-person: the password must be the local password of the user owning --email
+    (a typo would lock the token with a key nobody can reproduce)."""
     from archive.catalog import Catalog
     from archive.logins import login_names_for_address, verify_password
 
@@ -99,7 +100,6 @@ def _owner_key(c: CliContext, config: Config, acc: AccountConfig, password: str)
             fail(f"--password-stdin: not the local password of user {names[0]!r}", 2)
     finally:
         cat.close()
-    return b""  # the salt-bound key is derived in _sign_in
 
 
 def _sign_in(c: CliContext, config: Config, acc: AccountConfig, *, password: str | None) -> None:
@@ -169,7 +169,7 @@ def _collect(
         if not password_stdin:
             fail("a per-person account needs --password-stdin (the owner's local password)", 2)
         password = _line("--password-stdin")
-        _owner_key(c, config, acc, password)
+        _check_owner(c, config, acc, password)
         return password
     return None
 

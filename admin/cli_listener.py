@@ -290,7 +290,7 @@ def _oauth_changes(target_account: str | None, local_login: bool | None) -> dict
     if target_account is not None:
         ch["target_account"] = target_account.strip() or None
     if local_login is not None:
-        ch["local_login"] = local_login
+        ch["local_login"] = local_login or None
     return ch
 
 

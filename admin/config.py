@@ -78,8 +78,9 @@ class ListenerConfig(_Model):
     target_user: str | None = None
     #: OAuth2: authenticate upstream as this `[[account]]` (accounts/); see DESIGN
     target_account: str | None = None
-    #: clients log in to mailtee with a local user's password (per-person accounts)
-    local_login: bool = False
+    #: clients log in to mailtee with a local user's password (per-person accounts);
+    #: None (unset) is false and keeps config.toml and `--json` output of other listeners
+    local_login: bool | None = None
 
     @field_validator("name")
     @classmethod

@@ -144,12 +144,22 @@ class OAuthSession(Session):
     async def run(self) -> None:
         core = self.core
         if self.env.protocol == "smtp" and self.binding.smtp_mode == "account":
-            core.provide_token(await self.binding.listener_token())  # type: ignore[attr-defined]
+            try:
+                result = await self.binding.listener_token()
+            except Exception as e:  # noqa: BLE001 - fail closed, keep the service up
+                log.error("token lookup failed unexpectedly: %s", type(e).__name__)
+                result = LoginResult("temp")
+            core.provide_token(result)  # type: ignore[attr-defined]
         await super().run()
 
     async def _perform(self, action: A.Action) -> None:
         if isinstance(action, VerifyLogin):
-            result = await self.binding.login(action.login, action.password)
+            try:
+                result = await self.binding.login(action.login, action.password)
+            except Exception as e:  # noqa: BLE001 - one broken login must not end the service
+                # Only the type: a message could quote what the failing code was given.
+                log.error("local login failed unexpectedly: %s", type(e).__name__)
+                result = LoginResult("temp")
             self.core.login_result(result)  # type: ignore[attr-defined]
             return
         await super()._perform(action)

@@ -259,6 +259,9 @@ class LocalLoginPop3(RelayCore):
             if line.startswith(b"+OK"):
                 self._phase = Phase.RELAY
                 self.inner.account = self._login.user
+                pipelined = self._client.take_all()  # commands sent behind PASS
+                if pipelined:
+                    self.inner.receive_client(pipelined)
                 self._emit(
                     LogEvent(
                         "info",

@@ -117,6 +117,7 @@ class OAuthSmtpRelay(SmtpRelay):
             f"provider refused the token of account {self.account_name}: {reply.text[:200]}",
         )
         if self.mode == "local":
+            self._auth_user = None
             self._send_client(reply.raw)  # the provider's reason (e.g. 535 5.7.139 ...)
         else:
             self._fatal(PROVIDER_REFUSED)

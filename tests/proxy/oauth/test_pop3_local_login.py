@@ -123,3 +123,13 @@ def test_provider_greeting_error_reaches_the_client() -> None:
     acts = d.upstream(b"-ERR [SYS/TEMP] maintenance\r\n")
     assert to_client(acts) == b"-ERR [SYS/TEMP] maintenance\r\n"
     assert any(isinstance(a, Close) for a in acts)
+
+
+def test_commands_pipelined_behind_pass_reach_the_relay() -> None:
+    d = started()
+    d.client(b"USER alice\r\nPASS pw\r\nSTAT\r\n")
+    assert d.sent_upstream == b"AUTH XOAUTH2\r\n"  # STAT waits for the login
+    d.upstream(b"+ \r\n")
+    acts = d.upstream(b"+OK Logged in.\r\n")
+    assert to_client(acts) == b"+OK logged in\r\n" and to_upstream(acts) == b"STAT\r\n"
+    assert to_client(d.upstream(b"+OK 0 0\r\n")) == b"+OK 0 0\r\n"
