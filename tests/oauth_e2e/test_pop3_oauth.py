@@ -122,3 +122,21 @@ async def test_pop3_local_login_through_dovecot_oauth2(
         assert accounts["alice"]["state"] == "ok" and accounts["shared"]["state"] == "ok"
         check_no_secrets(d, service_log(caplog), status.stdout, dovecot.log_text(),
                          *(r.mpr_path.read_text() for r in reports))  # fmt: skip
+
+
+async def test_pop3_oauthbearer_through_dovecot(
+    deployment: Deployment, nursery: trio.Nursery
+) -> None:
+    d = deployment
+    run = d.add_device_account("shared", "shared@example.test", "--sasl", "oauthbearer")
+    assert run.returncode == 0, run.stderr
+    with start_oauth_dovecot(d.oauth.introspection_url(), MAILBOXES) as dovecot:
+        msg = dovecot.deliver("shared@example.test", b"Subject: ob\r\n\r\nRFC 7628\r\n")
+        d.add_listener(name="pop-ob", protocol="pop3", client_tls="implicit",
+                       target_port=dovecot.port, target_account="shared")  # fmt: skip
+        service = await d.start(nursery)
+        got = await trio.to_thread.run_sync(
+            pop3_fetch, service.ports["pop-ob"], "bob", LOCAL_PASSWORDS["bob"], d.ca_file, False
+        )
+        assert got == [msg]
+        assert "method=OAUTHBEARER" in dovecot.log_text()
