@@ -158,6 +158,14 @@ class Deployment:
         config.listener = [*config.listener, lst]
         save_config(config, self.config_path)
 
+    def mail_alerts_to(self, port: int) -> None:
+        """[alerts] through an SMTP sink on 127.0.0.1:port (to ops@example.net)."""
+        from admin.config import AlertsConfig
+
+        config = self.config()
+        config.alerts = AlertsConfig(smtp_host="127.0.0.1", smtp_port=port, to=["ops@example.net"])
+        save_config(config, self.config_path)
+
     async def start(self, nursery: trio.Nursery) -> Any:
         from admin.config import load_secrets
         from proxy.serve import run_service

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import pytest
 import trio
@@ -49,11 +50,16 @@ def _alerts(status: str) -> list[str]:
 
 
 async def test_token_endpoint_down_fails_closed_with_one_alert(
-    deployment: Deployment, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+    deployment: Deployment,
+    nursery: trio.Nursery,
+    caplog: pytest.LogCaptureFixture,
+    smtp_upstream: Any,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     d = deployment
     setup_accounts(d)
+    sink = smtp_upstream()
+    d.mail_alerts_to(sink.port)
     with provider(d) as (dovecot, postfix):
         dovecot.deliver("shared@example.test", b"Subject: x\r\n\r\nx\r\n")
         _listeners(d, postfix.port, dovecot.port)
@@ -83,10 +89,18 @@ async def test_token_endpoint_down_fails_closed_with_one_alert(
         assert sorted(_alerts(status.stdout)) == [
             "account alice: no OAuth2 token", "account shared: no OAuth2 token",
         ]  # fmt: skip
+        # The alert mail went out once (alerts of one kind are rate-limited together).
+        [tx] = await sink.wait_transactions(1)
+        assert b"Subject: [mailtee mailtee.test] account: account shared: no OAuth2 token" in (
+            tx.content
+        )
         show = json.loads(d.cli("account", "show", "shared", "--json").stdout)
         assert show["state"] == "error" and "HTTP 503" in show["message"]
         assert "token endpoint" in show["action"]
-        check_no_secrets(d, service_log(caplog), status.stdout, json.dumps(show))
+        await trio.sleep(1)  # nothing more is mailed for the later failed sessions
+        assert len(sink.transactions) == 1
+        check_no_secrets(d, service_log(caplog), status.stdout, json.dumps(show),
+                         tx.content.decode())  # fmt: skip
 
 
 async def test_revoked_grant_says_reauth_and_reauth_recovers(
