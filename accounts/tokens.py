@@ -12,6 +12,8 @@ Failures: `invalid_grant` (revoked or expired sign-in) and an unreachable endpoi
 raise `TokenUnavailable` (the sessions fail closed), record the state in the token store
 for `account show`, and raise one alert per change of state (not one per session). After
 a failure the endpoint is not asked again for `RETRY_AFTER` seconds: sessions fail fast.
+While the endpoint is merely unreachable, a token that is still valid keeps being used
+until shortly before it expires (what refreshing ahead buys).
 
 Keys: a listener account's refresh token is decrypted with the secrets.toml key; a
 per-person account's only with the key derived from its owner's local password, which a
@@ -39,6 +41,9 @@ AHEAD_SHARE = 0.25
 AHEAD_MAX = 300.0
 #: after a failed refresh, fail fast for this long before asking the provider again
 RETRY_AFTER = 10.0
+#: a token with at least this much life left (capped at a tenth of its lifetime) is still
+#: handed out while the token endpoint is unreachable
+MIN_LEFT = 30.0
 
 Alert = Callable[[str, str, str], Any]
 
@@ -140,10 +145,20 @@ class TokenManager:
             if (tok := self._fresh(st)) is not None:
                 return tok  # someone else refreshed while we waited: share it
             if st.failed and self.clock() - st.failed_at < RETRY_AFTER:
+                if (tok := self._still_valid(st)) is not None:
+                    return tok
                 raise TokenUnavailable(
                     "reauth" if st.failed == "invalid_grant" else "temp", st.message
                 )
             return await self._refresh(acc, st, password)
+
+    def _still_valid(self, st: _State) -> flows.Token | None:
+        """The current token while it still has a little life left (the refresh-ahead
+        window is what lets mail go on through a short token-endpoint outage)."""
+        tok = st.token
+        if tok is None or st.failed == "invalid_grant":
+            return None
+        return tok if tok.expires_at - self.clock() > min(MIN_LEFT, 0.1 * st.lifetime) else None
 
     async def _refresh(self, acc: AccountConfig, st: _State, password: str | None) -> flows.Token:
         try:
@@ -163,6 +178,8 @@ class TokenManager:
             )
         except flows.FlowError as e:
             await self._failed(acc, st, e.kind, str(e))
+            if (still := self._still_valid(st)) is not None:
+                return still
             raise TokenUnavailable(
                 "reauth" if e.kind == "invalid_grant" else "temp", str(e)
             ) from None
@@ -214,8 +231,9 @@ class TokenManager:
 
     async def _failed(self, acc: AccountConfig, st: _State, kind: str, message: str) -> None:
         first = st.failed != kind
-        st.failed, st.failed_at, st.token = kind, self.clock(), None
+        st.failed, st.failed_at = kind, self.clock()
         if kind == "invalid_grant":
+            st.token = None
             st.refresh_token = None  # dead; a reauth writes a new one to the store
             state, what = "reauth", f"sign-in no longer valid ({message}); {reauth_hint(acc.name)}"
         else:

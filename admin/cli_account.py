@@ -270,6 +270,8 @@ def account_add(
         fail(f"account {name!r} already exists (sign in again with `account reauth`)", 1)
     if acc.flow == "client-credentials" and not client_secret_stdin:
         fail("--flow client-credentials: needs --client-secret-stdin", 2)
+    if acc.flow == "client-credentials" and password_stdin:
+        fail("--password-stdin: app-only accounts keep no refresh token to protect", 2)
     password = _collect(c, config, acc, client_secret_stdin, password_stdin)
     config.account = [*config.account, acc]
     c.save_config(config)

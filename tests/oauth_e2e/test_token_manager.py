@@ -66,3 +66,39 @@ async def test_per_person_needs_the_owners_password(deployment: Deployment) -> N
     assert salt is not None
     rotated = store.refresh_token("alice", password_key(LOCAL_PASSWORDS["alice"], salt))
     assert rotated == d.oauth.issued_refresh_tokens()[-1]
+
+
+async def test_short_outage_keeps_the_still_valid_token(deployment: Deployment) -> None:
+    import time
+
+    from .conftest import LIFETIME
+
+    d = deployment
+    assert d.add_device_account("shared", "shared@example.test").returncode == 0
+    offset = [0.0]
+    tm = manager(d, alerts := [])
+    tm.clock = lambda: time.time() + offset[0]  # the service's view of "now", moved by hand
+    first = await tm.token("shared")
+    assert d.oauth.count("refresh_token") == 1
+    # In the refresh-ahead window (a fifth of the lifetime left), the endpoint is down:
+    # the refresh fails, but the still-valid token keeps mail flowing; one alert.
+    offset[0] = LIFETIME * 0.8
+    d.oauth.state.down = True
+    assert (await tm.token("shared")).access_token == first.access_token
+    assert d.oauth.count("refresh_token") == 2
+    assert [a[1] for a in alerts] == ["account shared: no OAuth2 token"]
+    assert tm.snapshot()[0]["state"] == "unreachable"
+    # Too close to its expiry: fail closed rather than hand out a dying token.
+    offset[0] = LIFETIME - 0.5
+    try:
+        await tm.token("shared")
+    except TokenUnavailable as e:
+        assert e.outcome == "temp"
+    else:
+        raise AssertionError("a token half a second before its expiry")
+    # The endpoint is back (after the retry window): a new token, state ok, no new alert.
+    d.oauth.state.down = False
+    offset[0] += 11
+    again = await tm.token("shared")
+    assert again.access_token != first.access_token and tm.snapshot()[0]["state"] == "ok"
+    assert len(alerts) == 1
