@@ -1,4 +1,4 @@
-"""The token store: `tokens.json` (mode 0600) beside secrets.toml.
+"""The token store: `tokens/tokens.json` (mode 0600, in a 0700 directory) beside secrets.toml.
 
 Theory of operation. Per account it keeps the refresh token encrypted with AES-GCM
 (`cryptography`), the account name as associated data (a record copied to another
@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from archive.durable import write_atomic
 
+STORE_DIR = "tokens"
 STORE_NAME = "tokens.json"
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -114,12 +115,17 @@ def _now() -> str:
 
 
 class TokenStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, owner_of: Path | None = None) -> None:
         self.path = path
+        #: as root, new store files get this file's owner (secrets.toml's: the service user)
+        self.owner_of = owner_of
 
     @classmethod
     def beside(cls, secrets_file: Path) -> TokenStore:
-        return cls(secrets_file.with_name(STORE_NAME))
+        """`tokens/tokens.json` in the folder of secrets.toml. A directory of its own: the
+        service's sandbox (ProtectSystem=strict) makes /etc/mailtee read-only except for
+        this directory, which it must rewrite (rotated refresh tokens, account state)."""
+        return cls(secrets_file.parent / STORE_DIR / STORE_NAME, owner_of=secrets_file)
 
     # --- file ---------------------------------------------------------------------
     def load(self) -> dict[str, dict[str, Any]]:
@@ -136,7 +142,9 @@ class TokenStore:
     def _locked(self) -> Iterator[None]:
         lock = self.path.with_name(self.path.name + ".lock")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.parent.is_dir():
+                self.path.parent.mkdir(mode=0o700, parents=True)
+                self._same_owner(self.path.parent)
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as e:
             raise StoreError(f"{lock}: cannot open: {e.strerror}") from None
@@ -150,10 +158,10 @@ class TokenStore:
     def _same_owner(self, path: Path) -> None:
         """As root (the CLI), give new store files the owner of secrets.toml: the service
         runs as `mailtee` and must be able to read and rewrite them."""
-        if os.geteuid() != 0:
+        if os.geteuid() != 0 or self.owner_of is None:
             return
         try:
-            ref = self.path.with_name("secrets.toml").stat()
+            ref = self.owner_of.stat()
             st = path.stat()
             if (st.st_uid, st.st_gid) != (ref.st_uid, ref.st_gid):
                 os.chown(path, ref.st_uid, ref.st_gid)

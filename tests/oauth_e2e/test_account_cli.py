@@ -30,6 +30,8 @@ def test_device_flow_signs_in_and_stores_only_ciphertext(deployment: Deployment)
     assert "enter the code" in run.stdout and "signed in as shared@example.test" in run.stdout
     store = TokenStore.beside(d.config_path.with_name("secrets.toml"))
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    assert store.path.parent.name == "tokens" and store.path.parent.parent == d.root
+    assert stat.S_IMODE(store.path.parent.stat().st_mode) == 0o700
     raw = store.path.read_text()
     assert d.oauth.issued_refresh_tokens() and not _secrets_in(raw, d)
     # The key from secrets.toml decrypts it; a wrong key decrypts nothing.
