@@ -571,5 +571,9 @@ def listener_show(ctx: typer.Context, name: NameArg, json_out: JsonOpt = False) 
         "name", "protocol", "listen", "port", "client_tls", "target_host", "target_port",
         "target_tls", "target_verify", "target_ca", "target_user", "target_password",
     ]  # fmt: skip
+    if lst.target_account or lst.local_login:  # OAuth2 (docs/oauth2.md)
+        order += ["target_account", "local_login"]
     human = {**d, "target_verify": "yes" if lst.target_verify else "no"}
+    if lst.target_account or lst.local_login:
+        human["local_login"] = "yes" if lst.local_login else "no"
     print_fields((k, "-" if human.get(k) is None else human[k]) for k in order)

@@ -113,7 +113,10 @@ class ListenerConfig(_Model):
         if self.target_user is not None and self.protocol != "smtp":
             raise ValueError("target_user is only for smtp listeners")
         if self.target_user is not None and (self.target_account or self.local_login):
-            raise ValueError("target_user and target_account/local_login exclude each other")
+            raise ValueError(
+                "OAuth2 (target_account, local_login) and a target user with a password "
+                "exclude each other"
+            )
         logs_in = self.local_login or (self.target_account and self.protocol == "pop3")
         if logs_in and self.client_tls == "none":
             raise ValueError(

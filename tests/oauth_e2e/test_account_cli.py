@@ -129,3 +129,25 @@ def test_errors_are_one_line_and_remove_cleans_up(deployment: Deployment) -> Non
     assert d.cli("account", "remove", "shared").returncode == 0
     assert d.cli("account", "show", "shared").returncode == 1
     assert "shared" not in TokenStore.beside(d.config_path.with_name("secrets.toml")).load()
+
+
+def test_listener_options_for_oauth(deployment: Deployment) -> None:
+    d = deployment
+    no_tls = d.cli("listener", "add", "p", "--protocol", "pop3", "--target", "127.0.0.1",
+                   "--local-login")  # fmt: skip
+    assert no_tls.returncode == 2 and "local logins need client_tls" in no_tls.stderr
+    unknown = d.cli("listener", "add", "s", "--protocol", "smtp", "--target", "127.0.0.1",
+                    "--target-account", "nope")  # fmt: skip
+    assert unknown.returncode == 2 and "no account named 'nope'" in unknown.stderr
+    ok = d.cli("listener", "add", "p", "--protocol", "pop3", "--target", "127.0.0.1",
+               "--client-tls", "implicit", "--local-login")  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    show = d.cli("listener", "show", "p")
+    assert "local_login:     yes" in show.stdout
+    assert json.loads(d.cli("listener", "show", "p", "--json").stdout)["local_login"] is True
+    both = d.cli("listener", "add", "s", "--protocol", "smtp", "--target", "127.0.0.1",
+                 "--local-login", "--client-tls", "starttls", "--target-user", "x",
+                 "--target-password-stdin", stdin="pw\n")  # fmt: skip
+    assert both.returncode == 2 and "exclude each other" in both.stderr
+    off = d.cli("listener", "set", "p", "--no-local-login")
+    assert off.returncode == 0 and "local_login" not in d.config_path.read_text()
