@@ -398,6 +398,13 @@ def _service_fields(svc: dict[str, Any]) -> list[tuple[str, Any]]:
         fields.append(
             ("last reload", f"{reload.get('at')}, {len(reload.get('errors', []))} error(s)")
         )
+    for acc in svc.get("accounts", []):  # OAuth2 (never a token: state and counters)
+        left = acc.get("token_expires_in")
+        token = f"token valid {left} s more" if left is not None else "no token held"
+        fields.append(
+            (f"account {acc.get('name')}", f"{acc.get('state')}, {token}, "
+             f"{acc.get('token_requests', 0)} token request(s)")
+        )  # fmt: skip
     for err in svc.get("last_errors", [])[-5:]:
         fields.append(("error", f"{err.get('at')} {err.get('kind')}: {err.get('summary')}"))
     return fields
@@ -504,3 +511,7 @@ cli_listener.register(app)
 cli_tls.register(app)
 cli_archive.register(app)
 cli_maintenance.register(app)
+
+from admin import cli_account  # noqa: E402
+
+cli_account.register(app)

@@ -201,6 +201,26 @@ PasswordStdinOpt = Annotated[
         "it is stored in secrets.toml (0600).",
     ),
 ]
+TargetAccountOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--target-account",
+        metavar="NAME",
+        help="OAuth2: log in to the provider as this account (`proxy-admin account add`) "
+        "on every connection; smtp clients need not AUTH, pop3 clients log in with a local "
+        "user's password ('' to clear).",
+    ),
+]
+LocalLoginOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--local-login/--no-local-login",
+        help="OAuth2: clients log in with a local user's password (`user passwd`), over TLS "
+        "only; mailtee then uses that person's account (the one whose email is one of the "
+        "user's addresses, or --target-account).",
+        show_default=False,
+    ),
+]
 NameArg = Annotated[str, typer.Argument(metavar="NAME", help="Listener name.", show_default=False)]
 
 #: ListenerConfig field -> the option that sets it (for one-line validation errors).
@@ -216,6 +236,8 @@ _OPTION_FOR_FIELD = {
     "target_verify": "--verify-target",
     "target_ca": "--target-ca",
     "target_user": "--target-user",
+    "target_account": "--target-account",
+    "local_login": "--local-login",
 }
 
 
@@ -263,6 +285,24 @@ def _changes(
     return ch
 
 
+def _oauth_changes(target_account: str | None, local_login: bool | None) -> dict[str, Any]:
+    ch: dict[str, Any] = {}
+    if target_account is not None:
+        ch["target_account"] = target_account.strip() or None
+    if local_login is not None:
+        ch["local_login"] = local_login or None
+    return ch
+
+
+def _check_account(config: Config, lst: ListenerConfig) -> None:
+    if lst.target_account and all(a.name != lst.target_account for a in config.account):
+        fail(
+            f"--target-account: no account named {lst.target_account!r} "
+            "(add it with `proxy-admin account add`)",
+            2,
+        )
+
+
 def _build_listener(data: dict[str, Any]) -> ListenerConfig:
     from pydantic import ValidationError
 
@@ -303,11 +343,11 @@ def _apply_secret(
             entries[name].pop("target_password")
             if not entries[name]:
                 del entries[name]
-            return Secrets(listener=entries), False
+            return secrets.model_copy(update={"listener": entries}), False
         return None, False
     if password_stdin:
         entries.setdefault(name, {})["target_password"] = _read_password()
-        return Secrets(listener=entries), True
+        return secrets.model_copy(update={"listener": entries}), True
     if not secrets.target_password(name):
         fail(
             f"--target-user: no password stored for listener {name!r}; "
@@ -349,6 +389,8 @@ def listener_add(
     target_ca: TargetCaOpt = None,
     target_user: TargetUserOpt = None,
     password_stdin: PasswordStdinOpt = False,
+    target_account: TargetAccountOpt = None,
+    local_login: LocalLoginOpt = None,
 ) -> None:
     """Add a listener: a local port whose sessions are relayed to a provider and archived."""
     c = context(ctx)
@@ -361,8 +403,10 @@ def listener_add(
         protocol=protocol, target=target, listen=listen, port=port, client_tls=client_tls,
         target_tls=target_tls, verify=verify, target_ca=target_ca, target_user=target_user,
     )  # fmt: skip
+    ch.update(_oauth_changes(target_account, local_login))
     lst = _build_listener({"name": name, **ch})
     config = c.load_config()
+    _check_account(config, lst)
     if any(x.name == name for x in config.listener):
         fail(f"listener {name!r} already exists (change it with `listener set`)", 1)
     clash = _port_clash(config, lst)
@@ -405,6 +449,8 @@ def listener_set(
     target_ca: TargetCaOpt = None,
     target_user: TargetUserOpt = None,
     password_stdin: PasswordStdinOpt = False,
+    target_account: TargetAccountOpt = None,
+    local_login: LocalLoginOpt = None,
 ) -> None:
     """Change options of a listener; options not given keep their value."""
     c = context(ctx)
@@ -412,6 +458,7 @@ def listener_set(
         protocol=protocol, target=target, listen=listen, port=port, client_tls=client_tls,
         target_tls=target_tls, verify=verify, target_ca=target_ca, target_user=target_user,
     )  # fmt: skip
+    ch.update(_oauth_changes(target_account, local_login))
     if not ch and not password_stdin:
         fail("nothing to change: give at least one option (see `listener set --help`)", 2)
     config = c.load_config()
@@ -427,6 +474,7 @@ def listener_set(
             data["target_port"] = None
     data.update(ch)
     lst = _build_listener(data)
+    _check_account(config, lst)
     clash = _port_clash(config, lst)
     secrets, added = _apply_secret(c, name, lst, password_stdin)
     config.listener = [*config.listener[:i], lst, *config.listener[i + 1 :]]
@@ -457,7 +505,9 @@ def listener_remove(ctx: typer.Context, name: NameArg) -> None:
     if secrets_path(c.config_path).exists():
         current = c.load_secrets(strict_mode=False)
         if name in current.listener:
-            secrets = Secrets(listener={k: v for k, v in current.listener.items() if k != name})
+            secrets = current.model_copy(
+                update={"listener": {k: v for k, v in current.listener.items() if k != name}}
+            )
     _save(c, config, secrets, secrets_first=False)
     typer.echo(f"removed listener {name!r}")
     audit(c, "listener.remove", {"name": name})
@@ -521,5 +571,9 @@ def listener_show(ctx: typer.Context, name: NameArg, json_out: JsonOpt = False) 
         "name", "protocol", "listen", "port", "client_tls", "target_host", "target_port",
         "target_tls", "target_verify", "target_ca", "target_user", "target_password",
     ]  # fmt: skip
+    if lst.target_account or lst.local_login:  # OAuth2 (docs/oauth2.md)
+        order += ["target_account", "local_login"]
     human = {**d, "target_verify": "yes" if lst.target_verify else "no"}
+    if lst.target_account or lst.local_login:
+        human["local_login"] = "yes" if lst.local_login else "no"
     print_fields((k, "-" if human.get(k) is None else human[k]) for k in order)

@@ -76,6 +76,11 @@ class ListenerConfig(_Model):
     target_verify: bool = True
     target_ca: str | None = None
     target_user: str | None = None
+    #: OAuth2: authenticate upstream as this `[[account]]` (accounts/); see DESIGN
+    target_account: str | None = None
+    #: clients log in to mailtee with a local user's password (per-person accounts);
+    #: None (unset) is false and keeps config.toml and `--json` output of other listeners
+    local_login: bool | None = None
 
     @field_validator("name")
     @classmethod
@@ -107,6 +112,16 @@ class ListenerConfig(_Model):
             self.target_port = default_port(self.protocol, self.target_tls == "implicit")
         if self.target_user is not None and self.protocol != "smtp":
             raise ValueError("target_user is only for smtp listeners")
+        if self.target_user is not None and (self.target_account or self.local_login):
+            raise ValueError(
+                "OAuth2 (target_account, local_login) and a target user with a password "
+                "exclude each other"
+            )
+        logs_in = self.local_login or (self.target_account and self.protocol == "pop3")
+        if logs_in and self.client_tls == "none":
+            raise ValueError(
+                "local logins need client_tls = starttls or implicit (passwords only over TLS)"
+            )
         return self
 
     @property
@@ -180,6 +195,47 @@ class AlertsConfig(_Model):
         return bool(self.smtp_host and self.to)
 
 
+class AccountConfig(_Model):
+    """One `[[account]]`: an OAuth2 mailbox account (accounts/ has the flows and tokens).
+
+    Secrets (client secret, encrypted refresh token) are never here: the client secret is
+    in secrets.toml, the tokens in the 0600 token store beside it.
+    """
+
+    name: str
+    provider: Literal["microsoft", "google", "generic"]
+    email: str
+    flow: Literal["device", "auth-code", "client-credentials"] | None = None
+    tenant: str | None = None
+    client_id: str = ""
+    authorize_url: str | None = None
+    token_url: str | None = None
+    device_url: str | None = None
+    scopes: list[str] = Field(default_factory=list)
+    redirect_uri: str | None = None
+    #: CA bundle for the provider's HTTPS endpoints (None = the system's)
+    ca: str | None = None
+    #: "secrets": the token key is in secrets.toml (listener accounts); "password": derived
+    #: from the local password of the user who owns `email` (per-person accounts)
+    protect: Literal["secrets", "password"] = "secrets"
+    #: upstream SASL mechanism
+    sasl: Literal["xoauth2", "oauthbearer"] = "xoauth2"
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_safe(cls, v: str) -> str:
+        if not LISTENER_NAME_RE.match(v):
+            raise ValueError("must be 1-32 characters of letters, digits, '-' or '_'")
+        return v
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str) -> str:
+        if "@" not in v or any(c in v for c in " \r\n<>,\x00\x01"):
+            raise ValueError(f"{v!r} is not a mail address")
+        return v
+
+
 class Config(_Model):
     hostname: str = "mailtee.localdomain"
     state_dir: str = "/var/lib/mailtee"
@@ -190,6 +246,7 @@ class Config(_Model):
     demo: DemoConfig = Field(default_factory=DemoConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     listener: list[ListenerConfig] = Field(default_factory=list)
+    account: list[AccountConfig] = Field(default_factory=list)
 
     @field_validator("allow_clients")
     @classmethod
@@ -208,7 +265,19 @@ class Config(_Model):
             if lst.name in seen:
                 raise ValueError(f"listener name {lst.name!r} is used twice")
             seen.add(lst.name)
+        accounts = {a.name for a in self.account}
+        if len(accounts) != len(self.account):
+            raise ValueError("an account name is used twice")
+        for lst in self.listener:
+            if lst.target_account is not None and lst.target_account not in accounts:
+                raise ValueError(f"listener {lst.name!r}: no account named {lst.target_account!r}")
         return self
+
+    def get_account(self, name: str) -> AccountConfig:
+        for acc in self.account:
+            if acc.name == name:
+                return acc
+        raise ConfigError(f"no account named {name!r}")
 
     def get_listener(self, name: str) -> ListenerConfig:
         for lst in self.listener:
@@ -226,6 +295,9 @@ class Secrets(_Model):
     listener: dict[str, dict[str, str]] = Field(default_factory=dict)
     #: `[ldap] bind_password = "..."` for `proxy-admin user sync-ldap`
     ldap: dict[str, str] = Field(default_factory=dict)
+    #: `[account.NAME] client_secret = "..."`; `[accounts] key = "..."` (token store key)
+    account: dict[str, dict[str, str]] = Field(default_factory=dict)
+    accounts: dict[str, str] = Field(default_factory=dict)
 
     def target_password(self, name: str) -> str | None:
         return self.listener.get(name, {}).get("target_password")
@@ -319,6 +391,8 @@ def config_to_dict(config: Config) -> dict:
     if not data.get("listener"):
         # `listener = []` would make a hand-appended `[[listener]]` invalid TOML.
         data.pop("listener", None)
+    if not data.get("account"):
+        data.pop("account", None)
     return data
 
 
@@ -330,6 +404,9 @@ def save_secrets(secrets: Secrets, config_path: Path) -> None:
     data = secrets.model_dump(mode="json")
     if not data["ldap"]:
         del data["ldap"]  # only written once someone stores an LDAP password
+    for key in ("account", "accounts"):
+        if not data[key]:
+            del data[key]
     write_atomic(secrets_path(config_path), tomli_w.dumps(data).encode(), 0o600)
 
 

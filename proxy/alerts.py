@@ -37,7 +37,7 @@ from admin.config import AlertsConfig
 log = logging.getLogger("mailtee.alerts")
 
 #: the kinds of alert; each is rate-limited on its own
-KINDS = ("archive", "verify", "low_disk", "reload")
+KINDS = ("archive", "verify", "low_disk", "reload", "account")
 #: how many recent alerts `status` shows
 RECENT = 20
 #: mails waiting for the relay; more are dropped (and logged) rather than piling up

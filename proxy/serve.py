@@ -79,6 +79,8 @@ class _Listener:
     env: SessionEnv
     networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
     limit: trio.CapacityLimiter
+    #: OAuth2 upstream (target_account/local_login): proxy.oauth_session.OAuthBinding
+    oauth: Any = None
 
 
 def tls_paths(state_dir: Path) -> tuple[Path, Path]:
@@ -131,7 +133,12 @@ def _build(
         upstream_ctx=upstream_ctx,
         stats=service.stats,
     )
-    return _Listener(lc, settings, env, config.allowed_networks(), limit)
+    oauth = None
+    if lc.target_account or lc.local_login:
+        from proxy.oauth_session import binding_for
+
+        oauth = binding_for(lc, service.tokens, state_dir)
+    return _Listener(lc, settings, env, config.allowed_networks(), limit, oauth)
 
 
 def _bind_key(lc: ListenerConfig) -> tuple[str, int]:
@@ -179,6 +186,8 @@ class ProxyService:
     _bound: dict[str, _Port] = field(default_factory=dict)
     _nursery: trio.Nursery | None = None
     _reload_lock: trio.Lock = field(default_factory=trio.Lock)
+    #: OAuth2 access tokens of the [[account]]s (accounts.tokens.TokenManager)
+    tokens: Any = None
 
     # --- listeners -----------------------------------------------------------------
     def _start(self, lst: _Listener, sockets: list[trio.SocketListener]) -> None:
@@ -274,6 +283,8 @@ class ProxyService:
                     continue
                 self._start(lst, sockets)
             self.config, self.secrets = config, secrets
+            if self.tokens is not None:
+                self.tokens.configure(config, secrets)
             self.reloads += 1
             self.last_reload = {"at": _utc(time.time()), **result}
             log.info(
@@ -315,6 +326,7 @@ class ProxyService:
             "last_archive_error": self.stats.get("last_error"),
             "reloads": self.reloads,
             "last_reload": self.last_reload,
+            "accounts": self.tokens.snapshot() if self.tokens is not None else [],
         }
 
 
@@ -357,7 +369,12 @@ async def _handle(port: _Port, service: ProxyService, stream: trio.SocketStream)
             return
         try:
             service.active[name] = service.active.get(name, 0) + 1
-            session = Session(lst.env, make_core(proto, lst.settings), stream, peer)
+            if lst.oauth is not None:
+                from proxy.oauth_session import new_session
+
+                session = new_session(lst.oauth, lst.env, lst.settings, stream, peer)
+            else:
+                session = Session(lst.env, make_core(proto, lst.settings), stream, peer)
             await session.run()
         finally:
             service.active[name] -= 1
@@ -375,11 +392,22 @@ async def serve_listeners(
     secrets: Secrets,
     state_dir: Path,
     *,
+    token_store: Any = None,
     task_status: trio.TaskStatus[ProxyService] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Bind every listener and serve until cancelled; `started()` gets the service."""
+    """Bind every listener and serve until cancelled; `started()` gets the service.
+
+    `token_store`: the OAuth2 token store (accounts.store.TokenStore; default
+    state_dir/tokens.json, for tests -- the service passes the one beside secrets.toml).
+    """
+    from accounts.store import TokenStore
+    from accounts.tokens import TokenManager
+
     (state_dir / "reports").mkdir(parents=True, exist_ok=True)
     service = ProxyService(config, secrets, state_dir)
+    service.tokens = TokenManager(
+        config, secrets, token_store or TokenStore(state_dir / "tokens.json")
+    )
     service._limit = trio.CapacityLimiter(config.limits.max_connections)
     built = [
         _build(lc, config, secrets, state_dir, service, service._limit) for lc in config.listener
@@ -467,6 +495,13 @@ async def reload_from_disk(
     return {"ok": not result["errors"], "reload": result}
 
 
+def _token_store(config_path: Path) -> Any:
+    from accounts.store import TokenStore
+    from admin.config import secrets_path
+
+    return TokenStore.beside(secrets_path(config_path))
+
+
 def describe(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror:
         return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
@@ -515,7 +550,13 @@ async def run_service(
         async with trio.open_nursery() as nursery:
             # Open the signal receiver first: a SIGHUP right after READY=1 is not lost.
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
-                service: ProxyService = await nursery.start(serve_listeners, config, secrets, state)
+                service: ProxyService = await nursery.start(
+                    partial(serve_listeners, token_store=_token_store(config_path)),
+                    config,
+                    secrets,
+                    state,
+                )
+                service.tokens.alert = alerter.alert
                 nursery.start_soon(alerter.run)
                 nursery.start_soon(watch_stats, alerter, service.stats)
                 nursery.start_soon(watch_disk, alerter, state)
