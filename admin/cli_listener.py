@@ -303,11 +303,11 @@ def _apply_secret(
             entries[name].pop("target_password")
             if not entries[name]:
                 del entries[name]
-            return Secrets(listener=entries), False
+            return secrets.model_copy(update={"listener": entries}), False
         return None, False
     if password_stdin:
         entries.setdefault(name, {})["target_password"] = _read_password()
-        return Secrets(listener=entries), True
+        return secrets.model_copy(update={"listener": entries}), True
     if not secrets.target_password(name):
         fail(
             f"--target-user: no password stored for listener {name!r}; "
@@ -457,7 +457,8 @@ def listener_remove(ctx: typer.Context, name: NameArg) -> None:
     if secrets_path(c.config_path).exists():
         current = c.load_secrets(strict_mode=False)
         if name in current.listener:
-            secrets = Secrets(listener={k: v for k, v in current.listener.items() if k != name})
+            kept = {k: v for k, v in current.listener.items() if k != name}
+            secrets = current.model_copy(update={"listener": kept})
     _save(c, config, secrets, secrets_first=False)
     typer.echo(f"removed listener {name!r}")
     audit(c, "listener.remove", {"name": name})

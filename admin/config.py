@@ -180,6 +180,91 @@ class AlertsConfig(_Model):
         return bool(self.smtp_host and self.to)
 
 
+MailboxProtocol = Literal["imap", "pop3"]
+#: IMAP 143/993 (RFC 9051), POP3 110/995 (RFC 1939, RFC 8314)
+MAILBOX_DEFAULT_PORTS = {
+    ("imap", False): 143,
+    ("imap", True): 993,
+    ("pop3", False): 110,
+    ("pop3", True): 995,
+}
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str | float | int) -> float:
+    """`90`, `90s`, `15m`, `1h`, `1d` -> seconds; ValueError with a one-line reason."""
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        m = _DURATION_RE.match(value.strip().lower())
+        if m is None:
+            raise ValueError(f"{value!r} is not a duration like 90s, 15m, 1h or 1d")
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    if seconds < 60:
+        raise ValueError(f"{value!r}: the shortest pull interval is 1 minute")
+    return seconds
+
+
+class MailboxConfig(_Model):
+    """One `[[mailbox]]`: an IMAP or POP3 mailbox whose mail `proxy-admin pull` archives.
+
+    The password lives in secrets.toml (`[mailbox.NAME] password`). See docs/mailboxes.md.
+    """
+
+    name: str
+    protocol: MailboxProtocol
+    server: str
+    port: Port | None = None
+    tls: TlsMode = "implicit"
+    #: verify the server's certificate (against `ca`, or the system's CAs)
+    verify: bool = True
+    ca: str | None = None
+    user: str
+    #: IMAP folders to archive (with their subfolders); empty = all folders
+    folders: list[str] = Field(default_factory=list)
+    exclude_folders: list[str] = Field(default_factory=list)
+    #: the archive user who owns everything pulled from this mailbox (optional)
+    archive_user: str | None = None
+    #: a catch-all mailbox: owners are recovered from the headers (docs/mailboxes.md)
+    multidrop: bool = False
+    #: pull from `proxy-admin run` this often (a duration: 15m, 1h); unset = never
+    interval: str | None = None
+    #: delete at the source mail older than N days once archived and verified; unset = never
+    delete_after_days: int | None = Field(default=None, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_safe(cls, v: str) -> str:
+        if not LISTENER_NAME_RE.match(v):
+            raise ValueError("must be 1-32 characters of letters, digits, '-' or '_'")
+        return v
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _stls_alias(cls, v: object) -> object:
+        return "starttls" if v == "stls" else v
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    @model_validator(mode="after")
+    def _fill_port(self) -> MailboxConfig:
+        if self.port is None:
+            self.port = MAILBOX_DEFAULT_PORTS[(self.protocol, self.tls == "implicit")]
+        if self.protocol == "pop3" and (self.folders or self.exclude_folders):
+            raise ValueError("folders and exclude_folders are only for imap mailboxes")
+        return self
+
+    @property
+    def interval_seconds(self) -> float | None:
+        return None if self.interval is None else parse_duration(self.interval)
+
+
 class Config(_Model):
     hostname: str = "mailtee.localdomain"
     state_dir: str = "/var/lib/mailtee"
@@ -190,6 +275,7 @@ class Config(_Model):
     demo: DemoConfig = Field(default_factory=DemoConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     listener: list[ListenerConfig] = Field(default_factory=list)
+    mailbox: list[MailboxConfig] = Field(default_factory=list)
 
     @field_validator("allow_clients")
     @classmethod
@@ -208,7 +294,18 @@ class Config(_Model):
             if lst.name in seen:
                 raise ValueError(f"listener name {lst.name!r} is used twice")
             seen.add(lst.name)
+        boxes: set[str] = set()
+        for box in self.mailbox:
+            if box.name in boxes:
+                raise ValueError(f"mailbox name {box.name!r} is used twice")
+            boxes.add(box.name)
         return self
+
+    def get_mailbox(self, name: str) -> MailboxConfig:
+        for box in self.mailbox:
+            if box.name == name:
+                return box
+        raise ConfigError(f"no mailbox named {name!r} (see `proxy-admin mailbox list`)")
 
     def get_listener(self, name: str) -> ListenerConfig:
         for lst in self.listener:
@@ -226,12 +323,20 @@ class Secrets(_Model):
     listener: dict[str, dict[str, str]] = Field(default_factory=dict)
     #: `[ldap] bind_password = "..."` for `proxy-admin user sync-ldap`
     ldap: dict[str, str] = Field(default_factory=dict)
+    #: `[mailbox.NAME] password = "..."` for `proxy-admin pull`
+    mailbox: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    def mailbox_password(self, name: str) -> str | None:
+        return self.mailbox.get(name, {}).get("password")
 
     def target_password(self, name: str) -> str | None:
         return self.listener.get(name, {}).get("target_password")
 
     def __repr__(self) -> str:  # never let a password reach a log via repr()
-        return f"Secrets(<{len(self.listener)} listener entries, ldap: {bool(self.ldap)} hidden>)"
+        return (
+            f"Secrets(<{len(self.listener)} listener entries, {len(self.mailbox)} mailbox "
+            f"entries, ldap: {bool(self.ldap)} hidden>)"
+        )
 
     __str__ = __repr__
 
@@ -319,6 +424,8 @@ def config_to_dict(config: Config) -> dict:
     if not data.get("listener"):
         # `listener = []` would make a hand-appended `[[listener]]` invalid TOML.
         data.pop("listener", None)
+    if not data.get("mailbox"):
+        data.pop("mailbox", None)
     return data
 
 
@@ -330,6 +437,8 @@ def save_secrets(secrets: Secrets, config_path: Path) -> None:
     data = secrets.model_dump(mode="json")
     if not data["ldap"]:
         del data["ldap"]  # only written once someone stores an LDAP password
+    if not data["mailbox"]:
+        del data["mailbox"]
     write_atomic(secrets_path(config_path), tomli_w.dumps(data).encode(), 0o600)
 
 
