@@ -70,13 +70,28 @@ def connect(box: MailboxConfig, password: str) -> IMAPClient:
             ssl_context=ctx,
             timeout=SERVER_TIMEOUT,
         )
+    except IMAP_ERRORS as e:
+        raise PullError(f"{box.server}:{box.port}: {scrub(str(e), password)}") from None
+    try:
         if box.tls == "starttls":
             c.starttls(ctx)
         c.normalise_times = False
         c.login(box.user, password)
     except IMAP_ERRORS as e:
+        close(c)
         raise PullError(f"{box.server}:{box.port}: {scrub(str(e), password)}") from None
     return c
+
+
+def close(c: IMAPClient) -> None:
+    """LOGOUT, or at least close the socket when the connection is already broken."""
+    try:
+        c.logout()
+    except IMAP_ERRORS:
+        try:
+            c.shutdown()
+        except IMAP_ERRORS:
+            pass
 
 
 def tls_version(c: IMAPClient) -> str | None:
@@ -198,10 +213,7 @@ def pull(
             finally:
                 w.close()
         finally:
-            try:
-                c.logout()
-            except IMAP_ERRORS:
-                pass
+            close(c)
     except IMAP_ERRORS as e:
         raise PullError(scrub(f"{box.server}:{box.port}: {e}", password)) from None
 

@@ -47,13 +47,27 @@ def connect(box: MailboxConfig, password: str) -> poplib.POP3:
             )
         else:
             c = poplib.POP3(box.server, box.port, timeout=SERVER_TIMEOUT)
-            if box.tls == "starttls":
-                c.stls(client_context(box.verify, box.ca))
+    except POP3_ERRORS as e:
+        raise PullError(f"{box.server}:{box.port}: {scrub(_text(e), password)}") from None
+    try:
+        if box.tls == "starttls":
+            c.stls(client_context(box.verify, box.ca))
         c.user(box.user)
         c.pass_(password)
     except POP3_ERRORS as e:
+        close(c)
         raise PullError(f"{box.server}:{box.port}: {scrub(_text(e), password)}") from None
     return c
+
+
+def close(c: poplib.POP3) -> None:
+    try:
+        c.quit()
+    except POP3_ERRORS:
+        try:
+            c.close()
+        except POP3_ERRORS:
+            pass
 
 
 def _text(e: BaseException) -> str:
@@ -138,10 +152,7 @@ def pull(
             finally:
                 w.close()
         finally:
-            try:
-                c.quit()
-            except POP3_ERRORS:
-                pass
+            close(c)
     except POP3_ERRORS as e:
         raise PullError(scrub(f"{box.server}:{box.port}: {_text(e)}", password)) from None
 

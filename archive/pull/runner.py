@@ -131,10 +131,7 @@ def _delete(
             try:
                 done, note = deletion.delete_imap(c, rows)
             finally:
-                try:
-                    c.logout()
-                except imap.IMAP_ERRORS:
-                    pass
+                imap.close(c)
             if note:
                 result.delete_skipped = note
         else:
