@@ -37,7 +37,8 @@ DEFAULT_ALLOW_CLIENTS = [
 #: Listener names become part of report file names and log lines: keep them tame.
 LISTENER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 
-Protocol = Literal["smtp", "pop3"]
+#: smtp-journal: receive-only journal listener (archive/pull/journal.py), no target
+Protocol = Literal["smtp", "pop3", "smtp-journal"]
 TlsMode = Literal["none", "starttls", "implicit"]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -54,7 +55,7 @@ class ConfigError(Exception):
 
 
 def default_port(protocol: str, implicit_tls: bool) -> int:
-    return DEFAULT_PORTS[(protocol, implicit_tls)]
+    return DEFAULT_PORTS[("smtp" if protocol == "smtp-journal" else protocol, implicit_tls)]
 
 
 class _Model(BaseModel):
@@ -70,12 +71,14 @@ class ListenerConfig(_Model):
     #: 0 = any free port (tests); the bound port is reported by the service
     port: Annotated[int, Field(ge=0, le=65535)] | None = None
     client_tls: TlsMode = "none"
-    target_host: str
+    target_host: str = ""
     target_port: Port | None = None
     target_tls: TlsMode = "none"
     target_verify: bool = True
     target_ca: str | None = None
     target_user: str | None = None
+    #: clients log in with a local user's password (smtp-journal: AUTH required)
+    local_login: bool = False
 
     @field_validator("name")
     @classmethod
@@ -107,6 +110,11 @@ class ListenerConfig(_Model):
             self.target_port = default_port(self.protocol, self.target_tls == "implicit")
         if self.target_user is not None and self.protocol != "smtp":
             raise ValueError("target_user is only for smtp listeners")
+        if self.protocol == "smtp-journal":
+            if self.target_host or self.target_user:
+                raise ValueError("an smtp-journal listener receives mail; it has no target")
+        elif not self.target_host:
+            raise ValueError("target_host is required (the provider's server)")
         return self
 
     @property
@@ -426,6 +434,9 @@ def config_to_dict(config: Config) -> dict:
         data.pop("listener", None)
     if not data.get("mailbox"):
         data.pop("mailbox", None)
+    for lst in data.get("listener", []):
+        if not lst.get("local_login"):
+            lst.pop("local_login", None)  # the default: keep config.toml short
     return data
 
 

@@ -346,18 +346,23 @@ async def _handle(port: _Port, service: ProxyService, stream: trio.SocketStream)
         if not any(ip in net for net in lst.networks):
             log.warning("refused client outside allow_clients listener=%s client=%s", name, ip)
             with trio.move_on_after(5):
-                await stream.send_all(REFUSED[proto])
+                await stream.send_all(REFUSED[proto.removesuffix("-journal")])
             return
         try:
             lst.limit.acquire_nowait()
         except trio.WouldBlock:
             log.warning("connection cap reached listener=%s client=%s", name, ip)
             with trio.move_on_after(5):
-                await stream.send_all(BUSY[proto])
+                await stream.send_all(BUSY[proto.removesuffix("-journal")])
             return
         try:
             service.active[name] = service.active.get(name, 0) + 1
-            session = Session(lst.env, make_core(proto, lst.settings), stream, peer)
+            if proto == "smtp-journal":  # receive only, no upstream (proxy/journal_session.py)
+                from proxy.journal_session import JournalSession
+
+                session: Any = JournalSession(lst.config, lst.env, lst.settings, stream, peer)
+            else:
+                session = Session(lst.env, make_core(proto, lst.settings), stream, peer)
             await session.run()
         finally:
             service.active[name] -= 1

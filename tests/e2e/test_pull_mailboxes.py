@@ -6,8 +6,6 @@ All against real Dovecot servers (tests/fixtures/dovecot_imap.py), through the C
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +15,7 @@ import pytest
 from fixtures.dovecot import served_form
 from fixtures.dovecot_imap import DovecotImapServer, start_dovecot_imap
 from fixtures.pull import PullCli, imap_count, message
+from fixtures.pull import immutable as _immutable
 
 pytestmark = pytest.mark.e2e
 
@@ -198,11 +197,3 @@ def test_delete_skips_a_message_whose_archive_copy_is_not_verified(
     assert cli("mailbox", "set", "old", "--delete-after-days", "30").exit_code == 0
     out = cli.pull()["mailboxes"][0]
     assert out["deleted"] == 2
-
-
-def _immutable(path: Path, on: bool) -> None:
-    """Make the archive unwritable even for root (chattr +i), or writable again."""
-    if os.geteuid() == 0:
-        subprocess.run(["chattr", "+i" if on else "-i", str(path)], check=True)
-    else:
-        path.chmod(0o555 if on else 0o755)
