@@ -611,9 +611,22 @@ def pull(
     if not state.is_dir():
         fail(f"state dir {state} does not exist (run `proxy-admin init`)")
     secrets = c.load_secrets()
+
+    def alert(name: str, failures: int, error: str) -> None:
+        from proxy.alerts import send_alert_now
+
+        summary = f"mailbox {name}: {failures} pulls in a row failed"
+        send_alert_now(config.alerts, config.hostname, "pull", summary, error)
+
     with _bars(show_progress(json_out)) as progress_for:
         results = pull_mailboxes(
-            config, secrets, state, names or [], dry_run=dry_run, progress_for=progress_for
+            config,
+            secrets,
+            state,
+            names or [],
+            dry_run=dry_run,
+            progress_for=progress_for,
+            on_repeated_failure=alert,
         )
     out = summary(results)
     out["dry_run"] = dry_run

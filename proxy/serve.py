@@ -530,6 +530,9 @@ async def run_service(
                     ingest_loop = None
                 if ingest_loop is not None:
                     nursery.start_soon(ingest_loop, state)
+                from archive.pull.schedule import pull_loop  # [[mailbox]] interval
+
+                nursery.start_soon(pull_loop, service, alerter.alert)
                 handler = partial(_control_handler, service, alerter, config_path)
                 try:
                     await nursery.start(control.serve, control.socket_path(state), handler)

@@ -12,9 +12,12 @@ source (archive/pull/delete.py). Blocking throughout: the service calls it throu
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +33,29 @@ log = logging.getLogger("mailtee.pull")
 
 #: progress factory: (mailbox name) -> Progress or None
 ProgressFor = Callable[[str], Progress | None]
+#: a mailbox that fails this many pulls in a row raises the "pull" alert
+ALERT_AFTER_FAILURES = 3
+#: (mailbox name, failures in a row, error) -> None; called at ALERT_AFTER_FAILURES and up
+AlertHook = Callable[[str, int, str], None]
 
 
 def _writer(state_dir: Path, box: MailboxConfig) -> Callable[[str | None], PullWriter]:
     return lambda tls: PullWriter(state_dir / "reports", box, tls)
+
+
+@contextlib.contextmanager
+def _mailbox_lock(state_dir: Path, name: str) -> Iterator[None]:
+    """One pull per mailbox at a time (the service's schedule and a timer or a person)."""
+    path = state_dir / "pull" / f".{name}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PullError("another pull of this mailbox is running") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def pull_one(
@@ -55,15 +77,16 @@ def pull_one(
                 f"{box.name} --password-stdin`)"
             )
         module = imap if box.protocol == "imap" else pop3
-        module.pull(
-            box,
-            password,
-            state,
-            _writer(state_dir, box),
-            result,
-            dry_run=dry_run,
-            progress=progress,
-        )
+        with _mailbox_lock(state_dir, box.name):
+            module.pull(
+                box,
+                password,
+                state,
+                _writer(state_dir, box),
+                result,
+                dry_run=dry_run,
+                progress=progress,
+            )
     except PullError as e:
         result.fail(str(e))
     except Exception as e:  # noqa: BLE001 - one mailbox must not stop the others
@@ -155,6 +178,7 @@ def pull_mailboxes(
     dry_run: bool = False,
     progress_for: ProgressFor | None = None,
     ingest: bool = True,
+    on_repeated_failure: AlertHook | None = None,
 ) -> list[BoxResult]:
     """Pull the named mailboxes (all when `names` is empty); never raises for one box."""
     boxes = [config.get_mailbox(n) for n in names] if names else list(config.mailbox)
@@ -169,6 +193,10 @@ def pull_mailboxes(
             r = pull_one(box, secrets, state, state_dir, dry_run=dry_run, progress=progress)
             results.append(r)
             _log(r, dry_run)
+            if not dry_run:
+                failures = state.record_run(box.name, r.ok, r.error)
+                if failures >= ALERT_AFTER_FAILURES and on_repeated_failure is not None:
+                    on_repeated_failure(box.name, failures, r.error or "")
         if results and kept:
             results[0].recovered = kept
         problem = None

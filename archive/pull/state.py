@@ -36,6 +36,9 @@ CREATE TABLE IF NOT EXISTS seen (
     deleted_at REAL, PRIMARY KEY (mailbox, folder, ref));
 CREATE INDEX IF NOT EXISTS seen_sha ON seen (mailbox, folder, sha256);
 CREATE INDEX IF NOT EXISTS seen_state ON seen (state);
+CREATE TABLE IF NOT EXISTS runs (
+    mailbox TEXT PRIMARY KEY, last_run REAL, last_ok REAL, failures INTEGER NOT NULL,
+    last_error TEXT);
 """
 
 
@@ -180,6 +183,30 @@ class PullState:
             )
             c.executemany("DELETE FROM seen WHERE mailbox = ? AND folder = ? AND ref = ?", drop)
         return len(keep), len(drop)
+
+    # --- outcomes (scheduling, alerts) -------------------------------------------------
+
+    def record_run(self, mailbox: str, ok: bool, error: str | None) -> int:
+        """Remember a pull's outcome; returns the number of failures in a row."""
+        now = time.time()
+        with self._tx() as c:
+            row = c.execute("SELECT failures FROM runs WHERE mailbox = ?", (mailbox,)).fetchone()
+            failures = 0 if ok else (row[0] if row else 0) + 1
+            c.execute(
+                "INSERT INTO runs(mailbox, last_run, last_ok, failures, last_error) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(mailbox) DO UPDATE SET "
+                "last_run = excluded.last_run, failures = excluded.failures, "
+                "last_error = excluded.last_error, "
+                "last_ok = COALESCE(excluded.last_ok, runs.last_ok)",
+                (mailbox, now, now if ok else None, failures, error),
+            )
+        return failures
+
+    def last_run(self, mailbox: str) -> float | None:
+        row = self.conn.execute(
+            "SELECT last_run FROM runs WHERE mailbox = ?", (mailbox,)
+        ).fetchone()
+        return row[0] if row else None
 
     # --- deletion --------------------------------------------------------------------
 

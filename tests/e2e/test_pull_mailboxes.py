@@ -197,3 +197,47 @@ def test_delete_skips_a_message_whose_archive_copy_is_not_verified(
     assert cli("mailbox", "set", "old", "--delete-after-days", "30").exit_code == 0
     out = cli.pull()["mailboxes"][0]
     assert out["deleted"] == 2
+
+
+async def test_run_pulls_each_mailbox_at_its_interval_and_alerts_repeated_failures(
+    tmp_path: Path, server20: DovecotImapServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service's schedule (archive/pull/schedule.py, started by `run`)."""
+    import types
+
+    import trio
+
+    from admin.config import Config, MailboxConfig, Secrets
+    from archive.pull import schedule
+
+    srv = server20
+    for i in range(4):
+        srv.add("old", "INBOX", message("old", "sched", i))
+    state = tmp_path / "state"
+    (state / "reports").mkdir(parents=True)
+    boxes = [
+        MailboxConfig(name=n, protocol="imap", server="127.0.0.1", port=srv.imap_port,
+                      tls="none", user="old", interval=iv)
+        for n, iv in (("every-minute", "1m"), ("never", None), ("broken", "1m"))
+    ]  # fmt: skip
+    secrets = Secrets(
+        mailbox={
+            "every-minute": {"password": "old-Secret"},
+            "never": {"password": "old-Secret"},
+            "broken": {"password": "wrong-Secret"},
+        }
+    )
+    service = types.SimpleNamespace(config=Config(mailbox=boxes), secrets=secrets, state_dir=state)
+    alerts: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(schedule, "TICK", 0.05)
+    monkeypatch.setattr("archive.pull.runner.ALERT_AFTER_FAILURES", 1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(schedule.pull_loop, service, lambda *a: alerts.append(a))
+        with trio.fail_after(60):
+            while len(list((state / "reports").glob("*.mpr"))) < 4 or not alerts:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    mprs = [p.read_text() for p in (state / "reports").glob("*.mpr")]
+    assert len(mprs) == 4 and all('"every-minute"' in t for t in mprs)  # not "never"
+    assert alerts[0][0] == "pull" and "broken" in alerts[0][1]
+    assert "wrong-Secret" not in str(alerts)
