@@ -507,7 +507,9 @@ def listener_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
                 x.name,
                 x.protocol,
                 hostport(x.listen, x.bind_port),
-                hostport(x.target_host, x.upstream_port),
+                "(journal)"
+                if x.protocol == "smtp-journal"
+                else hostport(x.target_host, x.upstream_port),
                 x.client_tls,
                 x.target_tls,
                 "yes" if x.target_verify else "no",
