@@ -241,3 +241,23 @@ async def test_run_pulls_each_mailbox_at_its_interval_and_alerts_repeated_failur
     assert len(mprs) == 4 and all('"every-minute"' in t for t in mprs)  # not "never"
     assert alerts[0][0] == "pull" and "broken" in alerts[0][1]
     assert "wrong-Secret" not in str(alerts)
+
+
+def test_a_message_over_the_partial_fetch_threshold_arrives_whole(
+    tmp_path: Path, server20: DovecotImapServer
+) -> None:
+    """A 9 MB message is fetched in BODY.PEEK[]<offset.length> ranges (bounded memory)."""
+    from archive.pull.common import PARTIAL_OVER
+
+    line = b"0123456789abcdef" * 4 + b"\r\n"
+    big = message("old", "big", 1).replace(b"\r\n\r\n", b"\r\n\r\n" + line * 140_000, 1)
+    assert len(big) > PARTIAL_OVER
+    srv = server20
+    srv.add("old", "Big", big)
+    srv.add("old", "Big", message("old", "small", 2))
+    cli = PullCli(tmp_path)
+    cli.init()
+    cli.add_imap("old", srv.imap_port, "old", "old-Secret", "--folders", "Big")
+    assert cli.pull()["new"] == 2
+    shas = {r[0] for r in cli.catalog("SELECT sha256 FROM messages")}
+    assert hashlib.sha256(served_form(big)).hexdigest() in shas
