@@ -234,79 +234,136 @@ def _pull_folder(
         if int(info[b"UIDVALIDITY"]) != p.uidvalidity:
             raise PullError(f"{p.path}: UIDVALIDITY changed during the pull; run pull again")
         known = state.known_shas(box.name, p.path) if p.rescan else set()
-        for batch in _batches(c, p.uids):
-            small = [uid for uid, size, _ in batch if size <= PARTIAL_OVER]
-            bodies = c.fetch(small, ["BODY.PEEK[]"]) if small else {}
-            pending: list[Pending] = []
-            seen_again: list[Seen] = []
-            for uid, size, when in batch:
-                ref = imap_ref(p.uidvalidity, uid)
-                prov: dict[str, Any] = {
-                    "uidvalidity": p.uidvalidity,
-                    "uid": uid,
-                    "internal_date": iso(when),
-                }
-                if size <= PARTIAL_OVER:
-                    raw = bodies.get(uid, {}).get(b"BODY[]")
-                    if raw is None:
-                        continue  # expunged between the size fetch and this one
-                    if p.rescan:
-                        sha = hashlib.sha256(raw).hexdigest()
-                        if sha in known:
-                            seen_again.append(Seen(box.name, p.path, ref, sha, when, ""))
-                            continue
-                    mw = w.open(p.path, prov)
-                    mw.write(raw)
-                    head = raw[:HEAD_BYTES]
-                else:
-                    mw = w.open(p.path, prov)
-                    head_buf = bytearray()
-
-                    def write(chunk: bytes, mw: Any = mw, head_buf: bytearray = head_buf) -> None:
-                        if len(head_buf) < HEAD_BYTES:
-                            head_buf.extend(chunk[: HEAD_BYTES - len(head_buf)])
-                        mw.write(chunk)
-
-                    _fetch_large(c, uid, size, write)
-                    head = bytes(head_buf)
-                    if p.rescan and mw.sha256 in known:
-                        mw.abort()
-                        seen_again.append(Seen(box.name, p.path, ref, mw.sha256, when, ""))
-                        continue
-                item = Pending(mw, ref, p.path, when)
-                w.finish_message(item, head)
-                pending.append(item)
-            if seen_again:
-                state.record_known(seen_again)
-                result.known += len(seen_again)
-            done += _commit(box, state, w, pending, result)
-            done += len(seen_again)
+        pipe = Pipeline(box, state, w, result)
+        try:
+            done = _fetch_folder(c, box, state, w, p, result, done, total, progress, pipe, known)
+            done += pipe.flush()
             if progress:
                 progress(done, total)
+        finally:
+            pipe.close()
     # every UID below the UIDNEXT seen in the first pass is now archived
     state.set_folder(box.name, p.path, p.uidvalidity, max([p.hwm, p.uidnext - 1, *p.uids]))
     return done
 
 
-def _commit(
-    box: MailboxConfig, state: PullState, w: PullWriter, pending: list[Pending], result: BoxResult
+def _fetch_folder(
+    c: IMAPClient,
+    box: MailboxConfig,
+    state: PullState,
+    w: PullWriter,
+    p: FolderPlan,
+    result: BoxResult,
+    done: int,
+    total: int,
+    progress: Progress | None,
+    pipe: Pipeline,
+    known: set[str],
 ) -> int:
-    """Steps 1-3 of archive/pull/state.py for one batch; raises on the first failure."""
-    if not pending:
-        return 0
-    rows = [Seen(box.name, x.folder, x.ref, None, x.msg_date, x.writer.stem) for x in pending]
-    state.begin(rows)
-    w.commit_batch(pending)
-    ok = [x for x in pending if x.error is None]
-    bad = [x for x in pending if x.error is not None]
-    state.finish(
-        [Seen(box.name, x.folder, x.ref, x.writer.sha256, x.msg_date, x.writer.stem) for x in ok],
-        [Seen(box.name, x.folder, x.ref, None, None, x.writer.stem) for x in bad],
-    )
-    for x in ok:
-        result.new += 1
-        result.bytes += x.writer.size
-        result.folders[x.folder] = result.folders.get(x.folder, 0) + 1
-    if bad:
-        raise PullError(f"archive write failed, nothing more pulled: {bad[0].error}")
-    return len(ok)
+    """Fetch the folder's new UIDs batch by batch into the pipeline; returns `done`."""
+    for batch in _batches(c, p.uids):
+        small = [uid for uid, size, _ in batch if size <= PARTIAL_OVER]
+        bodies = c.fetch(small, ["BODY.PEEK[]"]) if small else {}
+        pending: list[Pending] = []
+        seen_again: list[Seen] = []
+        for uid, size, when in batch:
+            ref = imap_ref(p.uidvalidity, uid)
+            prov: dict[str, Any] = {
+                "uidvalidity": p.uidvalidity,
+                "uid": uid,
+                "internal_date": iso(when),
+            }
+            if size <= PARTIAL_OVER:
+                raw = bodies.get(uid, {}).get(b"BODY[]")
+                if raw is None:
+                    continue  # expunged between the size fetch and this one
+                if p.rescan:
+                    sha = hashlib.sha256(raw).hexdigest()
+                    if sha in known:
+                        seen_again.append(Seen(box.name, p.path, ref, sha, when, ""))
+                        continue
+                mw = w.open(p.path, prov)
+                mw.write(raw)
+                head = raw[:HEAD_BYTES]
+            else:
+                mw = w.open(p.path, prov)
+                head_buf = bytearray()
+
+                def write(chunk: bytes, mw: Any = mw, head_buf: bytearray = head_buf) -> None:
+                    if len(head_buf) < HEAD_BYTES:
+                        head_buf.extend(chunk[: HEAD_BYTES - len(head_buf)])
+                    mw.write(chunk)
+
+                _fetch_large(c, uid, size, write)
+                head = bytes(head_buf)
+                if p.rescan and mw.sha256 in known:
+                    mw.abort()
+                    seen_again.append(Seen(box.name, p.path, ref, mw.sha256, when, ""))
+                    continue
+            item = Pending(mw, ref, p.path, when)
+            w.finish_message(item, head)
+            pending.append(item)
+        if seen_again:
+            state.record_known(seen_again)
+            result.known += len(seen_again)
+        done += pipe.submit(pending)
+        done += len(seen_again)
+        if progress:
+            progress(done, total)
+    return done
+
+
+class Pipeline:
+    """Steps 1-3 of archive/pull/state.py, one batch in flight: batch k is made durable
+    on the commit threads while batch k+1 is fetched. `submit(k+1)` first settles k
+    (state `done` only for reports that are durable), then starts k+1; `flush()`
+    settles the last one. A spool failure raises PullError once its batch is settled.
+    """
+
+    def __init__(
+        self, box: MailboxConfig, state: PullState, w: PullWriter, result: BoxResult
+    ) -> None:
+        self.box, self.state, self.w, self.result = box, state, w, result
+        self._inflight: tuple[list[Pending], list[Any]] | None = None
+
+    def submit(self, pending: list[Pending]) -> int:
+        settled = self.flush()
+        if pending:
+            box = self.box
+            rows = [
+                Seen(box.name, x.folder, x.ref, None, x.msg_date, x.writer.stem) for x in pending
+            ]
+            self.state.begin(rows)
+            self._inflight = (pending, self.w.start_commit(pending))
+        return settled
+
+    def flush(self) -> int:
+        """Wait for the batch in flight and record it; returns how many were archived."""
+        if self._inflight is None:
+            return 0
+        pending, futures = self._inflight
+        self._inflight = None
+        for f in futures:
+            f.result()
+        name = self.box.name
+        ok = [x for x in pending if x.error is None]
+        bad = [x for x in pending if x.error is not None]
+        self.state.finish(
+            [Seen(name, x.folder, x.ref, x.writer.sha256, x.msg_date, x.writer.stem) for x in ok],
+            [Seen(name, x.folder, x.ref, None, None, x.writer.stem) for x in bad],
+        )
+        r = self.result
+        for x in ok:
+            r.new += 1
+            r.bytes += x.writer.size
+            r.folders[x.folder] = r.folders.get(x.folder, 0) + 1
+        if bad:
+            raise PullError(f"archive write failed, nothing more pulled: {bad[0].error}")
+        return len(ok)
+
+    def close(self) -> None:
+        """Settle what is in flight even when the pull is failing (its copies are durable)."""
+        try:
+            self.flush()
+        except PullError:
+            pass

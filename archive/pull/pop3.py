@@ -15,6 +15,7 @@ import email.utils
 import poplib
 import time
 from collections.abc import Callable
+from typing import Any
 
 from admin.config import MailboxConfig
 
@@ -166,8 +167,23 @@ def _pull_all(
     result: BoxResult,
     progress: Progress | None,
 ) -> None:
-    from .imap import _commit
+    from .imap import Pipeline
 
+    pipe = Pipeline(box, state, w, result)
+    try:
+        _retr_all(c, w, todo, pipe, progress)
+    finally:
+        pipe.close()
+    result.folders.pop("", None)
+
+
+def _retr_all(
+    c: poplib.POP3,
+    w: PullWriter,
+    todo: list[tuple[str, int, int]],
+    pipe: Any,
+    progress: Progress | None,
+) -> None:
     done, i = 0, 0
     while i < len(todo):
         pending: list[Pending] = []
@@ -189,10 +205,12 @@ def _pull_all(
             item = Pending(mw, uidl, "", msg_date(bytes(head)) or time.time())
             w.finish_message(item, bytes(head))
             pending.append(item)
-        done += _commit(box, state, w, pending, result)
+        done += pipe.submit(pending)
         if progress:
             progress(done, len(todo))
-    result.folders.pop("", None)
+    done += pipe.flush()
+    if progress:
+        progress(done, len(todo))
 
 
 def delete(c: poplib.POP3, rows: list[Seen]) -> list[Seen]:

@@ -11,7 +11,7 @@ returns only after every report of the batch is durable or has failed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,11 @@ class PullWriter:
 
     def commit_batch(self, batch: Sequence[Pending]) -> None:
         """Make every report of `batch` durable; failures are noted in `Pending.error`."""
+        for f in self.start_commit(batch):
+            f.result()
+
+    def start_commit(self, batch: Sequence[Pending]) -> list[Future[None]]:
+        """Begin making `batch` durable on the commit threads; wait on the futures."""
 
         def one(p: Pending) -> None:
             try:
@@ -84,4 +89,4 @@ class PullWriter:
             except SpoolError as e:
                 p.error = str(e)
 
-        list(self._pool.map(one, batch))
+        return [self._pool.submit(one, p) for p in batch]
