@@ -261,3 +261,32 @@ def test_a_message_over_the_partial_fetch_threshold_arrives_whole(
     assert cli.pull()["new"] == 2
     shas = {r[0] for r in cli.catalog("SELECT sha256 FROM messages")}
     assert hashlib.sha256(served_form(big)).hexdigest() in shas
+
+
+def test_pop3_delete_after_days_by_uidl(tmp_path: Path, server20: DovecotImapServer) -> None:
+    """POP3: a message's age is its Date header; deletion is DELE + QUIT."""
+    srv = server20
+    for i in range(4):
+        days = 40 if i < 3 else 0
+        dated = message("pop", "INBOX", i).replace(
+            b"Date: Thu, 26 Nov 2026 10:15:00 +0900", b"Date: " + _rfc2822(days)
+        )
+        srv.deliver("pop", dated)
+    cli = PullCli(tmp_path)
+    cli.init()
+    r = cli(
+        "mailbox", "add", "pop", "--protocol", "pop3", "--server", f"127.0.0.1:{srv.port}",
+        "--tls", "none", "--user", "pop", "--password-stdin", "--delete-after-days", "3",
+        input="pop-Secret\n",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    out = cli.pull()["mailboxes"][0]
+    assert out["new"] == 4 and out["deleted"] == 3
+    assert srv.maildir_count("pop") == 1  # only the recent one is left
+    assert cli.catalog("SELECT COUNT(*) FROM messages")[0][0] == 4
+
+
+def _rfc2822(days_ago: int) -> bytes:
+    import email.utils
+
+    return email.utils.formatdate(time.time() - days_ago * DAY, usegmt=True).encode()
