@@ -1,4 +1,4 @@
-"""`proxy-admin mailbox ...` and `proxy-admin pull`: archive mail from IMAP/POP3 mailboxes.
+"""`proxy-admin mailbox ...`: the IMAP/POP3 mailboxes `pull` archives (admin/cli_pull.py).
 
 The mailbox password is read from stdin (first line) or the CSV file and stored only in
 secrets.toml (0600); `show`/`list` print it as set / not set. `pull` prints one line per
@@ -8,12 +8,10 @@ mailbox failed — after pulling all the others. See docs/mailboxes.md.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import re
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,7 +27,6 @@ from admin.cli_common import (
     print_fields,
     print_json,
     print_table,
-    show_progress,
     warn,
 )
 from admin.cli_listener import check_listener_name, parse_target, parse_tls_mode
@@ -42,6 +39,8 @@ mailbox_app = typer.Typer(
 
 
 def register(app: typer.Typer) -> None:
+    from admin.cli_pull import pull
+
     app.add_typer(mailbox_app, name="mailbox")
     app.command("pull")(pull)
 
@@ -524,120 +523,3 @@ def mailbox_import_csv(
         f"{len(added)} mailbox(es) added, {len(updated)} updated, "
         f"{len(created)} archive user(s) created"
     )
-
-
-# --- pull ---------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _bars(show: bool) -> Iterator[Any]:
-    """progress_for(name) for the runner: one rich bar per mailbox, rate and ETA."""
-    if not show:
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
-
-    class Rate(ProgressColumn):
-        def render(self, task) -> Text:  # type: ignore[no-untyped-def]
-            return Text(f"{task.speed:,.0f} msg/s" if task.speed else "")
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate())
-    with Progress(*columns, TimeRemainingColumn(), transient=True) as bar:
-
-        def progress_for(name: str) -> Any:
-            task = bar.add_task(f"pull {name}", total=None)
-
-            def update(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total or None)
-
-            return update
-
-        yield progress_for
-
-
-def _human(r: dict[str, Any], dry_run: bool) -> str:
-    if not r["ok"]:
-        return f"{r['name']}: FAILED: {r['error']}"
-    verb = "would archive" if dry_run else "archived"
-    parts = [f"{r['name']}: {verb} {r['new']} message(s)"]
-    if r["folders"] and len(r["folders"]) > 1:
-        parts.append(f"in {len(r['folders'])} folders")
-    if r["known"]:
-        parts.append(f"({r['known']} seen before)")
-    if not dry_run:
-        parts.append(f"in {r['seconds']:.1f}s")
-    line = " ".join(parts)
-    if r["deleted"]:
-        line += f"; deleted {r['deleted']} at the server"
-    if r["would_delete"]:
-        line += f"; would delete {len(r['would_delete'])} at the server"
-    if r["delete_skipped"]:
-        line += f"; {r['delete_skipped']}"
-    return line
-
-
-def pull(
-    ctx: typer.Context,
-    names: Annotated[
-        list[str] | None, typer.Argument(metavar="[NAME ...]", help="Mailboxes (default: all).")
-    ] = None,
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run",
-            help="Only count what would be archived and list what would be deleted at the server.",
-        ),
-    ] = False,  # fmt: skip
-    json_out: JsonOpt = False,
-) -> None:
-    """Archive what is new in the mailboxes; one failing mailbox does not stop the others."""
-    from archive.pull.runner import pull_mailboxes, summary
-
-    c = context(ctx)
-    config = c.load_config()
-    for n in names or []:
-        _find(config, n)
-    if not config.mailbox:
-        fail("no mailboxes configured (add one with `proxy-admin mailbox add`)", 1)
-    state = c.state_dir(config)
-    if not state.is_dir():
-        fail(f"state dir {state} does not exist (run `proxy-admin init`)")
-    secrets = c.load_secrets()
-
-    def alert(name: str, failures: int, error: str) -> None:
-        from proxy.alerts import send_alert_now
-
-        summary = f"mailbox {name}: {failures} pulls in a row failed"
-        send_alert_now(config.alerts, config.hostname, "pull", summary, error)
-
-    with _bars(show_progress(json_out)) as progress_for:
-        results = pull_mailboxes(
-            config,
-            secrets,
-            state,
-            names or [],
-            dry_run=dry_run,
-            progress_for=progress_for,
-            on_repeated_failure=alert,
-        )
-    out = summary(results)
-    out["dry_run"] = dry_run
-    if json_out:
-        print_json(out)
-    else:
-        for r in out["mailboxes"]:
-            line = _human(r, dry_run)
-            typer.echo(line, err=not r["ok"])
-            if dry_run:
-                for w in r["would_delete"]:
-                    typer.echo(f"  would delete {w['folder'] or '(pop3)'} {w['ref']}")
-    if not out["ok"]:
-        raise typer.Exit(1)
