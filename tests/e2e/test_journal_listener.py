@@ -12,13 +12,16 @@ copy that cannot be written gets 451 (the sender keeps the message).
 from __future__ import annotations
 
 import base64
+import json
 import smtplib
 import ssl
 from pathlib import Path
 
 import pytest
 import trio
+from typer.testing import CliRunner
 
+from admin.cli import app
 from archive.logins import set_password
 from archive.store import Archive
 from archive.users import UserSpec, upsert_user
@@ -119,6 +122,15 @@ async def test_exchange_report_by_swaks_is_unwrapped_and_bcc_owns_it(make_proxy,
         _ingest_and_search, proxy.state_dir, "bea", "bea@corp.example"
     )
     assert subjects == ["Quarterly figures"]
+    # and through the command line, as an operator would look
+    config = tmp_path / "etc" / "config.toml"
+    config.parent.mkdir()
+    config.write_text(f'state_dir = "{proxy.state_dir}"\n')
+    r = CliRunner().invoke(app, ["--config", str(config), "search", "", "--user", "bea", "--json"])
+    assert r.exit_code == 0, r.output
+    assert [h["subject"] for h in json.loads(r.stdout)["hits"]] == ["Quarterly figures"]
+    r = CliRunner().invoke(app, ["--config", str(config), "search", "", "--user", "carl", "--json"])
+    assert r.exit_code == 1  # carl is no archive user: one clear error
 
 
 async def test_plain_journal_mail_is_archived_as_received(make_proxy, tmp_path) -> None:

@@ -87,7 +87,7 @@ def test_multidrop_owners_from_headers(tmp_path: Path, server20: DovecotImapServ
 
 
 def test_csv_batch_of_20_with_one_wrong_password(
-    tmp_path: Path, server20: DovecotImapServer
+    tmp_path: Path, server20: DovecotImapServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     srv = server20
     lines = ["IMAPユーザー;パスワード;メール;アーカイブユーザー"]  # any wording, ';' separated
@@ -131,6 +131,8 @@ def test_csv_batch_of_20_with_one_wrong_password(
     # a human run says which one failed, on stderr, and exits 1
     r = cli("pull")
     assert r.exit_code == 1 and "user07-example-com: FAILED" in r.stderr
+    assert "pull user07-example-com failed" in caplog.text  # logged, without the password
+    assert "WRONG-pw" not in caplog.text and "Secret" not in caplog.text
 
 
 def test_delete_after_days_only_verified_and_never_with_unwritable_archive(
