@@ -6,6 +6,7 @@ All against real Dovecot servers (tests/fixtures/dovecot_imap.py), through the C
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -292,3 +293,31 @@ def _rfc2822(days_ago: int) -> bytes:
     import email.utils
 
     return email.utils.formatdate(time.time() - days_ago * DAY, usegmt=True).encode()
+
+
+def test_tls_is_verified_by_default(tmp_path: Path) -> None:
+    """STARTTLS (IMAP) and implicit TLS (POP3) against Dovecot with a private CA."""
+    import trustme
+
+    ca = trustme.CA()
+    with start_dovecot_imap(tls_ca=ca, users={"tls": "tls-Secret"}) as srv:
+        srv.add("tls", "INBOX", message("tls", "INBOX", 1))
+        assert srv.ca_file is not None
+        cli = PullCli(tmp_path)
+        cli.init()
+        base = ("--server", f"localhost:{srv.imap_port}", "--tls", "starttls", "--user", "tls")
+        for name, extra in (("noca", ()), ("ca", ("--ca", str(srv.ca_file))),
+                            ("noverify", ("--no-verify",))):  # fmt: skip
+            r = cli("mailbox", "add", name, "--protocol", "imap", *base, *extra,
+                    "--password-stdin", input="tls-Secret\n")  # fmt: skip
+            assert r.exit_code == 0, r.output
+        r = cli("mailbox", "add", "pop", "--protocol", "pop3", "--server",
+                f"localhost:{srv.tls_port}", "--user", "tls", "--ca", str(srv.ca_file),
+                "--password-stdin", input="tls-Secret\n")  # fmt: skip
+        assert r.exit_code == 0, r.output
+        out = cli.pull(code=1)
+        by = {m["name"]: m for m in out["mailboxes"]}
+        assert not by["noca"]["ok"] and "CERTIFICATE_VERIFY_FAILED" in by["noca"]["error"]
+        assert by["ca"]["ok"] and by["ca"]["new"] == 1
+        assert by["noverify"]["ok"] and by["pop"]["ok"] and by["pop"]["new"] == 1
+        assert "tls-Secret" not in json.dumps(out)
