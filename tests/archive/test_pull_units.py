@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from archive.origin import folder_terms, origin_keys, query_key
 from archive.pull import journal, multidrop
 from proxy.smtp import receive as J
@@ -92,8 +95,7 @@ def test_receive_core_accepts_only_after_commit() -> None:
     core.commit_result(False)
     # the 451 comes first, then the 221 of the QUIT sent behind the dot
     assert _sent(core) == (
-        b"451 4.3.0 Message not accepted: archive unavailable, try again later\r\n"
-        b"221 2.0.0 Bye\r\n"
+        b"451 4.3.0 Message not accepted: archive unavailable, try again later\r\n221 2.0.0 Bye\r\n"
     )
     core2 = _session()
     core2.receive(b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\nx\r\n.\r\n")
@@ -127,3 +129,49 @@ def test_receive_core_auth_required() -> None:
     core.login_result(True)
     core.receive(b"MAIL FROM:<a@x>\r\n")
     assert _sent(core) == b"235 2.7.0 Authentication successful\r\n250 2.1.0 Ok\r\n"
+
+
+def _drive(chunks: list[bytes]) -> list[object]:
+    core = J.JournalReceiver(J.ReceiveSettings(hostname="h", max_line_length=512))
+    core.start()
+    out: list[object] = list(core.actions())
+    for chunk in chunks:
+        core.receive(chunk)
+        while actions := core.actions():  # as the driver does: answers cause more actions
+            for a in actions:
+                out.append(a)
+                if isinstance(a, J.EndMessage):
+                    core.commit_result(True)
+    return _merge(out)
+
+
+def _merge(actions: list[object]) -> list[object]:
+    """Adjacent MessageData/Send are one stream (chunking may split them differently)."""
+    merged: list[object] = []
+    for a in actions:
+        if merged and type(a) is type(merged[-1]) and isinstance(a, J.MessageData | J.Send):
+            merged[-1] = type(a)(merged[-1].data + a.data)  # type: ignore[attr-defined]
+        else:
+            merged.append(a)
+    return merged
+
+
+SESSION = (
+    b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\nSubject: s\r\n\r\n..a\r\n"
+    b".\r\nRSET\r\nMAIL FROM:<a@x>\r\nRCPT TO:<c@y>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n"
+)
+
+
+@given(st.lists(st.integers(min_value=1, max_value=len(SESSION)), max_size=12))
+def test_receive_core_same_result_whatever_the_chunking(cuts: list[int]) -> None:
+    points = sorted(set(cuts))
+    chunks = [
+        SESSION[i:j] for i, j in zip([0, *points], [*points, len(SESSION)], strict=True) if j > i
+    ]
+    assert _drive(chunks) == _drive([SESSION])
+
+
+@given(st.binary(max_size=600))
+def test_receive_core_any_input_gives_replies_not_exceptions(data: bytes) -> None:
+    whole = _drive([b"EHLO c\r\n" + data])
+    assert whole == _drive([b"EHLO c\r\n"] + [data[i : i + 1] for i in range(len(data))])
