@@ -15,7 +15,6 @@ import email.utils
 import poplib
 import time
 from collections.abc import Callable
-from typing import Any
 
 from admin.config import MailboxConfig
 
@@ -31,6 +30,7 @@ from .common import (
     scrub,
 )
 from .multidrop import header_block
+from .pipeline import Pipeline
 from .state import PullState, Seen
 from .writer import Pending, PullWriter
 
@@ -167,8 +167,6 @@ def _pull_all(
     result: BoxResult,
     progress: Progress | None,
 ) -> None:
-    from .imap import Pipeline
-
     pipe = Pipeline(box, state, w, result)
     try:
         _retr_all(c, w, todo, pipe, progress)
@@ -181,7 +179,7 @@ def _retr_all(
     c: poplib.POP3,
     w: PullWriter,
     todo: list[tuple[str, int, int]],
-    pipe: Any,
+    pipe: Pipeline,
     progress: Progress | None,
 ) -> None:
     done, i = 0, 0

@@ -175,3 +175,17 @@ def test_receive_core_same_result_whatever_the_chunking(cuts: list[int]) -> None
 def test_receive_core_any_input_gives_replies_not_exceptions(data: bytes) -> None:
     whole = _drive([b"EHLO c\r\n" + data])
     assert whole == _drive([b"EHLO c\r\n"] + [data[i : i + 1] for i in range(len(data))])
+
+
+def test_an_older_catalog_gets_the_pull_columns(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from archive.catalog import Catalog
+
+    cat = Catalog(tmp_path / "catalog.sqlite")
+    for col in ("mailbox", "folder", "archive_user"):
+        cat.conn.execute(f"ALTER TABLE reports DROP COLUMN {col}")
+    cat.conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    cat.close()
+    cat = Catalog(tmp_path / "catalog.sqlite")
+    cols = {r[1] for r in cat.conn.execute("PRAGMA table_info(reports)")}
+    assert {"mailbox", "folder", "archive_user"} <= cols
+    cat.close()
