@@ -505,7 +505,7 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 # --- extensions ---------------------------------------------------------------------
 
 # Command groups live in their own modules.
-from admin import cli_archive, cli_listener, cli_maintenance, cli_tls  # noqa: E402
+from admin import cli_archive, cli_listener, cli_mailbox, cli_maintenance, cli_tls  # noqa: E402
 
 cli_listener.register(app)
 cli_tls.register(app)
@@ -515,3 +515,4 @@ cli_maintenance.register(app)
 from admin import cli_account  # noqa: E402
 
 cli_account.register(app)
+cli_mailbox.register(app)

@@ -126,7 +126,13 @@ def check_listener_name(name: str) -> str:
 # --- listener -----------------------------------------------------------------------
 
 ProtocolOpt = Annotated[
-    str | None, typer.Option("--protocol", metavar="smtp|pop3", help="smtp or pop3.")
+    str | None,
+    typer.Option(
+        "--protocol",
+        metavar="smtp|pop3|smtp-journal",
+        help="smtp or pop3 (relay to --target), or smtp-journal (receive and archive "
+        "journal mail; no target).",
+    ),
 ]
 TargetOpt = Annotated[
     str | None,
@@ -257,8 +263,8 @@ def _changes(
     ch: dict[str, Any] = {}
     if protocol is not None:
         p = protocol.strip().lower()
-        if p not in ("smtp", "pop3"):
-            fail(f"--protocol: must be smtp or pop3, not {protocol!r}", 2)
+        if p not in ("smtp", "pop3", "smtp-journal"):
+            fail(f"--protocol: must be smtp, pop3 or smtp-journal, not {protocol!r}", 2)
         ch["protocol"] = p
     if target is not None:
         ch["target_host"], ch["target_port"] = parse_target(target)
@@ -367,6 +373,10 @@ def _save(c: CliContext, config: Config, secrets: Secrets | None, secrets_first:
 
 
 def _summary(lst: ListenerConfig) -> str:
+    if lst.protocol == "smtp-journal":
+        auth = ", AUTH with local passwords" if lst.local_login else ""
+        where = hostport(lst.listen, lst.bind_port)
+        return f"smtp-journal {where} (receive and archive only, client tls {lst.client_tls}{auth})"
     verify = "" if lst.target_verify else ", no verify"
     return (
         f"{lst.protocol} {hostport(lst.listen, lst.bind_port)} -> "
@@ -397,7 +407,7 @@ def listener_add(
     check_listener_name(name)
     if protocol is None:
         fail("--protocol: required (smtp or pop3)", 2)
-    if target is None:
+    if target is None and protocol != "smtp-journal":
         fail("--target: required (HOST[:PORT] of the provider)", 2)
     ch = _changes(
         protocol=protocol, target=target, listen=listen, port=port, client_tls=client_tls,
@@ -505,9 +515,8 @@ def listener_remove(ctx: typer.Context, name: NameArg) -> None:
     if secrets_path(c.config_path).exists():
         current = c.load_secrets(strict_mode=False)
         if name in current.listener:
-            secrets = current.model_copy(
-                update={"listener": {k: v for k, v in current.listener.items() if k != name}}
-            )
+            kept = {k: v for k, v in current.listener.items() if k != name}
+            secrets = current.model_copy(update={"listener": kept})
     _save(c, config, secrets, secrets_first=False)
     typer.echo(f"removed listener {name!r}")
     audit(c, "listener.remove", {"name": name})
@@ -546,7 +555,9 @@ def listener_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
                 x.name,
                 x.protocol,
                 hostport(x.listen, x.bind_port),
-                hostport(x.target_host, x.upstream_port),
+                "(journal)"
+                if x.protocol == "smtp-journal"
+                else hostport(x.target_host, x.upstream_port),
                 x.client_tls,
                 x.target_tls,
                 "yes" if x.target_verify else "no",

@@ -37,7 +37,8 @@ DEFAULT_ALLOW_CLIENTS = [
 #: Listener names become part of report file names and log lines: keep them tame.
 LISTENER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 
-Protocol = Literal["smtp", "pop3"]
+#: smtp-journal: receive-only journal listener (archive/pull/journal.py), no target
+Protocol = Literal["smtp", "pop3", "smtp-journal"]
 TlsMode = Literal["none", "starttls", "implicit"]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -54,7 +55,7 @@ class ConfigError(Exception):
 
 
 def default_port(protocol: str, implicit_tls: bool) -> int:
-    return DEFAULT_PORTS[(protocol, implicit_tls)]
+    return DEFAULT_PORTS[("smtp" if protocol == "smtp-journal" else protocol, implicit_tls)]
 
 
 class _Model(BaseModel):
@@ -70,7 +71,7 @@ class ListenerConfig(_Model):
     #: 0 = any free port (tests); the bound port is reported by the service
     port: Annotated[int, Field(ge=0, le=65535)] | None = None
     client_tls: TlsMode = "none"
-    target_host: str
+    target_host: str = ""
     target_port: Port | None = None
     target_tls: TlsMode = "none"
     target_verify: bool = True
@@ -78,7 +79,8 @@ class ListenerConfig(_Model):
     target_user: str | None = None
     #: OAuth2: authenticate upstream as this `[[account]]` (accounts/); see DESIGN
     target_account: str | None = None
-    #: clients log in to mailtee with a local user's password (per-person accounts);
+    #: clients log in to mailtee with a local user's password (per-person accounts; on an
+    #: smtp-journal listener: AUTH required);
     #: None (unset) is false and keeps config.toml and `--json` output of other listeners
     local_login: bool | None = None
 
@@ -122,6 +124,11 @@ class ListenerConfig(_Model):
             raise ValueError(
                 "local logins need client_tls = starttls or implicit (passwords only over TLS)"
             )
+        if self.protocol == "smtp-journal":
+            if self.target_host or self.target_user:
+                raise ValueError("an smtp-journal listener receives mail; it has no target")
+        elif not self.target_host:
+            raise ValueError("target_host is required (the provider's server)")
         return self
 
     @property
@@ -236,6 +243,91 @@ class AccountConfig(_Model):
         return v
 
 
+MailboxProtocol = Literal["imap", "pop3"]
+#: IMAP 143/993 (RFC 9051), POP3 110/995 (RFC 1939, RFC 8314)
+MAILBOX_DEFAULT_PORTS = {
+    ("imap", False): 143,
+    ("imap", True): 993,
+    ("pop3", False): 110,
+    ("pop3", True): 995,
+}
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str | float | int) -> float:
+    """`90`, `90s`, `15m`, `1h`, `1d` -> seconds; ValueError with a one-line reason."""
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        m = _DURATION_RE.match(value.strip().lower())
+        if m is None:
+            raise ValueError(f"{value!r} is not a duration like 90s, 15m, 1h or 1d")
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    if seconds < 60:
+        raise ValueError(f"{value!r}: the shortest pull interval is 1 minute")
+    return seconds
+
+
+class MailboxConfig(_Model):
+    """One `[[mailbox]]`: an IMAP or POP3 mailbox whose mail `proxy-admin pull` archives.
+
+    The password lives in secrets.toml (`[mailbox.NAME] password`). See docs/mailboxes.md.
+    """
+
+    name: str
+    protocol: MailboxProtocol
+    server: str
+    port: Port | None = None
+    tls: TlsMode = "implicit"
+    #: verify the server's certificate (against `ca`, or the system's CAs)
+    verify: bool = True
+    ca: str | None = None
+    user: str
+    #: IMAP folders to archive (with their subfolders); empty = all folders
+    folders: list[str] = Field(default_factory=list)
+    exclude_folders: list[str] = Field(default_factory=list)
+    #: the archive user who owns everything pulled from this mailbox (optional)
+    archive_user: str | None = None
+    #: a catch-all mailbox: owners are recovered from the headers (docs/mailboxes.md)
+    multidrop: bool = False
+    #: pull from `proxy-admin run` this often (a duration: 15m, 1h); unset = never
+    interval: str | None = None
+    #: delete at the source mail older than N days once archived and verified; unset = never
+    delete_after_days: int | None = Field(default=None, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_safe(cls, v: str) -> str:
+        if not LISTENER_NAME_RE.match(v):
+            raise ValueError("must be 1-32 characters of letters, digits, '-' or '_'")
+        return v
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _stls_alias(cls, v: object) -> object:
+        return "starttls" if v == "stls" else v
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    @model_validator(mode="after")
+    def _fill_port(self) -> MailboxConfig:
+        if self.port is None:
+            self.port = MAILBOX_DEFAULT_PORTS[(self.protocol, self.tls == "implicit")]
+        if self.protocol == "pop3" and (self.folders or self.exclude_folders):
+            raise ValueError("folders and exclude_folders are only for imap mailboxes")
+        return self
+
+    @property
+    def interval_seconds(self) -> float | None:
+        return None if self.interval is None else parse_duration(self.interval)
+
+
 class Config(_Model):
     hostname: str = "mailtee.localdomain"
     state_dir: str = "/var/lib/mailtee"
@@ -247,6 +339,7 @@ class Config(_Model):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     listener: list[ListenerConfig] = Field(default_factory=list)
     account: list[AccountConfig] = Field(default_factory=list)
+    mailbox: list[MailboxConfig] = Field(default_factory=list)
 
     @field_validator("allow_clients")
     @classmethod
@@ -271,6 +364,11 @@ class Config(_Model):
         for lst in self.listener:
             if lst.target_account is not None and lst.target_account not in accounts:
                 raise ValueError(f"listener {lst.name!r}: no account named {lst.target_account!r}")
+        boxes: set[str] = set()
+        for box in self.mailbox:
+            if box.name in boxes:
+                raise ValueError(f"mailbox name {box.name!r} is used twice")
+            boxes.add(box.name)
         return self
 
     def get_account(self, name: str) -> AccountConfig:
@@ -278,6 +376,12 @@ class Config(_Model):
             if acc.name == name:
                 return acc
         raise ConfigError(f"no account named {name!r}")
+
+    def get_mailbox(self, name: str) -> MailboxConfig:
+        for box in self.mailbox:
+            if box.name == name:
+                return box
+        raise ConfigError(f"no mailbox named {name!r} (see `proxy-admin mailbox list`)")
 
     def get_listener(self, name: str) -> ListenerConfig:
         for lst in self.listener:
@@ -298,12 +402,20 @@ class Secrets(_Model):
     #: `[account.NAME] client_secret = "..."`; `[accounts] key = "..."` (token store key)
     account: dict[str, dict[str, str]] = Field(default_factory=dict)
     accounts: dict[str, str] = Field(default_factory=dict)
+    #: `[mailbox.NAME] password = "..."` for `proxy-admin pull`
+    mailbox: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    def mailbox_password(self, name: str) -> str | None:
+        return self.mailbox.get(name, {}).get("password")
 
     def target_password(self, name: str) -> str | None:
         return self.listener.get(name, {}).get("target_password")
 
     def __repr__(self) -> str:  # never let a password reach a log via repr()
-        return f"Secrets(<{len(self.listener)} listener entries, ldap: {bool(self.ldap)} hidden>)"
+        return (
+            f"Secrets(<{len(self.listener)} listener entries, {len(self.mailbox)} mailbox "
+            f"entries, ldap: {bool(self.ldap)} hidden>)"
+        )
 
     __str__ = __repr__
 
@@ -393,6 +505,11 @@ def config_to_dict(config: Config) -> dict:
         data.pop("listener", None)
     if not data.get("account"):
         data.pop("account", None)
+    if not data.get("mailbox"):
+        data.pop("mailbox", None)
+    for lst in data.get("listener", []):
+        if not lst.get("local_login"):
+            lst.pop("local_login", None)  # the default: keep config.toml short
     return data
 
 
@@ -407,6 +524,8 @@ def save_secrets(secrets: Secrets, config_path: Path) -> None:
     for key in ("account", "accounts"):
         if not data[key]:
             del data[key]
+    if not data["mailbox"]:
+        del data["mailbox"]
     write_atomic(secrets_path(config_path), tomli_w.dumps(data).encode(), 0o600)
 
 

@@ -28,7 +28,9 @@ from typing import Any
 
 import sqlite_utils
 
-SCHEMA_VERSION = 2  # 2: `logins` (local passwords, roles)
+from .origin import origin_keys
+
+SCHEMA_VERSION = 3  # 2: `logins` (local passwords, roles); 3: reports.mailbox/folder/archive_user
 GENESIS = "0" * 64
 
 _TABLES: dict[str, tuple[dict[str, Any], Any]] = {
@@ -83,6 +85,10 @@ _TABLES: dict[str, tuple[dict[str, Any], Any]] = {
             "mpr_sha256": str,
             "mpr_mtime_ns": int,
             "mpr_size": int,
+            # pulled mail (archive/pull): which [[mailbox]], folder and archive user
+            "mailbox": str,
+            "folder": str,
+            "archive_user": str,
             "ingested_at": str,
             "updated_at": str,
         },
@@ -130,6 +136,9 @@ _INDEXES = [
 ]
 
 
+_SQL = {int: "INTEGER", str: "TEXT"}
+
+
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -162,6 +171,10 @@ class Catalog:
         with self.transaction():
             for name, (columns, pk) in _TABLES.items():
                 self.db[name].create(columns, pk=pk, if_not_exists=True)
+            have = {c.name for c in self.db["reports"].columns}
+            for col, kind in _TABLES["reports"][0].items():
+                if col not in have:  # an older catalog: columns are only ever added
+                    self.conn.execute(f"ALTER TABLE reports ADD COLUMN {col} {_SQL[kind]}")
             for table, cols, unique in _INDEXES:
                 self.db[table].create_index(cols, unique=unique, if_not_exists=True)
             self.conn.execute(
@@ -239,6 +252,12 @@ class Catalog:
             (message,),
         ):
             keys.add(f"pop3:{r['u']}")
+        for r in self.query(
+            "SELECT DISTINCT mailbox, folder, archive_user FROM reports "
+            "WHERE message = ? AND mailbox IS NOT NULL",
+            (message,),
+        ):
+            keys |= origin_keys(r["mailbox"], r["folder"], r["archive_user"])
         return keys
 
     def refresh_ownership(
@@ -256,21 +275,26 @@ class Catalog:
             )
             where_a = "a.message IN (SELECT value FROM json_each(?))"
             where_r = "r.message IN (SELECT value FROM json_each(?))"
-            params: list[Any] = [arg, arg]
+            where_u = where_r
+            params: list[Any] = [arg, arg, arg]
         elif user is not None:
             conn.execute("DELETE FROM ownership WHERE user = ?", (user,))
             where_a = where_r = "ui.user = ?"
-            params = [user, user]
+            where_u = "u.id = ?"
+            params = [user, user, user]
         else:
             conn.execute("DELETE FROM ownership")
-            where_a = where_r = "1"
+            where_a = where_r = where_u = "1"
             params = []
         conn.execute(
             "INSERT OR IGNORE INTO ownership(user, message) "
             "SELECT ui.user, a.message FROM addresses a JOIN user_identities ui "
             f"ON ui.kind = 'address' AND ui.value = a.address WHERE {where_a} "
             "UNION SELECT ui.user, r.message FROM reports r JOIN user_identities ui "
-            f"ON ui.value = lower(r.pop3_user) WHERE r.pop3_user IS NOT NULL AND {where_r}",
+            f"ON ui.value = lower(r.pop3_user) WHERE r.pop3_user IS NOT NULL AND {where_r} "
+            # pulled mail belongs to its mailbox's archive_user (archive/pull)
+            "UNION SELECT u.id, r.message FROM reports r JOIN users u "
+            f"ON u.name = r.archive_user WHERE r.archive_user IS NOT NULL AND {where_u}",
             params,
         )
 
@@ -285,6 +309,7 @@ class Catalog:
             if r["kind"] == "address":
                 keys.add(r["value"])
             keys.add(f"pop3:{r['value']}")
+        keys.add(f"user:{name}")  # mail pulled for this user (archive/origin.py)
         return keys
 
     # --- audit -----------------------------------------------------------------------

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import tantivy
 
-from .query import Clause, ParsedQuery
+from .origin import query_key
+from .query import ORIGIN_FIELD_NAMES, Clause, ParsedQuery
 
 TEXT_FIELDS = ("from", "to", "cc", "bcc", "subject", "body", "attachment", "quoted")
 #: Quoted reply lines ("> ...") repeat earlier mail: indexed without positions (a third of
@@ -219,6 +220,8 @@ class MessageIndex:
             return self._text_query(c.field, c.value)
         if c.field == "has":
             return tantivy.Query.term_query(S, "has", c.value)
+        if c.field in ORIGIN_FIELD_NAMES:
+            return tantivy.Query.term_query(S, "keys", query_key(c.field, c.value))
         if c.field in ("date", "size"):
             return tantivy.Query.range_query(
                 S,

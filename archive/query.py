@@ -5,6 +5,8 @@
     has:attachment
     after:2026-01-31   before:2026-02-01   date:2026-01-31     UTC days; after is inclusive
     size>100k  size<2M  size>=N  size<=N                     bytes, k/M/G suffixes (1024)
+    folder:Archive/2024   mailbox:NAME          pulled mail: folder (and its subfolders),
+                                                [[mailbox]] name; exact, case-insensitive
 
 All clauses must match (AND). A `-` in front of any clause negates it. A `name:value`
 whose name is not a field is searched as free text (so "re:" or URLs still work).
@@ -18,6 +20,8 @@ import shlex
 from dataclasses import dataclass
 
 TEXT_FIELD_NAMES = ("from", "to", "cc", "bcc", "subject", "body", "attachment")
+#: exact-match fields about where pulled mail came from (archive/origin.py)
+ORIGIN_FIELD_NAMES = ("folder", "mailbox")
 _SIZE = re.compile(r"^size(>=|<=|>|<)(\d+(?:\.\d+)?)([kmg]?)b?$", re.I)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
@@ -95,7 +99,7 @@ def _clause(token: str, negated: bool) -> Clause:
     name, sep, value = token.partition(":")
     name = name.lower()
     if sep and value:
-        if name in TEXT_FIELD_NAMES:
+        if name in TEXT_FIELD_NAMES or name in ORIGIN_FIELD_NAMES:
             return Clause(name, value, negated=negated)
         if name == "has":
             if value.lower() not in ("attachment", "attachments"):
@@ -108,6 +112,6 @@ def _clause(token: str, negated: bool) -> Clause:
         if name == "date":
             start = _day(value, name)
             return Clause("date", low=start, high=start + 86400, negated=negated)
-    elif sep and name in (*TEXT_FIELD_NAMES, "has", "after", "before", "date"):
+    elif sep and name in (*TEXT_FIELD_NAMES, *ORIGIN_FIELD_NAMES, "has", "after", "before", "date"):
         raise QueryError(f"{name}: needs a value")
     return Clause("text", token, negated=negated)

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .origin import origin_keys
+
 STEM_RE = re.compile(
-    r"^(?P<stamp>\d{8}T\d{6}Z)-(?P<protocol>[a-z0-9]+)-"
+    r"^(?P<stamp>\d{8}T\d{6}Z)-(?P<protocol>[a-z0-9][a-z0-9-]*?)-"
     r"(?P<uuid>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
 )
 
@@ -148,10 +150,14 @@ def provenance_from_doc(doc: dict[str, Any], data: bytes) -> Provenance:
         return v if isinstance(v, dict) else {}
 
     client, target, smtp, pop3 = (section(n) for n in ("client", "target", "smtp", "pop3"))
-    upstream = section("upstream")
+    upstream, pull = section("upstream"), section("pull")
     rcpts = smtp.get("rcpt_to") or []
     if not isinstance(rcpts, list):
         rcpts = []
+    # pulled mail: owners recovered from a multidrop mailbox's headers count as recipients
+    recovered = pull.get("recipients")
+    if isinstance(recovered, list):
+        rcpts = list(dict.fromkeys([*rcpts, *recovered]))
     outcome = upstream.get("outcome")
     if outcome not in ("pending", "delivered", "rejected", "unknown"):
         outcome = "unknown"
@@ -160,6 +166,9 @@ def provenance_from_doc(doc: dict[str, Any], data: bytes) -> Provenance:
         keys.add(str(smtp["mail_from"]).strip().strip("<>").lower())
     if pop3.get("user"):
         keys.add(f"pop3:{str(pop3['user']).lower()}")
+    keys |= origin_keys(
+        _str(pull.get("mailbox")), _str(pull.get("folder")), _str(pull.get("archive_user"))
+    )
     row = {
         "uuid": doc["id"],
         "protocol": _str(doc.get("protocol")),
@@ -171,7 +180,7 @@ def provenance_from_doc(doc: dict[str, Any], data: bytes) -> Provenance:
         "client_tls": _str(client.get("tls")),
         "target_host": _str(target.get("host")),
         "pop3_user": _str(pop3.get("user")),
-        "pop3_uidl": _str(pop3.get("uidl")),
+        "pop3_uidl": _str(pop3.get("uidl") or pull.get("uidl")),
         "smtp_helo": _str(smtp.get("helo")),
         "mail_from": _str(smtp.get("mail_from")),
         "rcpt_to": json.dumps([str(r) for r in rcpts], ensure_ascii=False),
@@ -180,6 +189,11 @@ def provenance_from_doc(doc: dict[str, Any], data: bytes) -> Provenance:
         "reply": _str(upstream.get("reply")),
         "mpr_sha256": hashlib.sha256(data).hexdigest(),
     }
+    if pull:
+        row["mailbox"] = _str(pull.get("mailbox"))
+        row["folder"] = _str(pull.get("folder"))
+        row["archive_user"] = _str(pull.get("archive_user"))
+        row["target_host"] = row["target_host"] or _str(pull.get("server"))
     return Provenance(
         uuid=doc["id"],
         row=row,

@@ -392,6 +392,8 @@ class Archive:
                     "outcome",
                     "reply",
                     "source",
+                    "mailbox",
+                    "folder",
                 )
             }
             for r in self.catalog.query(

@@ -358,18 +358,23 @@ async def _handle(port: _Port, service: ProxyService, stream: trio.SocketStream)
         if not any(ip in net for net in lst.networks):
             log.warning("refused client outside allow_clients listener=%s client=%s", name, ip)
             with trio.move_on_after(5):
-                await stream.send_all(REFUSED[proto])
+                await stream.send_all(REFUSED[proto.removesuffix("-journal")])
             return
         try:
             lst.limit.acquire_nowait()
         except trio.WouldBlock:
             log.warning("connection cap reached listener=%s client=%s", name, ip)
             with trio.move_on_after(5):
-                await stream.send_all(BUSY[proto])
+                await stream.send_all(BUSY[proto.removesuffix("-journal")])
             return
         try:
             service.active[name] = service.active.get(name, 0) + 1
-            if lst.oauth is not None:
+            session: Any
+            if proto == "smtp-journal":  # receive only, no upstream (proxy/journal_session.py)
+                from proxy.journal_session import JournalSession
+
+                session = JournalSession(lst.config, lst.env, lst.settings, stream, peer)
+            elif lst.oauth is not None:
                 from proxy.oauth_session import new_session
 
                 session = new_session(lst.oauth, lst.env, lst.settings, stream, peer)
@@ -566,6 +571,9 @@ async def run_service(
                     ingest_loop = None
                 if ingest_loop is not None:
                     nursery.start_soon(ingest_loop, state)
+                from archive.pull.schedule import pull_loop  # [[mailbox]] interval
+
+                nursery.start_soon(pull_loop, service, alerter.alert)
                 handler = partial(_control_handler, service, alerter, config_path)
                 try:
                     await nursery.start(control.serve, control.socket_path(state), handler)

@@ -1,0 +1,98 @@
+"""What the IMAP and POP3 pullers share: results, errors, TLS contexts, limits, hooks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+#: socket timeout for every server read/write (a stalled server fails the mailbox)
+SERVER_TIMEOUT = 120.0
+#: fetch messages in batches of at most this many messages / bytes (memory bound)
+BATCH_MESSAGES = 200
+BATCH_BYTES = 16 * 1024 * 1024
+#: messages larger than this are fetched in ranges of PARTIAL_CHUNK bytes (IMAP partial
+#: fetch, RFC 3501 6.4.5 BODY[]<origin.octets>), so memory stays bounded however big
+PARTIAL_OVER = 8 * 1024 * 1024
+PARTIAL_CHUNK = 4 * 1024 * 1024
+#: the multidrop header parser looks at this much of the head of each message
+HEAD_BYTES = 256 * 1024
+
+#: progress(done, total) after each committed batch; tests use it to inject faults
+Progress = Callable[[int, int], None]
+
+
+class PullError(Exception):
+    """A mailbox could not be pulled; one line, never a password."""
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """Remove a password from text that is about to be shown (belt and braces)."""
+    flat = " ".join(str(text).split())
+    if secret:
+        flat = flat.replace(secret, "********")
+    return flat
+
+
+def client_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
+    try:
+        ctx = ssl.create_default_context(cafile=ca_file or None)
+    except (OSError, ssl.SSLError) as e:
+        raise PullError(f"cannot load CA file {ca_file}: {e}") from None
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def iso(t: dt.datetime | float | None) -> str | None:
+    if t is None:
+        return None
+    if isinstance(t, int | float):
+        t = dt.datetime.fromtimestamp(t, dt.UTC)
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class BoxResult:
+    """The outcome of pulling one mailbox (the `--json` summary's per-mailbox entry)."""
+
+    name: str
+    protocol: str
+    ok: bool = True
+    error: str | None = None
+    new: int = 0  # messages archived (or, with --dry-run, that would be)
+    known: int = 0  # seen again after a UIDVALIDITY change, already archived
+    bytes: int = 0
+    folders: dict[str, int] = field(default_factory=dict)  # folder -> new
+    deleted: int = 0
+    would_delete: list[dict[str, Any]] = field(default_factory=list)
+    delete_skipped: str | None = None
+    recovered: int = 0  # in-flight messages found durable after a crash
+    seconds: float = 0.0
+
+    def fail(self, message: str) -> None:
+        self.ok = False
+        self.error = self.error or message
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "protocol": self.protocol,
+            "ok": self.ok,
+            "error": self.error,
+            "new": self.new,
+            "known": self.known,
+            "bytes": self.bytes,
+            "folders": dict(self.folders),
+            "deleted": self.deleted,
+            "would_delete": list(self.would_delete),
+            "delete_skipped": self.delete_skipped,
+            "recovered": self.recovered,
+            "seconds": round(self.seconds, 3),
+        }
