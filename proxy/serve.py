@@ -525,6 +525,10 @@ async def run_service(
                     ingest_loop = None
                 if ingest_loop is not None:
                     nursery.start_soon(ingest_loop, state)
+                if config.web.enabled:  # in a supervised child: a crash there never stops relaying
+                    from web.supervisor import supervise
+
+                    nursery.start_soon(supervise, config_path)
                 handler = partial(_control_handler, service, alerter, config_path)
                 try:
                     await nursery.start(control.serve, control.socket_path(state), handler)
