@@ -499,10 +499,12 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
 # Command groups live in their own modules.
 from admin import cli_archive, cli_listener, cli_maintenance, cli_tls  # noqa: E402
-from admin import cli_web  # noqa: E402
 
 cli_listener.register(app)
 cli_tls.register(app)
 cli_archive.register(app)
 cli_maintenance.register(app)
+
+from admin import cli_web  # noqa: E402 - the web side (docs/web.md)
+
 cli_web.register(app)
