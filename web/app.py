@@ -133,7 +133,7 @@ def _session(request: Request) -> Session | None:
 
 
 def render(
-    request: Request, name: str, status: int = 200, session: Session | None = None, **kw: Any
+    request: Request, name: str, code: int = 200, session: Session | None = None, **kw: Any
 ) -> HTMLResponse:
     lang = _lang(request)
     other = "ja" if lang == "en" else "en"
@@ -150,7 +150,7 @@ def render(
             **kw,
         )
     )
-    response = HTMLResponse(html, status)
+    response = HTMLResponse(html, code)
     if request.query_params.get("lang") in ("en", "ja"):
         _cookie(response, LANG_COOKIE, lang, max_age=365 * 86400)
     return response
@@ -158,7 +158,7 @@ def render(
 
 def error_page(request: Request, code: int, key: str, session: Session | None = None) -> Response:
     t = translator(_lang(request))
-    return render(request, "error.html", code, session, code=code, message=t(key))
+    return render(request, "error.html", code, session, status_code=code, message=t(key))
 
 
 async def run(fn: Callable[..., Any], *args: Any) -> Any:

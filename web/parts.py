@@ -224,9 +224,13 @@ def decoded(stream: BinaryIO, part: Part) -> Iterator[bytes]:
             rest = data[cut:]
             if cut:
                 yield binascii.a2b_qp(data[:cut])
-            if len(rest) > MAX_LINE:  # no line ends at all: decode what there is
-                yield binascii.a2b_qp(rest)
-                rest = b""
+            if len(rest) > MAX_LINE:  # no line end: decode up to (not into) an =XX escape
+                safe = len(rest)
+                tail = rest.rfind(b"=", len(rest) - 2)
+                if tail >= 0:
+                    safe = tail
+                yield binascii.a2b_qp(rest[:safe])
+                rest = rest[safe:]
         if rest:
             yield binascii.a2b_qp(rest)
     else:
