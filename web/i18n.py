@@ -46,6 +46,7 @@ TEXT: dict[str, dict[str, str]] = {
     "subject": {"en": "Subject", "ja": "件名"},
     "size": {"en": "Size", "ja": "サイズ"},
     "attachment": {"en": "Attachment", "ja": "添付"},
+    "att_short": {"en": "Att.", "ja": "添付"},
     "attachments": {"en": "Attachments", "ja": "添付ファイル"},
     "results": {"en": "{n} messages", "ja": "{n} 件"},
     "no_results": {"en": "No messages found.", "ja": "メールは見つかりませんでした。"},
