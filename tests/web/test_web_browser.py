@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import PASSWORD, ROOT, WebSite
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from web_helpers import PASSWORD, ROOT, WebSite
 from web_mails import (
     BEACON_HOST,
     HOSTILE_ATTACHMENT,

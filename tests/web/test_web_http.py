@@ -8,7 +8,7 @@ import io
 import zipfile
 
 import pytest
-from conftest import PASSWORD, WebSite
+from web_helpers import PASSWORD, WebSite
 
 from archive.users import UserSpec, upsert_user
 
@@ -203,7 +203,7 @@ userPassword: dana-ldap-secret
     secrets = site.config_path.with_name("secrets.toml")
     secrets.write_text(f'[ldap]\nbind_password = "{slapd_tls.password}"\n')
     secrets.chmod(0o600)
-    from conftest import start_server, stop_server
+    from web_helpers import start_server, stop_server
 
     stop_server(site.proc)  # restart so it reads the secrets
     site.proc = start_server(site.config_path, site.log_path, site.port)
