@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import secrets as pysecrets
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from admin.config import Config, Secrets
+from archive.catalog import Catalog
 from archive.query import QueryError
 from archive.store import Archive, ArchiveError
 from archive.users import list_users
@@ -63,13 +65,17 @@ class WebContext:
     secrets: Secrets
     state_dir: Path
     archive: Archive
+    #: its own SQLite connection: an audit commit (fsync) must not hold the archive's
+    #: connection lock while other requests read
+    audit_catalog: Catalog
     sessions: SessionStore
     throttle: Throttle
     templates: jinja2.Environment
 
 
 class _SecurityHeaders:
-    """Adds CSP and hardening headers to every response that did not set its own CSP."""
+    """Adds CSP and hardening headers to every response that did not set its own, and
+    `Server-Timing: app;dur=MS` (the time spent before the response headers)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -79,9 +85,14 @@ class _SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        started = time.perf_counter()
+
         async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
+                # time in the app up to the response headers (bench/web.py reads it)
+                dur = (time.perf_counter() - started) * 1000
+                headers.append((b"server-timing", f"app;dur={dur:.1f}".encode()))
                 names = {k.lower() for k, _ in headers}
                 defaults = [
                     (b"content-security-policy", PAGE_CSP.encode()),
@@ -168,7 +179,7 @@ async def run(fn: Callable[..., Any], *args: Any) -> Any:
 async def audit(request: Request, session: Session | None, action: str, **detail: Any) -> None:
     actor = session.actor if session else "web:-"
     detail = {"client": _client(request), **detail}
-    await run(partial(_ctx(request).archive.catalog.audit, action, detail, actor=actor))
+    await run(partial(_ctx(request).audit_catalog.audit, action, detail, actor=actor))
 
 
 async def _form(request: Request) -> dict[str, Any] | None:
@@ -605,6 +616,11 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     return error_page(request, 404, "not_found", _session(request))
 
 
+async def _archive_error(request: Request, exc: Exception) -> Response:
+    log.error("web: %s %s: %s", request.method, request.url.path, exc)
+    return error_page(request, 500, "archive_error", _session(request))
+
+
 async def _method(request: Request, exc: Exception) -> Response:
     return Response("method not allowed\n", 405, media_type="text/plain")
 
@@ -623,11 +639,13 @@ def create_app(
 ) -> Starlette:
     """The ASGI app for one state dir (the caller closes `app.state.web.archive`)."""
     kw = {"clock": clock} if clock is not None else {}
+    archive = archive or Archive(state_dir)
     ctx = WebContext(
         config=config,
         secrets=secrets,
         state_dir=state_dir,
-        archive=archive or Archive(state_dir),
+        archive=archive,
+        audit_catalog=Catalog(archive.catalog.path),
         sessions=SessionStore(config.web.session_lifetime, config.web.session_idle, **kw),
         throttle=Throttle(config.web.max_failures, config.web.throttle_window, **kw),
         templates=templates(),

@@ -78,6 +78,10 @@ TEXT: dict[str, dict[str, str]] = {
     "back": {"en": "Back to the results", "ja": "検索結果に戻る"},
     "not_found": {"en": "No such message.", "ja": "メールが見つかりません。"},
     "forbidden": {"en": "Not allowed.", "ja": "許可されていません。"},
+    "archive_error": {
+        "en": "The archived copy cannot be read; the administrator has been told (see the log).",
+        "ja": "アーカイブのコピーを読み込めません。管理者がログで確認できます。",
+    },
     "admin": {"en": "Administration", "ja": "管理"},
     "status": {"en": "Status", "ja": "状態"},
     "users": {"en": "Users", "ja": "ユーザー"},

@@ -86,3 +86,4 @@ async def serve(
             nursery.cancel_scope.deadline = trio.current_time() + hc.graceful_timeout + 1
     finally:
         app.state.web.archive.close_quietly()
+        app.state.web.audit_catalog.close()
