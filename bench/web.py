@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import corpus  # noqa: E402
-from _common import free_port, machine_info, percentile, rss_kib  # noqa: E402
+from _common import cpu_seconds, free_port, machine_info, percentile, rss_kib  # noqa: E402
 
 from archive.logins import set_password, set_role  # noqa: E402
 from archive.store import Archive  # noqa: E402
@@ -356,10 +356,13 @@ def main() -> None:
         jobs += [f"/message/{m100}" for _ in range(args.requests)]
         rng.shuffle(jobs)
         warm = run_clients(port, 2, jobs[:40], "audit")  # page cache, index readers
+        single = run_clients(port, 1, jobs[:200], "audit")  # the same pages, no queueing
+        cpu0 = cpu_seconds(server.pid)
         mixed = run_clients(port, args.clients, jobs, "audit")
-        sampled = run_clients(
-            port, args.clients, [f"/message/{m}" for m in sample], "audit"
+        mixed["server_cpu_ms_per_request"] = round(
+            (cpu_seconds(server.pid) - cpu0) * 1000 / mixed["requests"], 2
         )
+        sampled = run_clients(port, args.clients, [f"/message/{m}" for m in sample], "audit")
         user_scope = run_clients(
             port,
             args.clients,
@@ -378,6 +381,7 @@ def main() -> None:
         "store": info,
         "clients": args.clients,
         "warmup_requests": warm["requests"],
+        "one_client": single,
         "mixed_100k_message_and_search": mixed,
         "random_messages": sampled,
         "search_as_user": user_scope,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from web_helpers import build_state, free_port
+from web_helpers import Client, build_state, free_port
 
 from admin.config import load_config, load_secrets
 from fixtures import mails
@@ -47,7 +47,7 @@ async def wait_listening(port: int) -> None:
             return
 
 
-async def test_a_crash_of_the_web_side_does_not_stop_relaying(smtp_upstream, ca, tmp_path):  # type: ignore[no-untyped-def]
+async def test_a_crash_of_the_web_side_does_not_stop_relaying(smtp_upstream, ca, ca_file, tmp_path):  # type: ignore[no-untyped-def]
     up = smtp_upstream()
     listener = {
         "name": "smtp",
@@ -64,10 +64,19 @@ async def test_a_crash_of_the_web_side_does_not_stop_relaying(smtp_upstream, ca,
     async with trio.open_nursery() as nursery:
         service = await nursery.start(run_service, config, load_secrets(config_path), config_path)
         await _crash_and_recover(service, config_path, web_port)
+        page = await trio.to_thread.run_sync(_admin_status, web_port, ca_file)
+        assert "smtp" in page and f"127.0.0.1:{service.ports['smtp']}" in page, page
         nursery.cancel_scope.cancel()
     with trio.fail_after(GIVE_UP):  # the service took its child down with it
         while web_children(config_path):  # noqa: ASYNC110 - polls /proc
             await trio.sleep(0.05)
+
+
+def _admin_status(port: int, ca_file: Path) -> str:
+    """The admin status page as root sees it: what the service says on its control socket."""
+    client = Client(port, ca_file)
+    assert client.login("root").status == 303
+    return client.get("/admin/status").text
 
 
 async def _crash_and_recover(service, config_path: Path, web_port: int) -> None:  # type: ignore[no-untyped-def]
