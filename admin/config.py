@@ -199,6 +199,9 @@ class WebConfig(_Model):
     throttle_window: float = Field(default=900.0, gt=0)
     #: log in with an LDAP bind against `[ldap]` (the `user sync-ldap` directory)
     ldap_login: bool = True
+    #: web worker processes `run` starts; they share the port (SO_REUSEPORT) and the
+    #: session store
+    workers: int = Field(default=2, ge=1, le=16)
 
     @field_validator("listen")
     @classmethod

@@ -45,7 +45,7 @@ from . import downloads, views
 from .auth import Identity, authenticate
 from .i18n import pick_language, translator
 from .sanitize import FRAME_CSP, PAGE_CSP, frame_document
-from .sessions import Session, SessionStore
+from .sessions import Db, Session, SessionStore, store_path
 from .throttle import Throttle
 
 log = logging.getLogger("mailtee.web")
@@ -640,14 +640,15 @@ def create_app(
     """The ASGI app for one state dir (the caller closes `app.state.web.archive`)."""
     kw = {"clock": clock} if clock is not None else {}
     archive = archive or Archive(state_dir)
+    db = Db(store_path(state_dir))
     ctx = WebContext(
         config=config,
         secrets=secrets,
         state_dir=state_dir,
         archive=archive,
         audit_catalog=Catalog(archive.catalog.path),
-        sessions=SessionStore(config.web.session_lifetime, config.web.session_idle, **kw),
-        throttle=Throttle(config.web.max_failures, config.web.throttle_window, **kw),
+        sessions=SessionStore(db, config.web.session_lifetime, config.web.session_idle, **kw),
+        throttle=Throttle(db, config.web.max_failures, config.web.throttle_window, **kw),
         templates=templates(),
     )
     routes = [

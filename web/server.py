@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 from pathlib import Path
 
 import trio
@@ -28,6 +29,19 @@ class WebError(Exception):
     """The web side cannot start (one line for the operator)."""
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def hypercorn_config(config: Config, state: Path) -> HyperConfig:
     cert, key = state / "tls" / "cert.pem", state / "tls" / "key.pem"
     for path in (cert, key):
@@ -37,8 +51,10 @@ def hypercorn_config(config: Config, state: Path) -> HyperConfig:
                 "(create one with `proxy-admin tls self-signed`)"
             )
     hc = HyperConfig()
-    host = config.web.listen
-    hc.bind = [f"[{host}]:{config.web.port}" if ":" in host else f"{host}:{config.web.port}"]
+    # Our own socket: SO_REUSEPORT lets the service's web workers share the port (the
+    # kernel spreads connections over them).
+    sock = listening_socket(config.web.listen, config.web.port)
+    hc.bind = [f"fd://{sock.detach()}"]
     hc.certfile, hc.keyfile = str(cert), str(key)
     hc.accesslog = None
     hc.errorlog = logging.getLogger("mailtee.web.http")
@@ -87,3 +103,4 @@ async def serve(
     finally:
         app.state.web.archive.close_quietly()
         app.state.web.audit_catalog.close()
+        app.state.web.sessions.db.close()

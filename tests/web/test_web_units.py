@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 from web_mails import INVOICE_ATTACHMENT, INVOICE_FILENAME, hostile, invoice
 
@@ -10,7 +11,7 @@ from web.downloads import content_disposition
 from web.i18n import pick_language
 from web.parts import decoded, scan, text_of
 from web.sanitize import clean_html
-from web.sessions import SessionStore, token_hash
+from web.sessions import Db, SessionStore, token_hash
 from web.throttle import Throttle
 
 
@@ -94,14 +95,18 @@ def test_content_disposition_has_an_ascii_fallback_and_the_utf8_name() -> None:
     assert '"' not in content_disposition('a"b\r\n.txt').split("filename=")[1][1:-40]
 
 
-def test_sessions_expire_when_idle_and_after_their_lifetime() -> None:
+def test_sessions_expire_when_idle_and_after_their_lifetime(tmp_path: Path) -> None:
     clock = Clock()
-    store = SessionStore(lifetime=100, idle=30, clock=clock)
+    db = Db(tmp_path / "web" / "sessions.sqlite")
+    store = SessionStore(db, lifetime=100, idle=30, clock=clock)
     token, session = store.create("keiri", "user", "127.0.0.1")
-    assert token_hash(token) != token and token not in repr(store.__dict__)
+    stored = db.conn.execute("SELECT * FROM sessions").fetchall()
+    assert token_hash(token) in str(stored) and token not in str(stored)
+    assert (tmp_path / "web" / "sessions.sqlite").stat().st_mode & 0o077 == 0
     for _ in range(3):
         clock.now += 29
-        assert store.get(token) is session  # activity keeps it alive...
+        got = store.get(token)  # activity keeps it alive...
+        assert got is not None and got.user == "keiri" and got.csrf == session.csrf
     clock.now += 29
     assert store.get(token) is None  # ...until the absolute lifetime (116 s > 100 s)
     token, _ = store.create("keiri", "user", "127.0.0.1")
@@ -114,9 +119,9 @@ def test_sessions_expire_when_idle_and_after_their_lifetime() -> None:
     assert store.get(token) is None
 
 
-def test_throttle_counts_failures_per_key_in_a_window() -> None:
+def test_throttle_counts_failures_per_key_in_a_window(tmp_path: Path) -> None:
     clock = Clock()
-    t = Throttle(max_failures=3, window=60, clock=clock)
+    t = Throttle(Db(tmp_path / "s.sqlite"), max_failures=3, window=60, clock=clock)
     keys = ["account:keiri", "client:10.0.0.1"]
     for _ in range(3):
         assert t.retry_after(keys) == 0
