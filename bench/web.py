@@ -2,15 +2,16 @@
 of the web server while it streams a 50 MB attachment, against `proxy-admin search`.
 
     python bench/web.py [--work var/bench-web] [--count 100000] [--clients 10]
-                        [--requests 400] [--build-only]
+                        [--requests 400] [--workers 2] [--build-only]
 
 The store (100,000 messages from bench/corpus.py, plus one 100 KB message and one with a
 50 MB attachment) is built once under WORK and reused; the build time is reported (and
 kept in WORK/build.json). The web server is the real one (`python -m web ... web serve`,
-as `proxy-admin run` starts it) in its own process; each client is a thread with a
-keep-alive HTTPS connection and its own login. "Server time" is what the app reports in
-its `Server-Timing: app;dur=` header (request in to response headers out, for streamed
-bodies the first chunk); client-side latency is reported too. Prints one JSON object.
+as `proxy-admin run` starts it: `--workers` processes sharing the port); each client is a
+thread with a keep-alive HTTPS connection and its own login. "Server time" is what the
+app reports in its `Server-Timing: app;dur=` header (request in to response headers out,
+for streamed bodies the first chunk); client-side latency is reported too. Prints one
+JSON object.
 """
 
 from __future__ import annotations
@@ -235,16 +236,18 @@ def run_clients(port: int, n: int, jobs: list[str], user: str) -> dict[str, Any]
     return out
 
 
-def big_download(port: int, pid: int, mid: int, part: int) -> dict[str, Any]:
+def big_download(port: int, pids: list[int], mid: int, part: int) -> dict[str, Any]:
+    """RSS of every worker before and at its peak while one of them streams the file."""
     c = Client(port)
     c.login("audit")
-    base = rss_kib(pid)
-    peak = [base]
+    base = {p: rss_kib(p) for p in pids}
+    peaks = dict(base)
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            peak[0] = max(peak[0], rss_kib(pid))
+            for p in pids:
+                peaks[p] = max(peaks[p], rss_kib(p))
             time.sleep(0.01)
 
     sampler = threading.Thread(target=sample)
@@ -269,9 +272,9 @@ def big_download(port: int, pid: int, mid: int, part: int) -> dict[str, Any]:
         "sha256_ok": h.hexdigest() == expected,
         "seconds": round(seconds, 2),
         "mb_per_s": round(size / seconds / 1e6, 1),
-        "rss_before_mb": round(base / 1024, 1),
-        "rss_peak_mb": round(peak[0] / 1024, 1),
-        "rss_growth_mb": round((peak[0] - base) / 1024, 1),
+        "rss_before_mb": [round(base[p] / 1024, 1) for p in pids],
+        "rss_peak_mb": [round(peaks[p] / 1024, 1) for p in pids],
+        "rss_growth_mb": round(max(peaks[p] - base[p] for p in pids) / 1024, 1),
     }
 
 
@@ -308,6 +311,7 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=100_000)
     ap.add_argument("--clients", type=int, default=10)
     ap.add_argument("--requests", type=int, default=400, help="per page kind")
+    ap.add_argument("--workers", type=int, default=2, help="web processes ([web] workers)")
     ap.add_argument("--build-only", action="store_true")
     args = ap.parse_args()
     work = args.work.resolve()
@@ -321,13 +325,17 @@ def main() -> None:
     cfg += f'\n[web]\nenabled = true\nlisten = "127.0.0.1"\nport = {port}\n'
     (work / "config.toml").write_text(cfg)
     log = open(work / "web.log", "wb")  # noqa: SIM115
-    server = subprocess.Popen(
-        [sys.executable, "-m", "web", "--config", str(work / "config.toml"), "web", "serve"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    servers = [  # as `proxy-admin run` starts them: `[web] workers` processes, one port
+        subprocess.Popen(
+            [sys.executable, "-m", "web", "--config", str(work / "config.toml"), "web", "serve"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        for _ in range(args.workers)
+    ]
+    pids = [p.pid for p in servers]
     try:
         wait_listening(port, timeout=60)
         with Archive(work / "store") as archive:
@@ -357,10 +365,10 @@ def main() -> None:
         rng.shuffle(jobs)
         warm = run_clients(port, 2, jobs[:40], "audit")  # page cache, index readers
         single = run_clients(port, 1, jobs[:200], "audit")  # the same pages, no queueing
-        cpu0 = cpu_seconds(server.pid)
+        cpu0 = sum(cpu_seconds(p) for p in pids)
         mixed = run_clients(port, args.clients, jobs, "audit")
         mixed["server_cpu_ms_per_request"] = round(
-            (cpu_seconds(server.pid) - cpu0) * 1000 / mixed["requests"], 2
+            (sum(cpu_seconds(p) for p in pids) - cpu0) * 1000 / mixed["requests"], 2
         )
         sampled = run_clients(port, args.clients, [f"/message/{m}" for m in sample], "audit")
         user_scope = run_clients(
@@ -369,17 +377,20 @@ def main() -> None:
             ["/search?" + urllib.parse.urlencode({"q": q}) for q in flat[:100]],
             "bench",
         )
-        big = big_download(port, server.pid, ids["bench 50 MB attachment"], 2)
+        big = big_download(port, pids, ids["bench 50 MB attachment"], 2)
         cli = cli_search(work, flat[:20])
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for proc in servers:
+            proc.terminate()
+        for proc in servers:
+            proc.wait(timeout=30)
         log.close()
     out = {
         "bench": "web",
         "machine": machine_info(),
         "store": info,
         "clients": args.clients,
+        "workers": args.workers,
         "warmup_requests": warm["requests"],
         "one_client": single,
         "mixed_100k_message_and_search": mixed,

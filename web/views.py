@@ -61,20 +61,21 @@ def human_size(n: int) -> str:
     return f"{n} B"
 
 
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
+
+
 def time_html(iso: str, zone: str) -> Markup:
     """A <time>: in the configured zone, or UTC that app.js turns into the browser's."""
     if not iso:
         return Markup("")
-    try:
-        when = dt.datetime.strptime(iso[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.UTC)
-    except ValueError:
+    if not _ISO.match(iso):
         return Markup(escape(iso))
     if zone:
-        local = when.astimezone(zoneinfo.ZoneInfo(zone))
-        return Markup('<time datetime="{}">{}</time>').format(iso, local.strftime("%Y-%m-%d %H:%M"))
-    return Markup('<time datetime="{}" data-local>{} UTC</time>').format(
-        iso, when.strftime("%Y-%m-%d %H:%M")
-    )
+        when = dt.datetime.fromisoformat(iso[:19]).replace(tzinfo=dt.UTC)
+        local = when.astimezone(zoneinfo.ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
+        return Markup(f'<time datetime="{iso[:19]}Z">{local}</time>')
+    # checked by _ISO above: digits and separators only, nothing to escape
+    return Markup(f'<time datetime="{iso[:19]}Z" data-local>{iso[:10]} {iso[11:16]} UTC</time>')
 
 
 def _addr_list(values: list[str]) -> str:
