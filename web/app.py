@@ -358,7 +358,7 @@ async def search(request: Request) -> Response:
         error=error,
         page=page,
         full_query=query,
-        back=back,
+        back_q=urllib.parse.quote(back, safe=""),  # once, not per row
         zone_note=zone_note,
         prev_url=_page_url(request, page - 1) if page > 1 else "",
         next_url=_page_url(request, page + 1)
