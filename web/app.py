@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from admin.config import Config, Secrets
 from archive.catalog import Catalog
+from archive.logins import get_role
 from archive.query import QueryError
 from archive.store import Archive, ArchiveError
 from archive.users import list_users
@@ -139,8 +140,21 @@ def _ctx(request: Request) -> WebContext:
     return request.app.state.web  # type: ignore[no-any-return]
 
 
-def _session(request: Request) -> Session | None:
-    return _ctx(request).sessions.get(request.cookies.get(SESSION_COOKIE))
+def _current(ctx: WebContext, token: str | None) -> Session | None:
+    """The session of this cookie, if it is live and its user still exists with the
+    role the session was opened with (a removed user or a changed role ends it)."""
+    session = ctx.sessions.get(token)
+    if session is None:
+        return None
+    row = ctx.archive.catalog.one("SELECT 1 FROM users WHERE name = ?", (session.user,))
+    if row is None or get_role(ctx.archive.catalog, session.user) != session.role:
+        ctx.sessions.drop(token)
+        return None
+    return session
+
+
+async def _session(request: Request) -> Session | None:
+    return await run(_current, _ctx(request), request.cookies.get(SESSION_COOKIE))  # type: ignore[no-any-return]
 
 
 def render(
@@ -224,7 +238,7 @@ def _zone(request: Request) -> str:
 
 
 async def login_page(request: Request) -> Response:
-    if _session(request) is not None:
+    if await _session(request) is not None:
         return RedirectResponse("/search", 303)
     return _login_form(request, "", request.query_params.get("next", "/search"), "")
 
@@ -250,7 +264,7 @@ async def login_post(request: Request) -> Response:
     next_ = _safe_next(_first(form, "next") or "/search")
     client = _client(request)
     keys = [f"account:{login.lower()}", f"client:{client}"]
-    wait = ctx.throttle.retry_after(keys)
+    wait = await run(ctx.throttle.retry_after, keys)
     if wait > 0:
         await audit(request, None, "web.login-throttled", login=login)
         minutes = max(1, int(wait // 60) + (1 if wait % 60 else 0))
@@ -261,11 +275,11 @@ async def login_post(request: Request) -> Response:
         authenticate, ctx.archive.catalog, login, password, ldap_cfg, ldap_pw
     )
     if who is None:
-        ctx.throttle.failed(keys)
+        await run(ctx.throttle.failed, keys)
         await audit(request, None, "web.login-failed", login=login)
         return _login_form(request, t("login_failed"), next_, login, 401)
-    ctx.throttle.succeeded(keys[0])
-    token, session = ctx.sessions.create(who.user, who.role, client)
+    await run(ctx.throttle.succeeded, keys[0])
+    token, session = await run(ctx.sessions.create, who.user, who.role, client)
     await audit(request, session, "web.login", via=who.via, role=who.role)
     response = RedirectResponse(next_, 303)
     _cookie(response, SESSION_COOKIE, token)
@@ -276,13 +290,13 @@ async def login_post(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
-    session = _session(request)
+    session = await _session(request)
     form = await _form(request)
     if session is None:
         return RedirectResponse("/login", 303)
     if form is None or not session.csrf_ok(_first(form, "csrf")):
         return error_page(request, 403, "csrf", session)
-    _ctx(request).sessions.drop(request.cookies.get(SESSION_COOKIE))
+    await run(_ctx(request).sessions.drop, request.cookies.get(SESSION_COOKIE))
     await audit(request, session, "web.logout")
     response = RedirectResponse("/login", 303)
     response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
@@ -303,7 +317,7 @@ def _page_url(request: Request, page: int) -> str:
 
 
 async def search(request: Request) -> Response:
-    session = _session(request)
+    session = await _session(request)
     if session is None:
         return _login_redirect(request)
     p = request.query_params
@@ -371,7 +385,7 @@ async def search(request: Request) -> Response:
 
 
 async def _message_access(request: Request) -> tuple[Session | None, int | None, Response | None]:
-    session = _session(request)
+    session = await _session(request)
     if session is None:
         return None, None, _login_redirect(request)
     raw_id = request.path_params["mid"]
@@ -468,7 +482,8 @@ async def message_part(request: Request) -> Response:
     assert mid is not None
     ctx = _ctx(request)
     raw_n = request.path_params["n"]
-    part = await run(views.find_part, ctx.archive, mid, int(raw_n)) if raw_n.isdigit() else None
+    ok = raw_n.isdigit() and len(raw_n) < 6
+    part = await run(views.find_part, ctx.archive, mid, int(raw_n)) if ok else None
     if part is None:
         return error_page(request, 404, "not_found", session)
     name = views.attachment_name(part)
@@ -483,7 +498,7 @@ async def message_part(request: Request) -> Response:
 
 
 async def export(request: Request) -> Response:
-    session = _session(request)
+    session = await _session(request)
     form = await _form(request)
     if session is None:
         return error_page(request, 403, "csrf")
@@ -530,8 +545,8 @@ async def export(request: Request) -> Response:
 # --- admin -----------------------------------------------------------------------------
 
 
-def _admin(request: Request) -> tuple[Session | None, Response | None]:
-    session = _session(request)
+async def _admin(request: Request) -> tuple[Session | None, Response | None]:
+    session = await _session(request)
     if session is None:
         return None, _login_redirect(request)
     if session.role != "admin":
@@ -566,7 +581,7 @@ def _status(state_dir: Path) -> dict[str, Any]:
 
 
 async def admin_status(request: Request) -> Response:
-    session, refusal = _admin(request)
+    session, refusal = await _admin(request)
     if refusal is not None:
         return refusal
     status, error = None, ""
@@ -580,7 +595,7 @@ async def admin_status(request: Request) -> Response:
 
 
 async def admin_users(request: Request) -> Response:
-    session, refusal = _admin(request)
+    session, refusal = await _admin(request)
     if refusal is not None:
         return refusal
     users = await run(list_users, _ctx(request).archive.catalog)
@@ -592,7 +607,7 @@ async def admin_users(request: Request) -> Response:
 
 
 async def admin_audit(request: Request) -> Response:
-    session, refusal = _admin(request)
+    session, refusal = await _admin(request)
     if refusal is not None:
         return refusal
     actor = request.query_params.get("actor", "")[:200]
@@ -613,12 +628,12 @@ async def admin_audit(request: Request) -> Response:
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return error_page(request, 404, "not_found", _session(request))
+    return error_page(request, 404, "not_found", await _session(request))
 
 
 async def _archive_error(request: Request, exc: Exception) -> Response:
     log.error("web: %s %s: %s", request.method, request.url.path, exc)
-    return error_page(request, 500, "archive_error", _session(request))
+    return error_page(request, 500, "archive_error", await _session(request))
 
 
 async def _method(request: Request, exc: Exception) -> Response:

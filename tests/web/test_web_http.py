@@ -220,3 +220,24 @@ userPassword: dana-ldap-secret
     log = site.log()
     assert "dana-ldap-secret" not in log and slapd_tls.password not in log
     assert c.jar["__Host-mailtee_session"] not in log
+
+
+def test_a_changed_role_or_a_removed_user_ends_the_session(site: WebSite) -> None:
+    from archive.logins import set_password, set_role
+    from archive.users import UserSpec, add_user, remove_user
+
+    with site.archive() as a:
+        add_user(a.catalog, UserSpec("temp", ["temp@example.jp"]))
+        set_password(a.catalog, "temp", PASSWORD)
+        set_role(a.catalog, "temp", "auditor")
+    c = site.client()
+    c.login("temp")
+    assert c.get(f"/message/{site.ids['private']}").status == 200
+    with site.archive() as a:
+        set_role(a.catalog, "temp", "user")  # no longer an auditor: the session is over
+    assert c.get(f"/message/{site.ids['private']}").status == 303
+    c.login("temp")
+    assert c.get(f"/message/{site.ids['private']}").status == 404
+    with site.archive() as a:
+        remove_user(a.catalog, "temp")
+    assert c.get("/search").status == 303
