@@ -20,8 +20,10 @@ def register(app: typer.Typer) -> None:
 
 @web_app.command("serve")
 def serve(ctx: typer.Context) -> None:
-    """Serve the web side in the foreground (`proxy-admin run` does this in a child process
-    when `[web] enabled = true`; use this to debug it). Ctrl-C stops."""
+    """Serve the web side in the foreground, for debugging.
+
+    `proxy-admin run` starts the same in supervised child processes when the web side is
+    enabled in config.toml (the web table, enabled = true). Ctrl-C stops."""
     c = context(ctx)
     config = c.load_config()
     secrets = c.load_secrets(strict_mode=True)

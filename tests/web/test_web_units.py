@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from web_mails import INVOICE_ATTACHMENT, INVOICE_FILENAME, hostile, invoice
 
 from web.downloads import content_disposition
@@ -139,3 +141,37 @@ def test_language_choice() -> None:
     assert pick_language(None, "ja", "en") == "ja"
     assert pick_language("en", "ja", "ja") == "en"
     assert pick_language("xx", None, None) == "en"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                b"Content-Type: multipart/mixed; boundary=x\r\n",
+                b'Content-Type: multipart/alternative; boundary="y"\r\n',
+                b"Content-Transfer-Encoding: base64\r\n",
+                b"Content-Transfer-Encoding: quoted-printable\r\n",
+                b"Content-Disposition: attachment; filename*=UTF-8''%E8%AB%8B\r\n",
+                b"\r\n",
+                b"--x\r\n",
+                b"--x--\r\n",
+                b"--y\r\n",
+                b"--y--\r\n",
+                b"QUJD=\r\n",
+                b"=E3=81\r\n",
+                b"text\n",
+                b"\xff\xfe\x00",
+            ]
+        )
+        | st.binary(max_size=40),
+        max_size=40,
+    )
+)
+def test_any_bytes_scan_and_decode_without_raising(chunks: list[bytes]) -> None:
+    raw = b"".join(chunks)
+    structure = scan(io.BytesIO(raw))
+    for part in structure.parts:
+        assert 0 <= part.start <= part.end <= len(raw)
+        b"".join(decoded(io.BytesIO(raw), part))
+        text_of(io.BytesIO(raw), part)
