@@ -94,7 +94,19 @@ def test_content_disposition_has_an_ascii_fallback_and_the_utf8_name() -> None:
     value = content_disposition("請求書.pdf")
     assert value.startswith('attachment; filename="')
     assert "filename*=UTF-8''%E8%AB%8B%E6%B1%82%E6%9B%B8.pdf" in value
-    assert '"' not in content_disposition('a"b\r\n.txt').split("filename=")[1][1:-40]
+    hostile = content_disposition('a"b\r\n; filename=evil.exe')
+    assert "\r" not in hostile and "\n" not in hostile
+    fallback = hostile.split('filename="', 1)[1].split('"', 1)[0]
+    assert fallback == "a_b____filename_evil.exe"
+    assert hostile.count("filename=") == 1  # the injected parameter stays inside quotes
+
+
+def test_redirect_targets_stay_on_this_site() -> None:
+    from web.pages import safe_next
+
+    assert safe_next("/message/3?back=x") == "/message/3?back=x"
+    for bad in ("https://evil.example/", "//evil.example/", "/\\evil.example", "javascript:x", ""):
+        assert safe_next(bad) == "/search", bad
 
 
 def test_sessions_expire_when_idle_and_after_their_lifetime(tmp_path: Path) -> None:
