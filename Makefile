@@ -25,8 +25,8 @@ test: venv
 	$(BIN)/python -m pytest -q
 
 lint: venv
-	$(BIN)/ruff check proxy archive admin accounts tests bench fuzz
-	$(BIN)/ruff format --check proxy archive admin accounts tests bench fuzz
+	$(BIN)/ruff check proxy archive admin accounts web tests bench fuzz
+	$(BIN)/ruff format --check proxy archive admin accounts web tests bench fuzz
 
 ## fuzz: >= 1,000,000 executions each through the SMTP and POP3 cores (not in CI; atheris
 ## gives coverage guidance when installed, random token splicing otherwise)

@@ -516,3 +516,6 @@ from admin import cli_account  # noqa: E402
 
 cli_account.register(app)
 cli_mailbox.register(app)
+from admin import cli_web  # noqa: E402 - the web side (docs/web.md)
+
+cli_web.register(app)

@@ -328,6 +328,78 @@ class MailboxConfig(_Model):
         return None if self.interval is None else parse_duration(self.interval)
 
 
+class WebConfig(_Model):
+    """`[web]`: browser access to the archive over HTTPS (web/, docs/web.md)."""
+
+    enabled: bool = False
+    listen: str = "0.0.0.0"
+    #: 0 = any free port (tests); the bound port is logged
+    port: Annotated[int, Field(ge=0, le=65535)] = 8443
+    #: a session ends this long after login, however active (seconds)
+    session_lifetime: float = Field(default=8 * 3600.0, gt=0)
+    #: ... and after this long without a request
+    session_idle: float = Field(default=30 * 60.0, gt=0)
+    #: dates are shown in this IANA zone ("" = the browser's zone, UTC without JavaScript)
+    time_zone: str = ""
+    #: failed logins per account / per client address within `throttle_window` before
+    #: further attempts are refused until the window has passed
+    max_failures: int = Field(default=5, ge=1)
+    throttle_window: float = Field(default=900.0, gt=0)
+    #: log in with an LDAP bind against `[ldap]` (the `user sync-ldap` directory)
+    ldap_login: bool = True
+    #: web worker processes `run` starts; they share the port (SO_REUSEPORT) and the
+    #: session store
+    workers: int = Field(default=2, ge=1, le=16)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_is_ip(cls, v: str) -> str:
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IP address") from None
+        return v
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        if v:
+            import zoneinfo
+
+            try:
+                zoneinfo.ZoneInfo(v)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"{v!r} is not a time zone (e.g. Asia/Tokyo)") from None
+        return v
+
+
+class LdapConfig(_Model):
+    """`[ldap]`: the directory users log in against on the web side (an LDAP bind).
+
+    The same server `proxy-admin user sync-ldap` reads. The bind password of `bind_dn`
+    (used to look the person's entry up) is `[ldap] bind_password` in secrets.toml.
+    """
+
+    url: str
+    base_dn: str
+    bind_dn: str | None = None
+    #: attribute holding the user name mailtee knows the person by (AD: sAMAccountName)
+    name_attr: str = "uid"
+    filter: str = "(|(objectClass=inetOrgPerson)(objectClass=user))"
+    #: upgrade an ldap:// connection with StartTLS (ldaps:// is TLS from the start)
+    start_tls: bool = True
+    #: CA bundle for the directory's certificate ("" = the system's)
+    ca_file: str = ""
+    timeout: float = Field(default=10.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("ldap://", "ldaps://")):
+            raise ValueError("must start with ldap:// or ldaps://")
+        return v
+
+
 class Config(_Model):
     hostname: str = "mailtee.localdomain"
     state_dir: str = "/var/lib/mailtee"
@@ -337,6 +409,8 @@ class Config(_Model):
     limits: Limits = Field(default_factory=Limits)
     demo: DemoConfig = Field(default_factory=DemoConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
+    ldap: LdapConfig | None = None
     listener: list[ListenerConfig] = Field(default_factory=list)
     account: list[AccountConfig] = Field(default_factory=list)
     mailbox: list[MailboxConfig] = Field(default_factory=list)

@@ -314,11 +314,16 @@ class Catalog:
 
     # --- audit -----------------------------------------------------------------------
 
-    def audit(self, action: str, detail: dict[str, Any] | None = None) -> None:
-        try:
-            actor = getpass.getuser()
-        except Exception:
-            actor = "unknown"
+    def audit(
+        self, action: str, detail: dict[str, Any] | None = None, *, actor: str | None = None
+    ) -> None:
+        """Record an action; `actor` defaults to the OS user (the CLI), the web side
+        passes the logged-in person ("web:alice")."""
+        if actor is None:
+            try:
+                actor = getpass.getuser()
+            except Exception:
+                actor = "unknown"
         with self.transaction() as conn:
             conn.execute(
                 "INSERT INTO audit(at, actor, action, detail) VALUES (?, ?, ?, ?)",

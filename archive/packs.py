@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,13 +66,23 @@ class PackReader:
 
     def __init__(self, packs_dir: Path) -> None:
         self.dir = packs_dir
-        self._dctx = zstandard.ZstdDecompressor()
+        # A ZstdDecompressor must not be used by two threads at once (the web side reads
+        # from many): one per thread.
+        self._local = threading.local()
         self._cache: tuple[tuple[int, int], bytes] | None = None
+
+    @property
+    def _dctx(self) -> zstandard.ZstdDecompressor:
+        dctx = getattr(self._local, "dctx", None)
+        if dctx is None:
+            dctx = self._local.dctx = zstandard.ZstdDecompressor()
+        return dctx
 
     def _chunk(self, ref: BlobRef) -> bytes:
         key = (ref.pack, ref.offset)
-        if self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
+        cache = self._cache  # one read: another thread may replace it meanwhile
+        if cache is not None and cache[0] == key:
+            return cache[1]
         path = self.dir / pack_name(ref.pack)
         where = f"{path.name}@{ref.offset}"
         try:

@@ -574,6 +574,10 @@ async def run_service(
                 from archive.pull.schedule import pull_loop  # [[mailbox]] interval
 
                 nursery.start_soon(pull_loop, service, alerter.alert)
+                if config.web.enabled:  # in a supervised child: a crash there never stops relaying
+                    from web.supervisor import supervise
+
+                    nursery.start_soon(supervise, config_path)
                 handler = partial(_control_handler, service, alerter, config_path)
                 try:
                     await nursery.start(control.serve, control.socket_path(state), handler)

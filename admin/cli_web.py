@@ -1,0 +1,46 @@
+"""`proxy-admin web ...`: the browser access to the archive (docs/web.md)."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from admin.cli_common import context, fail, register_error, setup_logging
+
+web_app = typer.Typer(
+    help="Browser access to the archive over HTTPS (see docs/web.md).",
+    no_args_is_help=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(web_app, name="web")
+
+
+@web_app.command("serve")
+def serve(ctx: typer.Context) -> None:
+    """Serve the web side in the foreground, for debugging.
+
+    `proxy-admin run` starts the same in supervised child processes when the web side is
+    enabled in config.toml (the web table, enabled = true). Ctrl-C stops."""
+    c = context(ctx)
+    config = c.load_config()
+    secrets = c.load_secrets(strict_mode=True)
+    try:
+        import trio
+
+        from web.server import WebError
+        from web.server import serve as web_serve
+    except ModuleNotFoundError as e:
+        fail(f"the web side is not installed ({e.name} is missing)", 1)
+    register_error(WebError, 1)
+    handler = setup_logging(config.log_level)
+    try:
+        trio.run(web_serve, config, secrets, c.config_path)
+    except KeyboardInterrupt:
+        typer.echo("proxy-admin: web: stopped", err=True)
+    except OSError as e:
+        fail(f"web: cannot listen on {config.web.listen}:{config.web.port}: {e.strerror}", 1)
+    finally:
+        logging.getLogger().removeHandler(handler)

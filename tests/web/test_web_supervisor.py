@@ -1,0 +1,99 @@
+"""`proxy-admin run` with `[web] enabled = true`: the web side is a supervised child; killing
+it does not stop relaying, and it comes back."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import trio
+from web_helpers import Client, build_state, free_port
+
+from admin.config import load_config, load_secrets
+from fixtures import mails
+from fixtures.smtp_clients import smtplib_session
+from proxy.serve import run_service
+
+pytestmark = pytest.mark.e2e
+
+GIVE_UP = 60.0  # seconds; a limit for a hung test, not a pass/fail threshold
+
+
+def web_children(config_path: Path) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(config_path).encode() in cmd and b"web" in cmd and b"serve" in cmd:
+            pids.append(int(entry))
+    return pids
+
+
+async def wait_listening(port: int) -> None:
+    with trio.fail_after(GIVE_UP):
+        while True:
+            try:
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+            except OSError:
+                await trio.sleep(0.05)
+                continue
+            await stream.aclose()
+            return
+
+
+async def test_a_crash_of_the_web_side_does_not_stop_relaying(smtp_upstream, ca, ca_file, tmp_path):  # type: ignore[no-untyped-def]
+    up = smtp_upstream()
+    listener = {
+        "name": "smtp",
+        "protocol": "smtp",
+        "listen": "127.0.0.1",
+        "port": free_port(),
+        "target_host": "127.0.0.1",
+        "target_port": up.port,
+    }
+    config_path, _state, web_port, _ids = await trio.to_thread.run_sync(
+        lambda: build_state(tmp_path, ca, {}, {"listener": [listener]})
+    )
+    config = load_config(config_path)
+    async with trio.open_nursery() as nursery:
+        service = await nursery.start(run_service, config, load_secrets(config_path), config_path)
+        await _crash_and_recover(service, config_path, web_port)
+        page = await trio.to_thread.run_sync(_admin_status, web_port, ca_file)
+        assert "smtp" in page and f"127.0.0.1:{service.ports['smtp']}" in page, page
+        nursery.cancel_scope.cancel()
+    with trio.fail_after(GIVE_UP):  # the service took its child down with it
+        while web_children(config_path):  # noqa: ASYNC110 - polls /proc
+            await trio.sleep(0.05)
+
+
+def _admin_status(port: int, ca_file: Path) -> str:
+    """The admin status page as root sees it: what the service says on its control socket."""
+    client = Client(port, ca_file)
+    assert client.login("root").status == 303
+    return client.get("/admin/status").text
+
+
+async def _crash_and_recover(service, config_path: Path, web_port: int) -> None:  # type: ignore[no-untyped-def]
+    await wait_listening(web_port)
+    with trio.fail_after(GIVE_UP):
+        while len(workers := web_children(config_path)) < 2:  # noqa: ASYNC110 - 2 workers
+            await trio.sleep(0.05)
+    first = workers[0]
+    os.kill(first, signal.SIGKILL)
+
+    res = await smtplib_session(service.ports["smtp"], [mails.plain(1)])
+    assert res.transactions[0].data[0] == 250, res  # relaying goes on without the web side
+
+    with trio.fail_after(GIVE_UP):
+        while True:
+            again = [p for p in web_children(config_path) if p != first]
+            if len(again) == 2:
+                break
+            await trio.sleep(0.05)
+    await wait_listening(web_port)

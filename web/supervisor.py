@@ -1,0 +1,93 @@
+"""Run the web side in child processes of `proxy-admin run`; restart each when it dies.
+
+Why a child: the web side parses hostile HTML, serves browsers and runs third-party
+code (Starlette, Hypercorn, nh3); none of that may take relaying down. The child is
+`python -m web --config PATH web serve`; it reads the config itself, opens the archive
+read-mostly (audit rows are small catalog transactions) and never touches the spool.
+`[web] workers` children (default 2) share the HTTPS port (SO_REUSEPORT) and the
+session store, so two cores serve pages in parallel.
+A crash is logged and the child restarted after a growing pause (1 s doubling to 60 s;
+back to 1 s after a minute of good health). When the service stops, the child gets
+SIGTERM (trio cancels `run_process`), and PR_SET_PDEATHSIG makes the kernel send it one
+if the parent dies without cleaning up.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import trio
+
+log = logging.getLogger("mailtee.web")
+
+MIN_BACKOFF = 1.0
+MAX_BACKOFF = 60.0
+HEALTHY_AFTER = 60.0
+_PR_SET_PDEATHSIG = 1
+#: where the `web` package lives, so the child imports the same code as the service
+_ROOT = str(Path(__file__).resolve().parents[1])
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def command(config_path: Path) -> list[str]:
+    return [sys.executable, "-m", "web", "--config", str(config_path), "web", "serve"]
+
+
+async def supervise(
+    config_path: Path, *, workers: int | None = None, max_restarts: int | None = None
+) -> None:
+    """Keep `[web] workers` web children running until cancelled (the service stopping)."""
+    if workers is None:
+        from admin.config import load_config
+
+        config = await trio.to_thread.run_sync(load_config, config_path)
+        workers = config.web.workers
+    async with trio.open_nursery() as nursery:
+        for n in range(workers):
+            nursery.start_soon(_keep_running, config_path, n + 1, max_restarts)
+
+
+async def _keep_running(config_path: Path, worker: int, max_restarts: int | None) -> None:
+    backoff = MIN_BACKOFF
+    restarts = 0
+    path = os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    while True:
+        started = trio.current_time()
+        log.info("web: starting web worker %d (%s)", worker, config_path)
+        try:
+            proc = await trio.run_process(
+                command(config_path),
+                check=False,
+                env=env,
+                preexec_fn=_die_with_parent,
+            )
+            code: int | None = proc.returncode
+        except OSError as e:
+            code = None
+            log.error("web: cannot start web worker %d: %s", worker, e.strerror or e)
+        if trio.current_time() - started >= HEALTHY_AFTER:
+            backoff = MIN_BACKOFF
+        log.error(
+            "web: web worker %d exited (%s); relaying continues, restarting in %.0f s",
+            worker,
+            f"status {code}" if code is not None else "not started",
+            backoff,
+        )
+        restarts += 1
+        if max_restarts is not None and restarts > max_restarts:
+            return
+        await trio.sleep(backoff)
+        backoff = min(backoff * 2, MAX_BACKOFF)
