@@ -6,6 +6,28 @@ line (`proxy-admin: error: ...`), exit 2 for a usage/config error and 1 for an
 operational failure; see admin.cli_common.ProxyAdminGroup for where that happens.
 The command groups (listener, tls, archive, maintenance) live in admin/cli_*.py and
 are registered at the bottom.
+
+Start-up cost — the lazy-import rule (issue 12 item 4). Every invocation, even
+`--help`, imports this module and every admin/cli_*.py to build the typer app, so at
+module level those files import only the standard library, typer and admin.cli_common /
+admin.paths. Everything else is imported inside the command function that uses it:
+
+    @group_app.command("add")
+    def thing_add(ctx: typer.Context, name: NameArg) -> None:
+        ...  # docstring = help text
+        from admin.config import ThingConfig      # pydantic: only when the command runs
+        from archive.things import add_thing      # archive, ssl, ldap3, cryptography, ...
+        ...
+
+- type hints of heavy classes: `if TYPE_CHECKING:` imports (annotations are strings);
+- expected errors: `register_error("archive.things:ThingError", 1)` by name, which
+  never imports the module;
+- option defaults: literals or constants defined in the cli module, not attributes
+  of a heavy class.
+tests/admin/test_cli_imports.py enforces this: importing admin.cli and running
+`--help` of every command load no archive, proxy, pydantic, cryptography, OpenSSL,
+ldap3, tantivy, trio or rich module. The help is plain click text
+(`rich_markup_mode=None`): rendering it with rich would import ~50 ms of modules.
 """
 
 from __future__ import annotations
@@ -15,11 +37,10 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from admin import tls_certs
 from admin.cli_common import (
     CliContext,
     JsonOpt,
@@ -34,23 +55,19 @@ from admin.cli_common import (
     register_error,
     setup_logging,
 )
-from admin.config import (
-    Config,
-    ListenerConfig,
-    Secrets,
-    check_secrets,
-    resolve_config_path,
-    secrets_path,
-)
-from archive.reports import backlog as report_backlog
+from admin.paths import resolve_config_path, secrets_path
 
-register_error(tls_certs.CertError, 1)
+if TYPE_CHECKING:
+    from admin.config import Config
+
+register_error("admin.tls_certs:CertError", 1)
 
 app = typer.Typer(
     cls=ProxyAdminGroup,
     name="proxy-admin",
     help="Administer mailtee, the transparent POP3/SMTP archiving proxy.",
     no_args_is_help=True,
+    rich_markup_mode=None,  # plain click help: rendering it with rich costs ~50 ms to import
     add_completion=False,
     pretty_exceptions_show_locals=False,  # locals may hold passwords (invariant 5)
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -90,6 +107,8 @@ def main() -> None:
 
 
 def _default_hostname(demo: bool) -> str:
+    from admin.config import Config
+
     if demo:
         return "localhost"
     fqdn = socket.getfqdn()
@@ -134,6 +153,9 @@ def init(
     ] = False,
 ) -> None:
     """Create config.toml, secrets.toml, the state directory and a self-signed certificate."""
+    from admin import tls_certs
+    from admin.config import Config, ListenerConfig, Secrets
+
     c = context(ctx)
     if c.config_path.exists() and not force:
         fail(f"{c.config_path} already exists; use --force to overwrite it", 1)
@@ -253,6 +275,8 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 
 def _preflight_tls(c: CliContext, config: Config) -> None:
+    from admin import tls_certs
+
     if not any(lst.client_tls != "none" for lst in config.listener):
         return
     cert, key = tls_certs.server_context_paths(c.state_dir(config))
@@ -268,6 +292,8 @@ def _preflight_tls(c: CliContext, config: Config) -> None:
 @app.command()
 def run(ctx: typer.Context) -> None:
     """Run the proxy in the foreground (systemd's ExecStart). SIGHUP reloads the config."""
+    from admin.config import check_secrets
+
     c = context(ctx)
     config = c.load_config()
     secrets = c.load_secrets(strict_mode=True)
@@ -410,6 +436,8 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     While the service runs it answers through its control socket (state_dir/control.sock);
     otherwise the ports are checked from outside.
     """
+    from archive.reports import backlog as report_backlog
+
     c = context(ctx)
     config = c.load_config()
     sd = c.state_dir(config)

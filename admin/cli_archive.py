@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from admin.cli_common import (
@@ -27,19 +26,17 @@ from admin.cli_common import (
     show_progress,
     warn,
 )
-from archive.importer import ImportSourceError
-from archive.ldap_sync import LdapSettings, LdapSyncError
-from archive.packs import PackError
-from archive.query import QueryError
-from archive.store import ArchiveError
-from archive.users import UserError, UserSpec, check_address, check_name
 
-register_error(ArchiveError, 1)
-register_error(PackError, 1)
-register_error(LdapSyncError, 1)
-register_error(UserError, 1)
-register_error(QueryError, 2)
-register_error(ImportSourceError, 2)
+register_error("archive.store:ArchiveError", 1)
+register_error("archive.packs:PackError", 1)
+register_error("archive.ldap_sync:LdapSyncError", 1)
+register_error("archive.users:UserError", 1)
+register_error("archive.query:QueryError", 2)
+register_error("archive.importer:ImportSourceError", 2)
+
+#: archive.ldap_sync.LdapSettings.filter (a test checks they agree; not imported here
+#: so that `--help` does not load ldap3)
+LDAP_DEFAULT_FILTER = "(|(objectClass=inetOrgPerson)(objectClass=user))"
 
 UserOpt = Annotated[
     str | None, typer.Option("--user", "-u", help="Only messages owned by this user.")
@@ -57,7 +54,7 @@ def _stats_out(stats, json_out: bool, what: str) -> None:  # type: ignore[no-unt
     if json_out:
         print_json(stats.as_dict())
     else:
-        click.echo(
+        typer.echo(
             f"{what} {stats.reports} item(s): {stats.new_messages} new message(s), "
             f"{stats.duplicates} already archived, {stats.updated_reports} report update(s)"
         )
@@ -110,7 +107,7 @@ def search(
         )
         return
     if not hits:
-        click.echo("no matches", err=True)
+        typer.echo("no matches", err=True)
         return
     rows = [
         (
@@ -125,7 +122,7 @@ def search(
     ]
     print_table(("ID", "DATE (UTC)", "FROM", "SUBJECT", "SIZE", "ATT"), rows)
     if total > len(hits):
-        click.echo(f"({len(hits)} of {total} matches; use --limit for more)", err=True)
+        typer.echo(f"({len(hits)} of {total} matches; use --limit for more)", err=True)
 
 
 def _clip(text: str, width: int) -> str:
@@ -181,8 +178,8 @@ def show(
         who = r["pop3_user"] and f"pop3 user {r['pop3_user']}" or r["client_ip"] or ""
         pairs.append(("report", f"{r['received_at']} {r['protocol']} {where} {who} {r['outcome']}"))
     print_fields(pairs)
-    click.echo("")
-    click.echo(info["text"])
+    typer.echo("")
+    typer.echo(info["text"])
 
 
 def export(
@@ -216,7 +213,7 @@ def export(
     if json_out:
         print_json({"query": query, "format": fmt, "count": count, "path": str(where)})
     else:
-        click.echo(f"exported {count} message(s) to {where}")
+        typer.echo(f"exported {count} message(s) to {where}")
 
 
 # --- users -----------------------------------------------------------------------------
@@ -234,7 +231,7 @@ def user_add(
     display_name: Annotated[str | None, typer.Option("--display-name")] = None,
 ) -> None:
     """Add a user owning every message to/from/cc/bcc one of their addresses."""
-    from archive.users import add_user
+    from archive.users import UserError, UserSpec, add_user, check_address, check_name
 
     try:
         check_name(name)
@@ -243,7 +240,7 @@ def user_add(
         fail(str(e), 2)
     with opened_archive(ctx) as archive:
         add_user(archive.catalog, UserSpec(name, addrs, display_name, list(pop3_account or [])))
-    click.echo(f"added user {name} ({', '.join(addrs)})")
+    typer.echo(f"added user {name} ({', '.join(addrs)})")
 
 
 @user_app.command("list")
@@ -276,7 +273,7 @@ def user_remove(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> N
 
     with opened_archive(ctx) as archive:
         remove_user(archive.catalog, name)
-    click.echo(f"removed user {name}")
+    typer.echo(f"removed user {name}")
 
 
 @user_app.command("passwd")
@@ -295,13 +292,14 @@ def user_passwd(
 ) -> None:
     """Set a user's local password (argon2id) for web access and local mail logins."""
     from archive.logins import check_password_text, clear_password, set_password
+    from archive.users import UserError
 
     if clear == password_stdin:
         fail("give exactly one of --password-stdin or --clear", 2)
     with opened_archive(ctx) as archive:
         if clear:
             clear_password(archive.catalog, name)
-            click.echo(f"removed the local password of {name}")
+            typer.echo(f"removed the local password of {name}")
             return
         password = sys.stdin.readline().rstrip("\r\n")
         try:
@@ -309,7 +307,7 @@ def user_passwd(
         except UserError as e:
             fail(str(e), 2)
         set_password(archive.catalog, name, password)
-    click.echo(f"set the local password of {name}")
+    typer.echo(f"set the local password of {name}")
 
 
 @user_app.command("role")
@@ -327,14 +325,14 @@ def user_role(
         fail(f"role must be one of {', '.join(ROLES)}", 2)
     with opened_archive(ctx) as archive:
         set_role(archive.catalog, name, role)
-    click.echo(f"{name} is now {role}")
+    typer.echo(f"{name} is now {role}")
 
 
 def _import_out(result, json_out: bool) -> None:  # type: ignore[no-untyped-def]
     if json_out:
         print_json(result.as_dict())
     else:
-        click.echo(
+        typer.echo(
             f"{result.added} added, {result.updated} updated, {result.unchanged} unchanged, "
             f"{result.removed} removed, {len(result.errors)} rejected"
         )
@@ -373,7 +371,7 @@ def user_sync_ldap(
     ] = False,
     ldap_filter: Annotated[
         str, typer.Option("--filter", help="LDAP filter selecting the users.")
-    ] = LdapSettings.filter,
+    ] = LDAP_DEFAULT_FILTER,
     name_attr: Annotated[
         str, typer.Option("--name-attr", help="User name attribute (AD: sAMAccountName).")
     ] = "uid",
@@ -391,7 +389,7 @@ def user_sync_ldap(
     json_out: JsonOpt = False,
 ) -> None:
     """Mirror users from LDAP / Active Directory (idempotent)."""
-    from archive.ldap_sync import sync
+    from archive.ldap_sync import LdapSettings, sync
 
     c = context(ctx)
     password = None

@@ -4,7 +4,9 @@ Commands stay thin (sqlite-utils style): they open a library object, call one me
 print. Expected library errors are converted to one stderr line at the edge, by
 `ProxyAdminGroup` (the root command group), so the same conversion applies when the app is
 run by `main()`, by a console script or in-process by a test's CliRunner. Extension
-modules (admin/cli_archive.py) can add their own error types with `register_error`.
+modules (admin/cli_archive.py) can add their own error types with `register_error`,
+by class or, to keep its module unimported until a command needs it, by
+"module:ClassName" (see admin/cli.py for the lazy-import rule).
 """
 
 from __future__ import annotations
@@ -20,27 +22,33 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 if TYPE_CHECKING:
+    from admin.config import Config, Secrets
     from archive.store import Archive
-from typer.core import TyperGroup
 
 try:  # typer >= 0.26 vendors click; its exceptions derive from TyperException
     from typer import TyperException as _CliError
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import ClickException as _CliError  # type: ignore[assignment]
 
-from admin import config as cfg
-from admin.config import Config, ConfigError, Secrets
+from admin import paths
 
 PROG = "proxy-admin"
 
 #: Expected exception types -> exit code. Anything else is a bug and keeps its traceback.
-_EXPECTED_ERRORS: dict[type[BaseException], int] = {ConfigError: 2, OSError: 1}
+#: A key is a class or "module:ClassName"; a named class whose module was never imported
+#: cannot have been raised, so matching never imports anything.
+_EXPECTED_ERRORS: dict[type[BaseException] | str, int] = {
+    "admin.config:ConfigError": 2,
+    OSError: 1,
+}
 
 
-def register_error(exc_type: type[BaseException], code: int = 1) -> None:
-    """Make `exc_type` an expected error: printed as one line, exit `code`."""
+def register_error(exc_type: type[BaseException] | str, code: int = 1) -> None:
+    """Make `exc_type` (a class or "module:ClassName") an expected error: one line, exit
+    `code`. Prefer the string form for classes of heavy modules (archive, ldap3, ...)."""
     _EXPECTED_ERRORS[exc_type] = code
 
 
@@ -51,18 +59,26 @@ class CliContext:
     config_path: Path
 
     def load_config(self) -> Config:
+        from admin import config as cfg
+
         return cfg.load_config(self.config_path)
 
     def load_secrets(self, *, strict_mode: bool = True) -> Secrets:
+        from admin import config as cfg
+
         return cfg.load_secrets(self.config_path, strict_mode=strict_mode)
 
     def state_dir(self, config: Config) -> Path:
-        return cfg.state_dir(config, self.config_path)
+        return paths.state_dir(config, self.config_path)
 
     def save_config(self, config: Config) -> None:
+        from admin import config as cfg
+
         cfg.save_config(config, self.config_path)
 
     def save_secrets(self, secrets: Secrets) -> None:
+        from admin import config as cfg
+
         cfg.save_secrets(secrets, self.config_path)
 
 
@@ -70,7 +86,7 @@ def context(ctx: typer.Context) -> CliContext:
     """The CliContext set up by the root callback (or the default one, if there is none)."""
     found = ctx.find_object(CliContext)
     if found is None:
-        found = CliContext(cfg.resolve_config_path(None))
+        found = CliContext(paths.resolve_config_path(None))
         ctx.ensure_object(dict)  # leave ctx.obj alone if something else owns it
     return found
 
@@ -144,10 +160,24 @@ def describe_error(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
+def _registered_class(key: type[BaseException] | str) -> type[BaseException] | None:
+    if not isinstance(key, str):
+        return key
+    module, _, name = key.partition(":")
+    loaded = sys.modules.get(module)
+    found = getattr(loaded, name, None) if loaded is not None else None
+    return found if isinstance(found, type) else None
+
+
 def _expected_code(e: BaseException) -> int | None:
+    codes = {
+        cls: code
+        for key, code in _EXPECTED_ERRORS.items()
+        if (cls := _registered_class(key)) is not None
+    }
     for exc_type in type(e).__mro__:
-        if exc_type in _EXPECTED_ERRORS:
-            return _EXPECTED_ERRORS[exc_type]
+        if exc_type in codes:
+            return codes[exc_type]
     return None
 
 
@@ -247,7 +277,7 @@ def reload_hint() -> None:
 
 def config_arg(c: CliContext) -> str:
     """`--config X ` when the config is not the default one, for printed next steps."""
-    if c.config_path == cfg.resolve_config_path(None):
+    if c.config_path == paths.resolve_config_path(None):
         return ""
     return f"--config {c.config_path} "
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import ssl
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -27,14 +26,10 @@ from admin.cli_common import (
     reload_hint,
     warn,
 )
-from admin.config import (
-    LISTENER_NAME_RE,
-    Config,
-    ListenerConfig,
-    Secrets,
-    default_port,
-    secrets_path,
-)
+from admin.paths import secrets_path
+
+if TYPE_CHECKING:
+    from admin.config import Config, ListenerConfig, Secrets
 
 listener_app = typer.Typer(
     help="Add, list, show, change and remove listeners (client port -> provider).",
@@ -107,6 +102,8 @@ def parse_ca_file(value: str) -> str | None:
         fail(f"--target-ca: {value}: no such file", 2)
     if not p.is_file():
         fail(f"--target-ca: {value}: not a file", 2)
+    import ssl
+
     try:
         ssl.create_default_context(cafile=str(p))
     except ssl.SSLError:
@@ -118,6 +115,8 @@ def parse_ca_file(value: str) -> str | None:
 
 
 def check_listener_name(name: str) -> str:
+    from admin.config import LISTENER_NAME_RE
+
     if not LISTENER_NAME_RE.match(name):
         fail(f"NAME: {name!r}: must be 1-32 characters of letters, digits, '-' or '_'", 2)
     return name
@@ -266,6 +265,8 @@ def _changes(
 def _build_listener(data: dict[str, Any]) -> ListenerConfig:
     from pydantic import ValidationError
 
+    from admin.config import ListenerConfig
+
     try:
         return ListenerConfig.model_validate(data)
     except ValidationError as e:
@@ -294,6 +295,8 @@ def _apply_secret(
     c: CliContext, name: str, lst: ListenerConfig, password_stdin: bool
 ) -> tuple[Secrets | None, bool]:
     """Work out secrets.toml for listener `name`: (new Secrets or None if unchanged, added)."""
+    from admin.config import Secrets
+
     if password_stdin and lst.target_user is None:
         fail("--target-password-stdin: needs --target-user", 2)
     secrets = c.load_secrets(strict_mode=False)
@@ -418,6 +421,8 @@ def listener_set(
     i = _find(config, name)
     old = config.listener[i]
     data = old.model_dump()
+    from admin.config import default_port
+
     # A port that was the default for the old protocol/TLS mode follows the new one.
     if ({"protocol", "client_tls"} & ch.keys()) and "port" not in ch:
         if old.port == default_port(old.protocol, old.client_tls == "implicit"):
@@ -453,6 +458,8 @@ def listener_remove(ctx: typer.Context, name: NameArg) -> None:
     config = c.load_config()
     i = _find(config, name)
     config.listener = [*config.listener[:i], *config.listener[i + 1 :]]
+    from admin.config import Secrets
+
     secrets = None
     if secrets_path(c.config_path).exists():
         current = c.load_secrets(strict_mode=False)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from admin import tls_certs
 from admin.cli_common import (
     CliContext,
     JsonOpt,
@@ -22,11 +21,11 @@ from admin.cli_common import (
     register_error,
     reload_hint,
 )
-from admin.config import (
-    Config,
-)
 
-register_error(tls_certs.CertError, 1)
+if TYPE_CHECKING:
+    from admin.config import Config
+
+register_error("admin.tls_certs:CertError", 1)
 
 tls_app = typer.Typer(
     help="The proxy's own TLS certificate (state_dir/tls/cert.pem and key.pem).",
@@ -42,12 +41,16 @@ def register(app: typer.Typer) -> None:
 
 
 def _tls_paths(c: CliContext) -> tuple[Config, Path, Path]:
+    from admin import tls_certs
+
     config = c.load_config()
     cert, key = tls_certs.server_context_paths(c.state_dir(config))
     return config, cert, key
 
 
 def _hostname_or_fail(hostname: str) -> str:
+    from admin import tls_certs
+
     try:
         return tls_certs.check_hostname(hostname)
     except tls_certs.CertError as e:
@@ -84,6 +87,8 @@ HostnameOpt = Annotated[
 @tls_app.command("show")
 def tls_show(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Show subject, issuer, names, expiry and SHA-256 fingerprint of the certificate."""
+    from admin import tls_certs
+
     c = context(ctx)
     _, cert, key = _tls_paths(c)
     if not cert.exists():
@@ -100,6 +105,8 @@ def tls_show(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 @tls_app.command("self-signed")
 def tls_self_signed(ctx: typer.Context, hostname: HostnameOpt = None) -> None:
     """Replace the certificate and key with a new self-signed pair."""
+    from admin import tls_certs
+
     c = context(ctx)
     config, cert, key = _tls_paths(c)
     host = _hostname_or_fail(hostname or config.hostname)
@@ -121,6 +128,8 @@ def tls_csr(
     hostname: HostnameOpt = None,
 ) -> None:
     """Write a certificate signing request for the existing key (for a CA to sign)."""
+    from admin import tls_certs
+
     c = context(ctx)
     config, cert, key = _tls_paths(c)
     host = _hostname_or_fail(hostname or config.hostname)
@@ -146,6 +155,8 @@ def tls_import(
     key_file: Annotated[Path, typer.Argument(metavar="KEY", help="Its unencrypted private key.")],
 ) -> None:
     """Install a CA-signed certificate and its key (checked: key matches, not expired)."""
+    from admin import tls_certs
+
     c = context(ctx)
     for label, p in (("CERT", cert_file), ("KEY", key_file)):
         if not p.exists():
