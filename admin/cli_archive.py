@@ -15,7 +15,10 @@ import typer
 
 from admin.cli_common import (
     JsonOpt,
+    QueryCommand,
+    clip,
     context,
+    display_width,
     fail,
     opened_archive,
     print_fields,
@@ -113,8 +116,8 @@ def search(
         (
             h.id,
             h.date[:16].replace("T", " "),
-            _clip(h.sender, 30),
-            _clip(h.subject, 60),
+            _sender(h.sender, 30),
+            clip(h.subject, 60),
             _size(h.size),
             "@" if h.has_attachment else "",
         )
@@ -125,9 +128,15 @@ def search(
         typer.echo(f"({len(hits)} of {total} matches; use --limit for more)", err=True)
 
 
-def _clip(text: str, width: int) -> str:
+def _sender(text: str, width: int) -> str:
+    """`Name <addr>` if it fits in `width` columns, else the address alone, uncut (an
+    address cut in half is a different address)."""
     text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    if display_width(text) <= width:
+        return text
+    if text.endswith(">") and "<" in text:
+        return text[text.rindex("<") + 1 : -1]
+    return text
 
 
 def _size(n: int) -> str:
@@ -423,8 +432,8 @@ def user_sync_ldap(
 def register(app: typer.Typer) -> None:
     """Mount the archive commands on the root `proxy-admin` app."""
     app.command("ingest")(ingest)
-    app.command("search")(search)
+    app.command("search", cls=QueryCommand)(search)
     app.command("show")(show)
-    app.command("export")(export)
+    app.command("export", cls=QueryCommand)(export)
     app.command("import")(import_)
     app.add_typer(user_app, name="user")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 if TYPE_CHECKING:
     from admin.config import Config, Secrets
@@ -124,11 +124,47 @@ def print_json(obj: Any) -> None:
     typer.echo(to_json(obj))
 
 
+def char_width(ch: str) -> int:
+    """Terminal columns of one character: 2 for East Asian wide/fullwidth, 0 for
+    combining marks and controls, else 1 (what wcwidth(3) says for the common cases)."""
+    import unicodedata
+
+    if unicodedata.combining(ch) or unicodedata.category(ch) in ("Cc", "Cf", "Mn", "Me"):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def display_width(text: str) -> int:
+    """Columns `text` takes on a terminal (請求書 is 6, not 3)."""
+    if text.isascii():
+        return len(text)
+    return sum(char_width(ch) for ch in text)
+
+
+def clip(text: str, width: int) -> str:
+    """`text` on one line, cut to at most `width` columns with an ellipsis."""
+    text = " ".join(text.split())
+    if display_width(text) <= width:
+        return text
+    out, used = [], 0
+    for ch in text:
+        w = char_width(ch)
+        if used + w > width - 1:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out) + "…"
+
+
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """Aligned plain-text columns (no box drawing, so `grep`/`awk` still work)."""
+    """Aligned plain-text columns (no box drawing, so `grep`/`awk` still work), padded by
+    display width so that Japanese text keeps the columns straight."""
     cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    widths = [max(display_width(r[i]) for r in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(c + " " * (w - display_width(c)) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in cells
+    ]
     return "\n".join(lines)
 
 
@@ -227,6 +263,53 @@ class ProxyAdminGroup(TyperGroup):
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+class QueryCommand(TyperCommand):
+    """A command whose positional QUERY may start with '-': `search '-from:alice 請求書'`
+    (negation is part of the query language, docs/archive.md).
+
+    Before click parses, every token that is neither one of the command's options nor an
+    option's value is moved behind a `--`, so click takes it as an argument instead of
+    failing with "No such option: -f". Options may still come before or after the query;
+    an explicit `--` from the user is left alone.
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, self._query_last(ctx, list(args)))
+
+    def _query_last(self, ctx: Any, args: list[str]) -> list[str]:
+        if "--" in args:
+            return args
+        flags: set[str] = set()
+        valued: set[str] = set()
+        for param in self.get_params(ctx):
+            if getattr(param, "param_type_name", "") != "option":
+                continue
+            names = [*param.opts, *param.secondary_opts]
+            (flags if getattr(param, "is_flag", False) else valued).update(names)
+
+        def is_option(token: str) -> bool:
+            if token in flags or token in valued:
+                return True
+            if token.startswith("--") and token.split("=", 1)[0] in valued:
+                return True  # --limit=5
+            return token[:2] in valued and token[2:].isdigit()  # -n5
+
+        options: list[str] = []
+        positional: list[str] = []
+        i = 0
+        while i < len(args):
+            token = args[i]
+            if not is_option(token):
+                positional.append(token)
+            else:
+                options.append(token)
+                if token in valued and i + 1 < len(args):
+                    options.append(args[i + 1])
+                    i += 1
+            i += 1
+        return [*options, "--", *positional] if positional else options
 
 
 class OneLineFormatter(logging.Formatter):
