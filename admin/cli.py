@@ -47,6 +47,7 @@ from admin.cli_common import (
     ProxyAdminGroup,
     config_arg,
     context,
+    error_line,
     fail,
     hostport,
     print_fields,
@@ -429,6 +430,27 @@ def _service_fields(svc: dict[str, Any]) -> list[tuple[str, Any]]:
     return fields
 
 
+def _accepting(
+    lst: Any, live: dict[str, Any] | None, svc: dict[str, Any] | None, listening: Any
+) -> tuple[bool | None, str | None]:
+    """Is `lst` accepting connections, and if not, why (when the service can tell)?
+
+    While the service runs only its own word counts: a port that some other program holds
+    is not mailtee accepting (issue 10 item 12). Without the service, the port is checked
+    from outside.
+    """
+    if live:
+        return True, None
+    if svc is None:
+        return _probe(lst.listen, lst.port, listening), None
+    error = (svc.get("bind_errors") or {}).get(lst.name)
+    if error:
+        return False, error
+    if lst.name not in svc.get("configured", []):
+        return False, "not in the running configuration (apply it: `proxy-admin reload`)"
+    return False, "not listening"
+
+
 @app.command()
 def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Show listeners, sessions, the report backlog, recent errors and free disk space.
@@ -447,6 +469,7 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     listeners = []
     for lst in config.listener:
         live = running.get(lst.name)
+        accepting, error = _accepting(lst, live, svc, listening)
         listeners.append(
             {
                 "name": lst.name,
@@ -457,7 +480,8 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
                 "target_port": lst.target_port,
                 "client_tls": lst.client_tls,
                 "target_tls": lst.target_tls,
-                "accepting": True if live else _probe(lst.listen, lst.port, listening),
+                "accepting": accepting,
+                "error": error,
                 "active_sessions": live.get("active_sessions") if live else None,
             }
         )
@@ -521,6 +545,62 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
             for lst in listeners
         ],
     )
+    for lst in listeners:
+        if lst["error"]:
+            typer.echo(f"listener {lst['name']}: {lst['error']}")
+
+
+# --- reload -------------------------------------------------------------------------
+
+#: How long `reload` waits for the service to re-read and apply the configuration.
+RELOAD_TIMEOUT = 60.0
+
+
+def _reload_lines(result: dict[str, Any]) -> list[str]:
+    from proxy.reload_diff import summary
+
+    details = result.get("details") or {}
+    lines = [
+        f"added:     {', '.join(result.get('added', [])) or '-'}",
+        f"removed:   {', '.join(result.get('removed', [])) or '-'}",
+        f"changed:   {summary(result.get('changed', []), details).replace(',', ', ') or '-'}",
+        f"unchanged: {', '.join(result.get('unchanged', [])) or '-'}",
+    ]
+    if result.get("settings"):
+        lines.append(f"settings:  {', '.join(result['settings'])}")
+    return lines
+
+
+@app.command()
+def reload(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Make the running service re-read config.toml and secrets.toml (like SIGHUP or
+    `systemctl reload mailtee`) and show what changed. Sessions in flight continue."""
+    from proxy import control
+
+    c = context(ctx)
+    sock = control.socket_path(c.state_dir(c.load_config()))
+    try:
+        reply = control.request(sock, "reload", timeout=RELOAD_TIMEOUT)
+    except (FileNotFoundError, ConnectionRefusedError):
+        fail(
+            f"the service is not running (no answer on {sock}); start it with "
+            "`systemctl start mailtee` or `proxy-admin run`",
+            1,
+        )
+    except (OSError, control.ControlError) as e:
+        fail(f"reload: {e}", 1)
+    if json_out:
+        print_json(reply)
+    elif "reload" in reply:
+        typer.echo("reloaded " + str(c.config_path))
+        for line in _reload_lines(reply["reload"]):
+            typer.echo("  " + line)
+        for err in reply["reload"].get("errors", []):
+            typer.echo(error_line(err), err=True)
+    if not reply.get("ok"):
+        if "reload" not in reply:  # the config did not load: nothing changed
+            fail(f"reload failed, the running configuration stays: {reply.get('error')}", 1)
+        raise typer.Exit(1)
 
 
 # --- extensions ---------------------------------------------------------------------

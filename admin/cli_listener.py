@@ -24,7 +24,6 @@ from admin.cli_common import (
     print_json,
     print_table,
     reload_hint,
-    warn,
 )
 from admin.paths import secrets_path
 
@@ -368,23 +367,36 @@ def listener_add(
     config = c.load_config()
     if any(x.name == name for x in config.listener):
         fail(f"listener {name!r} already exists (change it with `listener set`)", 1)
-    clash = _port_clash(config, lst)
+    _refuse_port_clash(config, lst)
     secrets, _ = _apply_secret(c, name, lst, password_stdin)
     config.listener = [*config.listener, lst]
     _save(c, config, secrets, secrets_first=True)
     typer.echo(f"added listener {name!r}: {_summary(lst)}")
     audit(c, "listener.add", _audit_detail(name, ch, password_stdin))
-    if clash:
-        warn(clash)
     reload_hint()
 
 
-def _port_clash(config: Config, lst: ListenerConfig) -> str | None:
+def _same_socket(a: ListenerConfig, b: ListenerConfig) -> bool:
+    """Would `a` and `b` need the same TCP socket? Same port and the same address, or
+    one of them is the wildcard of the other's family (Linux refuses 127.0.0.1:25 while
+    0.0.0.0:25 listens). Port 0 means "any free port" and never clashes."""
+    if not a.bind_port or a.bind_port != b.bind_port:
+        return False
+    ia, ib = ipaddress.ip_address(a.listen), ipaddress.ip_address(b.listen)
+    if ia.version != ib.version:
+        return False
+    return ia == ib or ia.is_unspecified or ib.is_unspecified
+
+
+def _refuse_port_clash(config: Config, lst: ListenerConfig) -> None:
+    """Exit 2 if another listener owns lst's address:port (`run` could not bind both)."""
     for other in config.listener:
-        if other.name != lst.name and other.bind_port == lst.bind_port:
-            if other.listen == lst.listen or "0.0.0.0" in (other.listen, lst.listen):
-                return f"listener {other.name!r} also uses port {lst.bind_port}"
-    return None
+        if other.name != lst.name and _same_socket(other, lst):
+            fail(
+                f"--port: listener {other.name!r} already listens on "
+                f"{hostport(other.listen, other.bind_port)}; choose another --port or --listen",
+                2,
+            )
 
 
 def _find(config: Config, name: str) -> int:
@@ -432,14 +444,12 @@ def listener_set(
             data["target_port"] = None
     data.update(ch)
     lst = _build_listener(data)
-    clash = _port_clash(config, lst)
+    _refuse_port_clash(config, lst)
     secrets, added = _apply_secret(c, name, lst, password_stdin)
     config.listener = [*config.listener[:i], lst, *config.listener[i + 1 :]]
     _save(c, config, secrets, secrets_first=added)
     typer.echo(f"changed listener {name!r}: {_summary(lst)}")
     audit(c, "listener.set", _audit_detail(name, ch, password_stdin))
-    if clash:
-        warn(clash)
     reload_hint()
 
 
