@@ -45,7 +45,7 @@ from admin.cli_common import (
     CliContext,
     JsonOpt,
     ProxyAdminGroup,
-    config_arg,
+    admin_command,
     context,
     error_line,
     fail,
@@ -153,8 +153,9 @@ def init(
         typer.Option("--force", help="Overwrite an existing config.toml and secrets.toml."),
     ] = False,
 ) -> None:
-    """Create config.toml, secrets.toml, the state directory and a self-signed certificate."""
-    from admin import tls_certs
+    """Create config.toml, secrets.toml, the state directory, the appliance CA and a
+    server certificate signed by it."""
+    from admin import tls_ca, tls_certs
     from admin.config import Config, ListenerConfig, Secrets
 
     c = context(ctx)
@@ -200,12 +201,18 @@ def init(
     os.chmod(tls_certs.tls_dir(sd), 0o700)
 
     cert, key = tls_certs.server_context_paths(sd)
+    ca_cert, ca_key = tls_ca.ca_paths(sd)
+    ca_note = "created" if tls_ca.ensure_ca(host, ca_cert, ca_key) else "kept the existing one"
     if cert.exists() and key.exists():
         cert_note = "kept the existing one"
     else:
-        extra = ("localhost", "127.0.0.1", "::1") if demo else ()
-        tls_certs.make_self_signed(host, cert, key, extra_names=extra)
-        cert_note = f"self-signed for {host}"
+        names = tls_ca.server_names(
+            host,
+            [lst.listen for lst in config.listener],
+            ("localhost", "127.0.0.1", "::1") if demo else (),
+        )
+        tls_ca.issue_server_cert(host, cert, key, ca_cert, ca_key, extra_names=names)
+        cert_note = f"for {', '.join((host, *names))}, signed by the appliance CA"
 
     spath = secrets_path(c.config_path)
     if force or not spath.exists():
@@ -224,13 +231,17 @@ def init(
             ("  state dir", f"{sd} (reports/, archive/, tls/)"),
             ("  certificate", f"{cert} ({cert_note})"),
             ("  sha256", fingerprint),
+            ("  CA", f"{ca_cert} ({ca_note}; mail clients trust this one: `tls ca`)"),
+            ("  CA sha256", tls_certs.describe(ca_cert)["sha256"]),
         ]
     )
     _print_next_steps(c, config, demo)
 
 
 def _print_next_steps(c: CliContext, config: Config, demo: bool) -> None:
-    pa = f"proxy-admin {config_arg(c)}"
+    """What to type next -- commands that work as printed from the user's directory
+    (admin_command), and the same set-up as README.md and docs/install.md."""
+    pa = admin_command(c)
     typer.echo("")
     if demo:
         typer.echo(
@@ -243,27 +254,30 @@ def _print_next_steps(c: CliContext, config: Config, demo: bool) -> None:
                 f"{hostport(lst.target_host, lst.upstream_port)}"
             )
         typer.echo("\nNext:")
-        typer.echo(f"  {pa}run")
+        typer.echo(f"  {pa}run      (`make run` starts it for you)")
+        typer.echo("In a second terminal:")
         typer.echo(
             f"  swaks --server 127.0.0.1:{DEMO_SMTP_PORT} --from you@example.com "
             "--to alice@example.com"
         )
         typer.echo(
-            f"  read it back over POP3 at 127.0.0.1:{DEMO_POP3_PORT}, user alice@example.com, "
-            "any password"
+            f"  curl -s --user alice@example.com:any pop3://127.0.0.1:{DEMO_POP3_PORT}/1"
+            "      (read it back over POP3; any password)"
         )
         typer.echo(f"  {pa}status")
+        typer.echo(f"  {pa}search hello")
     else:
-        typer.echo("Next:")
+        typer.echo("Next (the set-up of README.md; clients use 587 STARTTLS and 995 SSL/TLS):")
         typer.echo(
-            f"  {pa}listener add smtp --protocol smtp --target smtp.example.net:587 "
-            "--target-tls starttls"
+            f"  {pa}listener add smtp --protocol smtp --port 587 --client-tls starttls "
+            "--target smtp.provider.example:587 --target-tls starttls"
         )
         typer.echo(
-            f"  {pa}listener add pop3 --protocol pop3 --target pop.example.net:995 "
-            "--target-tls implicit"
+            f"  {pa}listener add pop3 --protocol pop3 --client-tls implicit "
+            "--target pop.provider.example --target-tls implicit"
         )
         typer.echo(f"  {pa}run      (or: systemctl enable --now mailtee)")
+        typer.echo(f"  {pa}tls ca   (the CA certificate to install in the mail clients)")
 
 
 # --- run ----------------------------------------------------------------------------

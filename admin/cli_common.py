@@ -355,7 +355,18 @@ def hostport(host: str, port: int) -> str:
 
 
 def reload_hint() -> None:
-    typer.echo("A running service applies this on reload (systemctl reload mailtee).")
+    pa = "proxy-admin "
+    try:
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - typer < 0.26 uses click itself
+        from click import get_current_context
+    click_ctx = get_current_context(silent=True)
+    found = click_ctx.find_object(CliContext) if click_ctx is not None else None
+    if found is not None:
+        pa = admin_command(found)
+    typer.echo(
+        f"A running service applies this on reload: `{pa}reload` (or systemctl reload mailtee)."
+    )
 
 
 def config_arg(c: CliContext) -> str:
@@ -363,6 +374,37 @@ def config_arg(c: CliContext) -> str:
     if c.config_path == paths.resolve_config_path(None):
         return ""
     return f"--config {c.config_path} "
+
+
+def admin_executable() -> str:
+    """How the user can run this very proxy-admin again from where they stand.
+
+    `proxy-admin` when that name on PATH is this program (the .deb, an activated venv);
+    otherwise the path it was started by, relative to the working directory when it lies
+    below it (`make run` starts `.venv/bin/proxy-admin`, which is not on PATH). Run
+    in-process (tests, `python -c`), it is `proxy-admin`.
+    """
+    import shutil
+
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if argv0 is None or argv0.name != PROG:
+        return PROG
+    on_path = shutil.which(PROG)
+    if on_path and Path(on_path).resolve() == argv0.resolve():
+        return PROG
+    absolute = argv0.absolute()
+    try:
+        rel = absolute.relative_to(Path.cwd())
+    except ValueError:
+        return str(absolute)
+    return str(rel) if len(rel.parts) > 1 else f"./{rel}"
+
+
+def admin_command(c: CliContext) -> str:
+    """`[sudo ]<proxy-admin> [--config X] ` for printed next steps (see admin_executable;
+    `sudo` when this runs under sudo, as the user will need it again)."""
+    sudo = "sudo " if os.environ.get("SUDO_USER") and os.geteuid() == 0 else ""
+    return f"{sudo}{admin_executable()} {config_arg(c)}"
 
 
 def audit(c: CliContext, action: str, detail: dict[str, Any]) -> None:
