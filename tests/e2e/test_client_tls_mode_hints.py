@@ -35,8 +35,14 @@ async def test_implicit_tls_to_a_starttls_port_is_named(make_proxy, caplog) -> N
     with start_dovecot() as dovecot:
         dovecot.deliver("alice", b"Subject: x\r\n\r\nbody\r\n")
         proxy = await make_proxy(
-            [{"name": "pop3", "protocol": "pop3", "client_tls": "starttls",
-              "target_port": dovecot.port}]  # fmt: skip
+            [
+                {
+                    "name": "pop3",
+                    "protocol": "pop3",
+                    "client_tls": "starttls",
+                    "target_port": dovecot.port,
+                }
+            ]  # fmt: skip
         )
         url = f"pop3s://127.0.0.1:{proxy.port('pop3')}/1"
         r = await trio.to_thread.run_sync(_curl, url, "--cacert", str(proxy.ca_file))

@@ -112,9 +112,10 @@ async def test_thunderbird_with_the_appliance_ca_uses_pop3_tls_and_smtp_starttls
         by_proto = {r["protocol"]: r for r in reports}
         assert by_proto["pop3"].eml == SERVED
         assert by_proto["pop3"]["client"]["tls"] in ("TLSv1.2", "TLSv1.3")
-        assert by_proto["smtp"].eml.replace(b"\r\n", b"\n").rstrip() == SENT.encode().replace(
-            b"\r\n", b"\n"
-        ).rstrip()
+        assert (
+            by_proto["smtp"].eml.replace(b"\r\n", b"\n").rstrip()
+            == SENT.encode().replace(b"\r\n", b"\n").rstrip()
+        )
         assert by_proto["smtp"]["client"]["tls"] in ("TLSv1.2", "TLSv1.3")
         assert by_proto["smtp"]["upstream"]["outcome"] == "delivered"
         assert [m.rcpt_tos for m in up_smtp.messages] == [["bob@example.com"]]
