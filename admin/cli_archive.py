@@ -232,24 +232,85 @@ def export(
 def user_add(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="User name (login).")],
-    email: Annotated[list[str], typer.Option("--email", "-e", help="An address (repeat).")],
+    email: Annotated[
+        list[str] | None, typer.Option("--email", "-e", help="An address (repeat).")
+    ] = None,
     pop3_account: Annotated[
         list[str] | None,
         typer.Option("--pop3-account", help="A POP3 login that is this user's (repeat)."),
     ] = None,
     display_name: Annotated[str | None, typer.Option("--display-name")] = None,
 ) -> None:
-    """Add a user owning every message to/from/cc/bcc one of their addresses."""
+    """Add a user owning every message to/from/cc/bcc one of their addresses, and every
+    message downloaded with one of their POP3 accounts (give at least one of the two)."""
     from archive.users import UserError, UserSpec, add_user, check_address, check_name
 
+    if not email and not pop3_account:
+        fail("give at least one --email or --pop3-account", 2)
     try:
         check_name(name)
-        addrs = [check_address(a) for a in email]
+        addrs = [check_address(a) for a in email or []]
     except UserError as e:
         fail(str(e), 2)
+    accounts = list(pop3_account or [])
     with opened_archive(ctx) as archive:
-        add_user(archive.catalog, UserSpec(name, addrs, display_name, list(pop3_account or [])))
-    typer.echo(f"added user {name} ({', '.join(addrs)})")
+        add_user(archive.catalog, UserSpec(name, addrs, display_name, accounts))
+    owned = [*addrs, *(f"POP3 {a}" for a in accounts)]
+    typer.echo(f"added user {name} ({', '.join(owned)})")
+
+
+@user_app.command("set")
+def user_set(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="User name.")],
+    add_email: Annotated[
+        list[str] | None, typer.Option("--add-email", help="Add an address (repeat).")
+    ] = None,
+    remove_email: Annotated[
+        list[str] | None, typer.Option("--remove-email", help="Remove an address (repeat).")
+    ] = None,
+    add_pop3: Annotated[
+        list[str] | None,
+        typer.Option("--add-pop3-account", help="Add a POP3 login (repeat)."),
+    ] = None,
+    remove_pop3: Annotated[
+        list[str] | None,
+        typer.Option("--remove-pop3-account", help="Remove a POP3 login (repeat)."),
+    ] = None,
+    display_name: Annotated[
+        str | None, typer.Option("--display-name", help="A new display name.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Change a user's addresses, POP3 accounts or display name; ownership of archived
+    mail follows at once."""
+    from archive.users import UserError, edit_user
+
+    if not (add_email or remove_email or add_pop3 or remove_pop3 or display_name is not None):
+        fail("nothing to change: give --add-email, --remove-email, --add-pop3-account, "
+             "--remove-pop3-account or --display-name", 2)  # fmt: skip
+    with opened_archive(ctx) as archive:
+        try:
+            result = edit_user(
+                archive.catalog, name,
+                add_addresses=add_email or [], remove_addresses=remove_email or [],
+                add_pop3=add_pop3 or [], remove_pop3=remove_pop3 or [],
+                display_name=display_name,
+            )  # fmt: skip
+        except UserError as e:
+            fail(str(e), 2 if "would own nothing" in str(e) or "not an email" in str(e) else 1)
+    if json_out:
+        print_json(result)
+        return
+    typer.echo(
+        f"changed user {name}: addresses {', '.join(result['addresses']) or '-'}; "
+        f"POP3 {', '.join(result['pop3_accounts']) or '-'}"
+    )
+    if result["source"] != "manual":
+        warn(
+            f"{name} comes from {result['source']}: the next "
+            f"{'sync-ldap' if result['source'] == 'ldap' else 'import-csv'} replaces this change"
+        )
 
 
 @user_app.command("list")
