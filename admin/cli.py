@@ -239,8 +239,8 @@ def init(
 
 
 def _print_next_steps(c: CliContext, config: Config, demo: bool) -> None:
-    """What to type next -- commands that work as printed from the user's directory
-    (admin_command), and the same set-up as README.md and docs/install.md."""
+    """What to type next: shell lines that work as printed from the user's directory
+    (admin_command; comments after `#`), the same set-up as README.md/docs/install.md."""
     pa = admin_command(c)
     typer.echo("")
     if demo:
@@ -248,26 +248,27 @@ def _print_next_steps(c: CliContext, config: Config, demo: bool) -> None:
             f"Demo provider: SMTP 127.0.0.1:{config.demo.smtp_port}, "
             f"POP3 127.0.0.1:{config.demo.pop3_port} (started by `run`)."
         )
+        ports = {lst.protocol: lst.bind_port for lst in config.listener}
         for lst in config.listener:
             typer.echo(
                 f"Listener {lst.name}: 127.0.0.1:{lst.bind_port} -> "
                 f"{hostport(lst.target_host, lst.upstream_port)}"
             )
         typer.echo("\nNext:")
-        typer.echo(f"  {pa}run      (`make run` starts it for you)")
-        typer.echo("In a second terminal:")
+        typer.echo(f"  {pa}run   # `make run` starts it for you; Ctrl-C stops it")
+        typer.echo("Then, in a second terminal:")
         typer.echo(
-            f"  swaks --server 127.0.0.1:{DEMO_SMTP_PORT} --from you@example.com "
-            "--to alice@example.com"
+            f"  swaks --server 127.0.0.1:{ports.get('smtp', DEMO_SMTP_PORT)} "
+            "--from you@example.com --to alice@example.com"
         )
         typer.echo(
-            f"  curl -s --user alice@example.com:any pop3://127.0.0.1:{DEMO_POP3_PORT}/1"
-            "      (read it back over POP3; any password)"
+            f"  curl -s --user alice@example.com:any "
+            f"pop3://127.0.0.1:{ports.get('pop3', DEMO_POP3_PORT)}/1   # read it back, any password"
         )
         typer.echo(f"  {pa}status")
-        typer.echo(f"  {pa}search hello")
+        typer.echo(f"  {pa}search test   # archived within seconds")
     else:
-        typer.echo("Next (the set-up of README.md; clients use 587 STARTTLS and 995 SSL/TLS):")
+        typer.echo("Next (clients will use 587 STARTTLS and 995 SSL/TLS, as in README.md):")
         typer.echo(
             f"  {pa}listener add smtp --protocol smtp --port 587 --client-tls starttls "
             "--target smtp.provider.example:587 --target-tls starttls"
@@ -276,8 +277,8 @@ def _print_next_steps(c: CliContext, config: Config, demo: bool) -> None:
             f"  {pa}listener add pop3 --protocol pop3 --client-tls implicit "
             "--target pop.provider.example --target-tls implicit"
         )
-        typer.echo(f"  {pa}run      (or: systemctl enable --now mailtee)")
-        typer.echo(f"  {pa}tls ca   (the CA certificate to install in the mail clients)")
+        typer.echo(f"  {pa}tls ca > mailtee-ca.crt   # the CA to install in the mail clients")
+        typer.echo(f"  {pa}run   # or: systemctl enable --now mailtee")
 
 
 # --- run ----------------------------------------------------------------------------
@@ -328,6 +329,8 @@ def run(ctx: typer.Context) -> None:
     handler = setup_logging(config.log_level)
     try:
         trio.run(serve.run_service, config, secrets, c.config_path)
+        # SIGINT (Ctrl-C) and SIGTERM are caught by the service, which stops cleanly
+        typer.echo("proxy-admin: stopped", err=True)
     except BaseException as e:
         others = [x for x in _leaves(e) if not isinstance(x, KeyboardInterrupt)]
         if not others:  # Ctrl-C, possibly wrapped in exception groups by nurseries
@@ -449,14 +452,20 @@ def _accepting(
 ) -> tuple[bool | None, str | None]:
     """Is `lst` accepting connections, and if not, why (when the service can tell)?
 
-    While the service runs only its own word counts: a port that some other program holds
-    is not mailtee accepting (issue 10 item 12). Without the service, the port is checked
-    from outside.
+    Only the service's own word counts: a port that some other program holds is not
+    mailtee accepting (issue 10 item 12) -- whether the service is up and failed to bind
+    it on a reload, or is down (`run` exits when a port is taken at start).
     """
     if live:
         return True, None
     if svc is None:
-        return _probe(lst.listen, lst.port, listening), None
+        in_use = _probe(lst.listen, lst.port, listening)
+        if in_use:
+            return False, (
+                f"{hostport(lst.listen, lst.bind_port)} is in use by another program "
+                "(mailtee is not running)"
+            )
+        return (None if in_use is None else False), None
     error = (svc.get("bind_errors") or {}).get(lst.name)
     if error:
         return False, error

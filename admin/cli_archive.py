@@ -57,14 +57,30 @@ def _stats_out(stats, json_out: bool, what: str) -> None:  # type: ignore[no-unt
     if json_out:
         print_json(stats.as_dict())
     else:
-        typer.echo(
-            f"{what} {stats.reports} item(s): {stats.new_messages} new message(s), "
-            f"{stats.duplicates} already archived, {stats.updated_reports} report update(s)"
-        )
+        typer.echo(_stats_line(stats, what))
         for err in stats.errors:
             warn(err)
     if stats.errors:
         raise typer.Exit(1)
+
+
+def _stats_line(stats, what: str) -> str:  # type: ignore[no-untyped-def]
+    """One summary line. For `import`, an item seen before (same source path and position)
+    counts as already archived -- re-importing adds nothing and says so; for `ingest`,
+    a report seen before carries news (its outcome), so updates are named."""
+    if what == "imported":
+        seen = stats.duplicates + stats.updated_reports
+        if stats.new_messages == 0 and stats.reports:
+            return f"imported {stats.reports} item(s): nothing new, all already archived"
+        return (
+            f"imported {stats.reports} item(s): {stats.new_messages} new message(s), "
+            f"{seen} already archived"
+        )
+    return (
+        f"{what} {stats.reports} item(s): {stats.new_messages} new message(s), "
+        f"{stats.duplicates} already archived, {stats.updated_reports} report(s) updated "
+        "(e.g. their outcome)"
+    )
 
 
 def ingest(ctx: typer.Context, json_out: JsonOpt = False) -> None:
@@ -183,12 +199,32 @@ def show(
         ("owners", ", ".join(info["owners"]) or "-"),
     ]
     for r in info["reports"]:
-        where = r["listener"] or r["source"] or "-"
-        who = r["pop3_user"] and f"pop3 user {r['pop3_user']}" or r["client_ip"] or ""
-        pairs.append(("report", f"{r['received_at']} {r['protocol']} {where} {who} {r['outcome']}"))
+        pairs.append(("report", _provenance(r)))
     print_fields(pairs)
     typer.echo("")
     typer.echo(info["text"])
+
+
+def _provenance(r: dict) -> str:  # type: ignore[type-arg]
+    """One report as a person reads it: when, how, through what, for whom, outcome.
+
+    `2026-11-24T10:00:00Z POP3 download, listener pop3, account alice, client 192.0.2.20:
+    delivered` -- each fact once (not `pop3 pop3 pop3 user alice`)."""
+    proto = (r.get("protocol") or "?").upper()
+    how = {
+        "outgoing": f"{proto} send",
+        "incoming": f"{proto} download",
+    }.get(r.get("direction") or "", proto if r.get("listener") else "import")
+    parts = [how]
+    if r.get("listener"):
+        parts.append(f"listener {r['listener']}")
+    elif r.get("source"):
+        parts.append(f"from {r['source']}")
+    if r.get("pop3_user"):
+        parts.append(f"account {r['pop3_user']}")
+    if r.get("client_ip"):
+        parts.append(f"client {r['client_ip']}")
+    return f"{r.get('received_at') or '-'} {', '.join(parts)}: {r.get('outcome') or '-'}"
 
 
 def export(

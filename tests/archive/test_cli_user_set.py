@@ -13,8 +13,8 @@ def cli(tmp_path) -> Cli:  # type: ignore[no-untyped-def]
     reports = c.state / "reports"
     write_report(reports, make_message("for bob", "x", to="bob@example.com"))
     write_report(reports, make_message("for bob2", "x", to="bob2@example.org"))
-    write_report(reports, make_message("downloaded", "x", frm="shop@example.net",
-                                       to="info@example.net"), "pop3", pop3_user="Info.Shop")  # fmt: skip
+    fetched = make_message("downloaded", "x", frm="shop@example.net", to="info@example.net")
+    write_report(reports, fetched, "pop3", pop3_user="Info.Shop")
     assert c.json("ingest")["new_messages"] == 3
     return c
 

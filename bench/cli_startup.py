@@ -1,0 +1,159 @@
+"""CLI start-up benchmark: `proxy-admin --help` and `proxy-admin search` as whole commands,
+against `notmuch search` on the same messages, in the same run (issue 12 item 4).
+
+    python bench/cli_startup.py [--work DIR] [--runs 30] [--warmup 3] [--limit 50]
+
+WORK is what bench/ingest.py built: WORK/mailtee (a mailtee state dir) and, if present,
+WORK/notmuch-config (notmuch over the same Maildir). Each command is run as a new process
+`--runs` times after `--warmup` untimed runs (hyperfine-style: wall clock from spawn to
+exit, output to a pipe that is drained); the search queries rotate through the classes of
+bench/search.py (1 word, 3 words, phrase, from:, Japanese). `python -X importtime` gives
+the modules that dominate start-up. Prints one JSON object; times are milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from _common import emit, log, machine_info, percentile  # noqa: E402
+from search import queries  # noqa: E402
+
+PROXY_ADMIN = [sys.executable, "-c", "from admin.cli import main; main()"]
+IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)")
+
+
+def timed_runs(argvs: list[list[str]], env: dict[str, str], runs: int, warmup: int) -> dict:
+    """Run the argvs round-robin; wall-clock ms per process, with exit status checked."""
+    for i in range(warmup):
+        subprocess.run(argvs[i % len(argvs)], env=env, capture_output=True, check=False)
+    ms: list[float] = []
+    failures = 0
+    for i in range(runs):
+        argv = argvs[i % len(argvs)]
+        t = time.perf_counter()
+        proc = subprocess.run(argv, env=env, capture_output=True, check=False)
+        ms.append((time.perf_counter() - t) * 1000)
+        failures += proc.returncode != 0
+    return {
+        "runs": runs,
+        "failures": failures,
+        "mean_ms": round(statistics.mean(ms), 1),
+        "stdev_ms": round(statistics.pstdev(ms), 1),
+        "min_ms": round(min(ms), 1),
+        "p50_ms": round(percentile(ms, 50), 1),
+        "p95_ms": round(percentile(ms, 95), 1),
+        "max_ms": round(max(ms), 1),
+    }
+
+
+def import_profile(argv: list[str], env: dict[str, str], top: int = 12) -> dict:
+    """`-X importtime` of one run: total import time, the top-level modules by cumulative
+    time, and the single modules that cost most themselves."""
+    proc = subprocess.run(
+        [argv[0], "-X", "importtime", *argv[1:]], env=env, capture_output=True, text=True
+    )
+    rows = []
+    for line in proc.stderr.splitlines():
+        m = IMPORT_LINE.match(line)
+        if m:
+            depth = (len(m.group(3)) - 1) // 2
+            rows.append((m.group(4), int(m.group(1)), int(m.group(2)), depth))
+    outer = [r for r in rows if r[3] == 0]
+    return {
+        "imports_ms": round(sum(r[2] for r in outer) / 1000, 1),
+        "modules": len(rows),
+        "top_level_cumulative_ms": {
+            name: round(cum / 1000, 1)
+            for name, _s, cum, _d in sorted(outer, key=lambda r: -r[2])[:top]
+        },
+        "top_self_ms": {
+            name: round(own / 1000, 1)
+            for name, own, _c, _d in sorted(rows, key=lambda r: -r[1])[:top]
+        },
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", type=Path, default=Path("/tmp/mailtee-bench"))
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--limit", type=int, default=50)
+    args = ap.parse_args()
+
+    state = (args.work / "mailtee").resolve()
+    if not (state / "archive").is_dir():
+        sys.exit(f"{state}: no mailtee store; build one with bench/ingest.py --work {args.work}")
+    conf_dir = args.work / "cli-config"
+    conf_dir.mkdir(exist_ok=True)
+    config = conf_dir / "config.toml"
+    config.write_text(f'hostname = "bench.localdomain"\nstate_dir = "{state}"\n')
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MAILTEE_CONFIG": str(config)}
+    env.pop("JOURNAL_STREAM", None)
+
+    qs = queries(max(5, args.runs // 5 + 1))
+    rotation = [q for group in zip(*qs.values(), strict=True) for q in group]
+    limit = str(args.limit)
+    mailtee_search = [[*PROXY_ADMIN, "search", "--limit", limit, "--", q] for q in rotation]
+
+    from archive.store import Archive
+
+    archive = Archive(state)
+    messages = archive.count()
+    archive.close()
+
+    result: dict = {
+        "benchmark": "cli_startup",
+        "messages": messages,
+        "machine": machine_info(),
+        "loadavg_before": os.getloadavg()[0],
+    }
+    log(f"{messages} messages; python -c pass, proxy-admin --help, search ...")
+    result["python_bare"] = timed_runs([[sys.executable, "-c", "pass"]], env, args.runs, 1)
+    result["help"] = timed_runs([[*PROXY_ADMIN, "--help"]], env, args.runs, args.warmup)
+    result["search"] = timed_runs(mailtee_search, env, args.runs, args.warmup)
+    result["search"]["queries"] = len(rotation)
+    result["importtime"] = {
+        "help": import_profile([*PROXY_ADMIN, "--help"], env),
+        "search": import_profile(mailtee_search[0], env),
+    }
+
+    nm_config = args.work / "notmuch-config"
+    if nm_config.exists():
+        nm_env = {**env, "NOTMUCH_CONFIG": str(nm_config.resolve())}
+        nm = [
+            ["notmuch", "search", "--sort=newest-first", f"--limit={limit}", "--output=messages", q]
+            for q in rotation
+        ]
+        count = subprocess.run(
+            ["notmuch", "count", "*"], env=nm_env, capture_output=True, text=True
+        ).stdout.strip()
+        result["notmuch_messages"] = int(count or 0)
+        result["notmuch_search"] = timed_runs(nm, nm_env, args.runs, args.warmup)
+        result["p95_ratio_mailtee_over_notmuch"] = round(
+            result["search"]["p95_ms"] / max(result["notmuch_search"]["p95_ms"], 0.1), 2
+        )
+    result["targets"] = {
+        "help_ms_max": 80,
+        "search_p95_ms_max": 100,
+        "help_met": result["help"]["p50_ms"] <= 80,
+        "search_met": result["search"]["p95_ms"] <= 100,
+    }
+    result["loadavg_after"] = os.getloadavg()[0]
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
