@@ -33,9 +33,7 @@ ldap3, tantivy, trio or rich module. The help is plain click text
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -108,6 +106,8 @@ def main() -> None:
 
 
 def _default_hostname(demo: bool) -> str:
+    import socket
+
     from admin.config import Config
 
     if demo:
@@ -308,6 +308,8 @@ def _preflight_tls(c: CliContext, config: Config) -> None:
 @app.command()
 def run(ctx: typer.Context) -> None:
     """Run the proxy in the foreground (systemd's ExecStart). SIGHUP reloads the config."""
+    import logging
+
     from admin.config import check_secrets
 
     c = context(ctx)
@@ -383,6 +385,8 @@ def _probe(host: str, port: int | None, listening: set[tuple[str, int]] | None) 
     Linux: read the kernel's socket table, which has no side effects (a test connection to
     a proxy port would make the proxy open a provider session). Elsewhere: a TCP connect.
     """
+    import socket
+
     if not port:
         return None
     if listening is not None:

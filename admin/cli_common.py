@@ -12,8 +12,6 @@ by class or, to keep its module unimported until a command needs it, by
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,6 +23,8 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 if TYPE_CHECKING:
+    import logging
+
     from admin.config import Config, Secrets
     from archive.store import Archive
 
@@ -116,6 +116,8 @@ def is_interactive() -> bool:
 
 
 def to_json(obj: Any) -> str:
+    import json
+
     return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, default=str)
 
 
@@ -312,37 +314,11 @@ class QueryCommand(TyperCommand):
         return [*options, "--", *positional] if positional else options
 
 
-class OneLineFormatter(logging.Formatter):
-    """One line per record, even for tracebacks (journald and grep both like that)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return " | ".join(part for part in super().format(record).splitlines() if part)
-
-
-def _add_syslog_priority(record: logging.LogRecord) -> bool:
-    levels = ((logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
-    record.syslog_priority = next((p for lvl, p in levels if record.levelno >= lvl), 7)
-    return True
-
-
 def setup_logging(level: str) -> logging.Handler:
-    """Log to stderr at `level`; no timestamps under systemd (journald adds its own).
+    """Log to stderr at `level` (admin.logsetup; imported only by the commands that log)."""
+    from admin.logsetup import setup_logging as setup
 
-    Returns the handler so a caller (or a test) can remove it again.
-    """
-    handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("JOURNAL_STREAM"):
-        # "<N>" prefixes are syslog priorities journald understands (sd-daemon(3)), so
-        # `journalctl -p warning` filters mailtee's lines.
-        handler.addFilter(_add_syslog_priority)
-        fmt = "<%(syslog_priority)d>%(levelname)s %(name)s: %(message)s"
-    else:
-        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    handler.setFormatter(OneLineFormatter(fmt))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(getattr(logging, level.upper(), logging.INFO))
-    return handler
+    return setup(level)
 
 
 #: the `--json` switch every listing/reporting command shares
