@@ -14,6 +14,7 @@ the modules that dominate start-up. Prints one JSON object; times are millisecon
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import resource
@@ -97,14 +98,63 @@ def import_profile(argv: list[str], env: dict[str, str], top: int = 12) -> dict:
     }
 
 
+#: The steps of `proxy-admin search` one after the other in a fresh interpreter, each
+#: timed: where a whole-command run spends its time (ms, medians over the runs).
+PHASES = r"""
+import json, sys, time
+t0 = time.perf_counter()
+marks = {}
+def mark(name):
+    marks[name] = time.perf_counter()
+import typer; mark("import typer")
+import admin.cli; mark("import admin.cli (the app, all groups)")
+import typer._adapters; mark("import pydantic via typer's option coercion")
+from admin.config import load_config, state_dir; mark("import admin.config (model)")
+cfg = load_config(__import__("pathlib").Path(sys.argv[1])); mark("load + validate config.toml")
+from archive.store import Archive; mark("import archive.store (sqlite_utils, tantivy, mime)")
+a = Archive(state_dir(cfg, __import__("pathlib").Path(sys.argv[1]))); mark("open catalog + index")
+hits, total = a.search_page(sys.argv[2], user=None, limit=50); mark("search (newest 50)")
+a.catalog.audit("search", {"query": sys.argv[2], "user": None, "hits": len(hits)})
+mark("audit row (committed)")
+a.close(); mark("close")
+prev, out = t0, {}
+for name, at in marks.items():
+    out[name] = (at - prev) * 1000
+    prev = at
+print(json.dumps(out))
+"""
+
+
+def phases(config: Path, env: dict[str, str], queries: list[str], runs: int) -> dict:
+    samples: dict[str, list[float]] = {}
+    for i in range(runs):
+        proc = subprocess.run(
+            [sys.executable, "-c", PHASES, str(config), queries[i % len(queries)]],
+            env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        for name, ms in json.loads(proc.stdout).items():
+            samples.setdefault(name, []).append(ms)
+    return {name: round(statistics.median(v), 1) for name, v in samples.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/mailtee-bench"))
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--limit", type=int, default=50)
+    ap.add_argument(
+        "--root",
+        type=Path,
+        default=ROOT,
+        help="the checkout whose proxy-admin is measured (e.g. an older commit, unpacked "
+        "with `git archive`), default: this one",
+    )
     args = ap.parse_args()
 
+    args.work = args.work.resolve()
+    # `python -c` puts the working directory first on sys.path: measure the chosen tree.
+    os.chdir(args.root.resolve())
     state = (args.work / "mailtee").resolve()
     if not (state / "archive").is_dir():
         sys.exit(f"{state}: no mailtee store; build one with bench/ingest.py --work {args.work}")
@@ -112,7 +162,7 @@ def main() -> None:
     conf_dir.mkdir(exist_ok=True)
     config = conf_dir / "config.toml"
     config.write_text(f'hostname = "bench.localdomain"\nstate_dir = "{state}"\n')
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MAILTEE_CONFIG": str(config)}
+    env = {**os.environ, "PYTHONPATH": str(args.root.resolve()), "MAILTEE_CONFIG": str(config)}
     env.pop("JOURNAL_STREAM", None)
 
     qs = queries(max(5, args.runs // 5 + 1))
@@ -129,6 +179,7 @@ def main() -> None:
     result: dict = {
         "benchmark": "cli_startup",
         "messages": messages,
+        "root": str(args.root),
         "machine": machine_info(),
         "loadavg_before": os.getloadavg()[0],
     }
@@ -137,6 +188,7 @@ def main() -> None:
     result["help"] = timed_runs([[*PROXY_ADMIN, "--help"]], env, args.runs, args.warmup)
     result["search"] = timed_runs(mailtee_search, env, args.runs, args.warmup)
     result["search"]["queries"] = len(rotation)
+    result["search_phases_ms"] = phases(config, env, rotation, max(5, args.runs // 4))
     result["importtime"] = {
         "help": import_profile([*PROXY_ADMIN, "--help"], env),
         "search": import_profile(mailtee_search[0], env),
