@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -188,7 +189,7 @@ def issued_by(cert_path: Path, ca_cert: Path) -> bool:
     ca = _load_certs(ca_cert)[0]
     try:
         leaf.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, Exception):  # noqa: BLE001 - InvalidSignature and kin
+    except (InvalidSignature, ValueError, TypeError):  # wrong signer, or another key type
         return False
     return True
 
