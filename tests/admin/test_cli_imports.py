@@ -105,3 +105,35 @@ def test_ldap_filter_default_matches_the_library() -> None:
     from archive.ldap_sync import LdapSettings
 
     assert LDAP_DEFAULT_FILTER == LdapSettings.filter
+
+
+_SEARCH_PROBE = """
+import json, sys
+from admin.cli import app
+try:
+    app(["--config", sys.argv[1], "search", "--json", "hello"], prog_name="proxy-admin",
+        standalone_mode=False)
+except SystemExit:
+    pass
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
+"""
+
+
+def test_search_imports_no_tls_ldap_service_or_schema_stack(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from admin.cli import app
+
+    config = tmp_path / "etc" / "config.toml"
+    r = CliRunner().invoke(app, ["--config", str(config), "init", "--state-dir", "state"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["--config", str(config), "ingest"])  # creates the catalog
+    assert r.exit_code == 0, r.output
+    out = subprocess.run(
+        [sys.executable, "-c", _SEARCH_PROBE, str(config)],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert "tantivy" in loaded  # it did search
+    # sqlite_utils is for creating/migrating the catalog, not for reading it
+    assert loaded & {"sqlite_utils", "cryptography", "OpenSSL", "ldap3", "trio", "rich"} == set()
