@@ -111,7 +111,13 @@ def import_(
 
 def search(
     ctx: typer.Context,
-    query: Annotated[str, typer.Argument(help='Words, "phrases", from: to: subject: ...')],
+    query: Annotated[
+        str,
+        typer.Argument(
+            metavar="QUERY",
+            help='Words, "phrases", from: to: subject: ..., -negation (docs/archive.md).',
+        ),
+    ],
     user: UserOpt = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most N hits.")] = 50,
     json_out: JsonOpt = False,
@@ -229,7 +235,9 @@ def _provenance(r: dict) -> str:  # type: ignore[type-arg]
 
 def export(
     ctx: typer.Context,
-    query: Annotated[str, typer.Argument(help="Search query selecting what to export.")],
+    query: Annotated[
+        str, typer.Argument(metavar="QUERY", help="Search query selecting what to export.")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")],
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="eml (one file per message) or mbox.")
