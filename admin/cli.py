@@ -6,26 +6,46 @@ line (`proxy-admin: error: ...`), exit 2 for a usage/config error and 1 for an
 operational failure; see admin.cli_common.ProxyAdminGroup for where that happens.
 The command groups (listener, tls, archive, maintenance) live in admin/cli_*.py and
 are registered at the bottom.
+
+Start-up cost — the lazy-import rule (issue 12 item 4). Every invocation, even
+`--help`, imports this module and every admin/cli_*.py to build the typer app, so at
+module level those files import only the standard library, typer and admin.cli_common /
+admin.paths. Everything else is imported inside the command function that uses it:
+
+    @group_app.command("add")
+    def thing_add(ctx: typer.Context, name: NameArg) -> None:
+        ...  # docstring = help text
+        from admin.config import ThingConfig      # pydantic: only when the command runs
+        from archive.things import add_thing      # archive, ssl, ldap3, cryptography, ...
+        ...
+
+- type hints of heavy classes: `if TYPE_CHECKING:` imports (annotations are strings);
+- expected errors: `register_error("archive.things:ThingError", 1)` by name, which
+  never imports the module;
+- option defaults: literals or constants defined in the cli module, not attributes
+  of a heavy class.
+tests/admin/test_cli_imports.py enforces this: importing admin.cli and running
+`--help` of every command load no archive, proxy, pydantic, cryptography, OpenSSL,
+ldap3, tantivy, trio or rich module. The help is plain click text
+(`rich_markup_mode=None`): rendering it with rich would import ~50 ms of modules.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
-import socket
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from admin import tls_certs
 from admin.cli_common import (
     CliContext,
     JsonOpt,
     ProxyAdminGroup,
-    config_arg,
+    admin_command,
     context,
+    error_line,
     fail,
     hostport,
     print_fields,
@@ -34,23 +54,19 @@ from admin.cli_common import (
     register_error,
     setup_logging,
 )
-from admin.config import (
-    Config,
-    ListenerConfig,
-    Secrets,
-    check_secrets,
-    resolve_config_path,
-    secrets_path,
-)
-from archive.reports import backlog as report_backlog
+from admin.paths import resolve_config_path, secrets_path
 
-register_error(tls_certs.CertError, 1)
+if TYPE_CHECKING:
+    from admin.config import Config
+
+register_error("admin.tls_certs:CertError", 1)
 
 app = typer.Typer(
     cls=ProxyAdminGroup,
     name="proxy-admin",
     help="Administer mailtee, the transparent POP3/SMTP archiving proxy.",
     no_args_is_help=True,
+    rich_markup_mode=None,  # plain click help: rendering it with rich costs ~50 ms to import
     add_completion=False,
     pretty_exceptions_show_locals=False,  # locals may hold passwords (invariant 5)
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -90,6 +106,10 @@ def main() -> None:
 
 
 def _default_hostname(demo: bool) -> str:
+    import socket
+
+    from admin.config import Config
+
     if demo:
         return "localhost"
     fqdn = socket.getfqdn()
@@ -133,7 +153,11 @@ def init(
         typer.Option("--force", help="Overwrite an existing config.toml and secrets.toml."),
     ] = False,
 ) -> None:
-    """Create config.toml, secrets.toml, the state directory and a self-signed certificate."""
+    """Create config.toml, secrets.toml, the state directory, the appliance CA and a
+    server certificate signed by it."""
+    from admin import tls_ca, tls_certs
+    from admin.config import Config, ListenerConfig, Secrets
+
     c = context(ctx)
     if c.config_path.exists() and not force:
         fail(f"{c.config_path} already exists; use --force to overwrite it", 1)
@@ -177,12 +201,18 @@ def init(
     os.chmod(tls_certs.tls_dir(sd), 0o700)
 
     cert, key = tls_certs.server_context_paths(sd)
+    ca_cert, ca_key = tls_ca.ca_paths(sd)
+    ca_note = "created" if tls_ca.ensure_ca(host, ca_cert, ca_key) else "kept the existing one"
     if cert.exists() and key.exists():
         cert_note = "kept the existing one"
     else:
-        extra = ("localhost", "127.0.0.1", "::1") if demo else ()
-        tls_certs.make_self_signed(host, cert, key, extra_names=extra)
-        cert_note = f"self-signed for {host}"
+        names = tls_ca.server_names(
+            host,
+            [lst.listen for lst in config.listener],
+            ("localhost", "127.0.0.1", "::1") if demo else (),
+        )
+        tls_ca.issue_server_cert(host, cert, key, ca_cert, ca_key, extra_names=names)
+        cert_note = f"for {', '.join((host, *names))}, signed by the appliance CA"
 
     spath = secrets_path(c.config_path)
     if force or not spath.exists():
@@ -201,46 +231,54 @@ def init(
             ("  state dir", f"{sd} (reports/, archive/, tls/)"),
             ("  certificate", f"{cert} ({cert_note})"),
             ("  sha256", fingerprint),
+            ("  CA", f"{ca_cert} ({ca_note}; mail clients trust this one: `tls ca`)"),
+            ("  CA sha256", tls_certs.describe(ca_cert)["sha256"]),
         ]
     )
     _print_next_steps(c, config, demo)
 
 
 def _print_next_steps(c: CliContext, config: Config, demo: bool) -> None:
-    pa = f"proxy-admin {config_arg(c)}"
+    """What to type next: shell lines that work as printed from the user's directory
+    (admin_command; comments after `#`), the same set-up as README.md/docs/install.md."""
+    pa = admin_command(c)
     typer.echo("")
     if demo:
         typer.echo(
             f"Demo provider: SMTP 127.0.0.1:{config.demo.smtp_port}, "
             f"POP3 127.0.0.1:{config.demo.pop3_port} (started by `run`)."
         )
+        ports = {lst.protocol: lst.bind_port for lst in config.listener}
         for lst in config.listener:
             typer.echo(
                 f"Listener {lst.name}: 127.0.0.1:{lst.bind_port} -> "
                 f"{hostport(lst.target_host, lst.upstream_port)}"
             )
         typer.echo("\nNext:")
-        typer.echo(f"  {pa}run")
+        typer.echo(f"  {pa}run   # `make run` starts it for you; Ctrl-C stops it")
+        typer.echo("Then, in a second terminal:")
         typer.echo(
-            f"  swaks --server 127.0.0.1:{DEMO_SMTP_PORT} --from you@example.com "
-            "--to alice@example.com"
+            f"  swaks --server 127.0.0.1:{ports.get('smtp', DEMO_SMTP_PORT)} "
+            "--from you@example.com --to alice@example.com"
         )
         typer.echo(
-            f"  read it back over POP3 at 127.0.0.1:{DEMO_POP3_PORT}, user alice@example.com, "
-            "any password"
+            f"  curl -s --user alice@example.com:any "
+            f"pop3://127.0.0.1:{ports.get('pop3', DEMO_POP3_PORT)}/1   # read it back, any password"
         )
         typer.echo(f"  {pa}status")
+        typer.echo(f"  {pa}search test   # archived within seconds")
     else:
-        typer.echo("Next:")
+        typer.echo("Next (clients will use 587 STARTTLS and 995 SSL/TLS, as in README.md):")
         typer.echo(
-            f"  {pa}listener add smtp --protocol smtp --target smtp.example.net:587 "
-            "--target-tls starttls"
+            f"  {pa}listener add smtp --protocol smtp --port 587 --client-tls starttls "
+            "--target smtp.provider.example:587 --target-tls starttls"
         )
         typer.echo(
-            f"  {pa}listener add pop3 --protocol pop3 --target pop.example.net:995 "
-            "--target-tls implicit"
+            f"  {pa}listener add pop3 --protocol pop3 --client-tls implicit "
+            "--target pop.provider.example --target-tls implicit"
         )
-        typer.echo(f"  {pa}run      (or: systemctl enable --now mailtee)")
+        typer.echo(f"  {pa}tls ca > mailtee-ca.crt   # the CA to install in the mail clients")
+        typer.echo(f"  {pa}run   # or: systemctl enable --now mailtee")
 
 
 # --- run ----------------------------------------------------------------------------
@@ -253,6 +291,8 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 
 def _preflight_tls(c: CliContext, config: Config) -> None:
+    from admin import tls_certs
+
     if not any(lst.client_tls != "none" for lst in config.listener):
         return
     cert, key = tls_certs.server_context_paths(c.state_dir(config))
@@ -268,6 +308,10 @@ def _preflight_tls(c: CliContext, config: Config) -> None:
 @app.command()
 def run(ctx: typer.Context) -> None:
     """Run the proxy in the foreground (systemd's ExecStart). SIGHUP reloads the config."""
+    import logging
+
+    from admin.config import check_secrets
+
     c = context(ctx)
     config = c.load_config()
     secrets = c.load_secrets(strict_mode=True)
@@ -287,6 +331,8 @@ def run(ctx: typer.Context) -> None:
     handler = setup_logging(config.log_level)
     try:
         trio.run(serve.run_service, config, secrets, c.config_path)
+        # SIGINT (Ctrl-C) and SIGTERM are caught by the service, which stops cleanly
+        typer.echo("proxy-admin: stopped", err=True)
     except BaseException as e:
         others = [x for x in _leaves(e) if not isinstance(x, KeyboardInterrupt)]
         if not others:  # Ctrl-C, possibly wrapped in exception groups by nurseries
@@ -339,6 +385,8 @@ def _probe(host: str, port: int | None, listening: set[tuple[str, int]] | None) 
     Linux: read the kernel's socket table, which has no side effects (a test connection to
     a proxy port would make the proxy open a provider session). Elsewhere: a TCP connect.
     """
+    import socket
+
     if not port:
         return None
     if listening is not None:
@@ -410,6 +458,33 @@ def _service_fields(svc: dict[str, Any]) -> list[tuple[str, Any]]:
     return fields
 
 
+def _accepting(
+    lst: Any, live: dict[str, Any] | None, svc: dict[str, Any] | None, listening: Any
+) -> tuple[bool | None, str | None]:
+    """Is `lst` accepting connections, and if not, why (when the service can tell)?
+
+    Only the service's own word counts: a port that some other program holds is not
+    mailtee accepting (issue 10 item 12) -- whether the service is up and failed to bind
+    it on a reload, or is down (`run` exits when a port is taken at start).
+    """
+    if live:
+        return True, None
+    if svc is None:
+        in_use = _probe(lst.listen, lst.port, listening)
+        if in_use:
+            return False, (
+                f"{hostport(lst.listen, lst.bind_port)} is in use by another program "
+                "(mailtee is not running)"
+            )
+        return (None if in_use is None else False), None
+    error = (svc.get("bind_errors") or {}).get(lst.name)
+    if error:
+        return False, error
+    if lst.name not in svc.get("configured", []):
+        return False, "not in the running configuration (apply it: `proxy-admin reload`)"
+    return False, "not listening"
+
+
 @app.command()
 def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Show listeners, sessions, the report backlog, recent errors and free disk space.
@@ -417,6 +492,8 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     While the service runs it answers through its control socket (state_dir/control.sock);
     otherwise the ports are checked from outside.
     """
+    from archive.reports import backlog as report_backlog
+
     c = context(ctx)
     config = c.load_config()
     sd = c.state_dir(config)
@@ -426,6 +503,7 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     listeners = []
     for lst in config.listener:
         live = running.get(lst.name)
+        accepting, error = _accepting(lst, live, svc, listening)
         listeners.append(
             {
                 "name": lst.name,
@@ -436,7 +514,8 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
                 "target_port": lst.target_port,
                 "client_tls": lst.client_tls,
                 "target_tls": lst.target_tls,
-                "accepting": True if live else _probe(lst.listen, lst.port, listening),
+                "accepting": accepting,
+                "error": error,
                 "active_sessions": live.get("active_sessions") if live else None,
             }
         )
@@ -500,6 +579,62 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
             for lst in listeners
         ],
     )
+    for lst in listeners:
+        if lst["error"]:
+            typer.echo(f"listener {lst['name']}: {lst['error']}")
+
+
+# --- reload -------------------------------------------------------------------------
+
+#: How long `reload` waits for the service to re-read and apply the configuration.
+RELOAD_TIMEOUT = 60.0
+
+
+def _reload_lines(result: dict[str, Any]) -> list[str]:
+    from proxy.reload_diff import summary
+
+    details = result.get("details") or {}
+    lines = [
+        f"added:     {', '.join(result.get('added', [])) or '-'}",
+        f"removed:   {', '.join(result.get('removed', [])) or '-'}",
+        f"changed:   {summary(result.get('changed', []), details).replace(',', ', ') or '-'}",
+        f"unchanged: {', '.join(result.get('unchanged', [])) or '-'}",
+    ]
+    if result.get("settings"):
+        lines.append(f"settings:  {', '.join(result['settings'])}")
+    return lines
+
+
+@app.command()
+def reload(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Make the running service re-read config.toml and secrets.toml (like SIGHUP or
+    `systemctl reload mailtee`) and show what changed. Sessions in flight continue."""
+    from proxy import control
+
+    c = context(ctx)
+    sock = control.socket_path(c.state_dir(c.load_config()))
+    try:
+        reply = control.request(sock, "reload", timeout=RELOAD_TIMEOUT)
+    except (FileNotFoundError, ConnectionRefusedError):
+        fail(
+            f"the service is not running (no answer on {sock}); start it with "
+            "`systemctl start mailtee` or `proxy-admin run`",
+            1,
+        )
+    except (OSError, control.ControlError) as e:
+        fail(f"reload: {e}", 1)
+    if json_out:
+        print_json(reply)
+    elif "reload" in reply:
+        typer.echo("reloaded " + str(c.config_path))
+        for line in _reload_lines(reply["reload"]):
+            typer.echo("  " + line)
+        for err in reply["reload"].get("errors", []):
+            typer.echo(error_line(err), err=True)
+    if not reply.get("ok"):
+        if "reload" not in reply:  # the config did not load: nothing changed
+            fail(f"reload failed, the running configuration stays: {reply.get('error')}", 1)
+        raise typer.Exit(1)
 
 
 # --- extensions ---------------------------------------------------------------------

@@ -11,12 +11,14 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from admin.cli_common import (
     JsonOpt,
+    QueryCommand,
+    clip,
     context,
+    display_width,
     fail,
     opened_archive,
     print_fields,
@@ -27,19 +29,17 @@ from admin.cli_common import (
     show_progress,
     warn,
 )
-from archive.importer import ImportSourceError
-from archive.ldap_sync import LdapSettings, LdapSyncError
-from archive.packs import PackError
-from archive.query import QueryError
-from archive.store import ArchiveError
-from archive.users import UserError, UserSpec, check_address, check_name
 
-register_error(ArchiveError, 1)
-register_error(PackError, 1)
-register_error(LdapSyncError, 1)
-register_error(UserError, 1)
-register_error(QueryError, 2)
-register_error(ImportSourceError, 2)
+register_error("archive.store:ArchiveError", 1)
+register_error("archive.packs:PackError", 1)
+register_error("archive.ldap_sync:LdapSyncError", 1)
+register_error("archive.users:UserError", 1)
+register_error("archive.query:QueryError", 2)
+register_error("archive.importer:ImportSourceError", 2)
+
+#: archive.ldap_sync.LdapSettings.filter (a test checks they agree; not imported here
+#: so that `--help` does not load ldap3)
+LDAP_DEFAULT_FILTER = "(|(objectClass=inetOrgPerson)(objectClass=user))"
 
 UserOpt = Annotated[
     str | None, typer.Option("--user", "-u", help="Only messages owned by this user.")
@@ -57,14 +57,30 @@ def _stats_out(stats, json_out: bool, what: str) -> None:  # type: ignore[no-unt
     if json_out:
         print_json(stats.as_dict())
     else:
-        click.echo(
-            f"{what} {stats.reports} item(s): {stats.new_messages} new message(s), "
-            f"{stats.duplicates} already archived, {stats.updated_reports} report update(s)"
-        )
+        typer.echo(_stats_line(stats, what))
         for err in stats.errors:
             warn(err)
     if stats.errors:
         raise typer.Exit(1)
+
+
+def _stats_line(stats, what: str) -> str:  # type: ignore[no-untyped-def]
+    """One summary line. For `import`, an item seen before (same source path and position)
+    counts as already archived -- re-importing adds nothing and says so; for `ingest`,
+    a report seen before carries news (its outcome), so updates are named."""
+    if what == "imported":
+        seen = stats.duplicates + stats.updated_reports
+        if stats.new_messages == 0 and stats.reports:
+            return f"imported {stats.reports} item(s): nothing new, all already archived"
+        return (
+            f"imported {stats.reports} item(s): {stats.new_messages} new message(s), "
+            f"{seen} already archived"
+        )
+    return (
+        f"{what} {stats.reports} item(s): {stats.new_messages} new message(s), "
+        f"{stats.duplicates} already archived, {stats.updated_reports} report(s) updated "
+        "(e.g. their outcome)"
+    )
 
 
 def ingest(ctx: typer.Context, json_out: JsonOpt = False) -> None:
@@ -95,7 +111,13 @@ def import_(
 
 def search(
     ctx: typer.Context,
-    query: Annotated[str, typer.Argument(help='Words, "phrases", from: to: subject: ...')],
+    query: Annotated[
+        str,
+        typer.Argument(
+            metavar="QUERY",
+            help='Words, "phrases", from: to: subject: ..., -negation (docs/archive.md).',
+        ),
+    ],
     user: UserOpt = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most N hits.")] = 50,
     json_out: JsonOpt = False,
@@ -110,14 +132,14 @@ def search(
         )
         return
     if not hits:
-        click.echo("no matches", err=True)
+        typer.echo("no matches", err=True)
         return
     rows = [
         (
             h.id,
             h.date[:16].replace("T", " "),
-            _clip(h.sender, 30),
-            _clip(h.subject, 60),
+            _sender(h.sender, 30),
+            clip(h.subject, 60),
             _size(h.size),
             "@" if h.has_attachment else "",
         )
@@ -125,12 +147,18 @@ def search(
     ]
     print_table(("ID", "DATE (UTC)", "FROM", "SUBJECT", "SIZE", "ATT"), rows)
     if total > len(hits):
-        click.echo(f"({len(hits)} of {total} matches; use --limit for more)", err=True)
+        typer.echo(f"({len(hits)} of {total} matches; use --limit for more)", err=True)
 
 
-def _clip(text: str, width: int) -> str:
+def _sender(text: str, width: int) -> str:
+    """`Name <addr>` if it fits in `width` columns, else the address alone, uncut (an
+    address cut in half is a different address)."""
     text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    if display_width(text) <= width:
+        return text
+    if text.endswith(">") and "<" in text:
+        return text[text.rindex("<") + 1 : -1]
+    return text
 
 
 def _size(n: int) -> str:
@@ -177,17 +205,39 @@ def show(
         ("owners", ", ".join(info["owners"]) or "-"),
     ]
     for r in info["reports"]:
-        where = r["listener"] or r["source"] or "-"
-        who = r["pop3_user"] and f"pop3 user {r['pop3_user']}" or r["client_ip"] or ""
-        pairs.append(("report", f"{r['received_at']} {r['protocol']} {where} {who} {r['outcome']}"))
+        pairs.append(("report", _provenance(r)))
     print_fields(pairs)
-    click.echo("")
-    click.echo(info["text"])
+    typer.echo("")
+    typer.echo(info["text"])
+
+
+def _provenance(r: dict) -> str:  # type: ignore[type-arg]
+    """One report as a person reads it: when, how, through what, for whom, outcome.
+
+    `2026-11-24T10:00:00Z POP3 download, listener pop3, account alice, client 192.0.2.20:
+    delivered` -- each fact once (not `pop3 pop3 pop3 user alice`)."""
+    proto = (r.get("protocol") or "?").upper()
+    how = {
+        "outgoing": f"{proto} send",
+        "incoming": f"{proto} download",
+    }.get(r.get("direction") or "", proto if r.get("listener") else "import")
+    parts = [how]
+    if r.get("listener"):
+        parts.append(f"listener {r['listener']}")
+    elif r.get("source"):
+        parts.append(f"from {r['source']}")
+    if r.get("pop3_user"):
+        parts.append(f"account {r['pop3_user']}")
+    if r.get("client_ip"):
+        parts.append(f"client {r['client_ip']}")
+    return f"{r.get('received_at') or '-'} {', '.join(parts)}: {r.get('outcome') or '-'}"
 
 
 def export(
     ctx: typer.Context,
-    query: Annotated[str, typer.Argument(help="Search query selecting what to export.")],
+    query: Annotated[
+        str, typer.Argument(metavar="QUERY", help="Search query selecting what to export.")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")],
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="eml (one file per message) or mbox.")
@@ -216,7 +266,7 @@ def export(
     if json_out:
         print_json({"query": query, "format": fmt, "count": count, "path": str(where)})
     else:
-        click.echo(f"exported {count} message(s) to {where}")
+        typer.echo(f"exported {count} message(s) to {where}")
 
 
 # --- users -----------------------------------------------------------------------------
@@ -226,24 +276,85 @@ def export(
 def user_add(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="User name (login).")],
-    email: Annotated[list[str], typer.Option("--email", "-e", help="An address (repeat).")],
+    email: Annotated[
+        list[str] | None, typer.Option("--email", "-e", help="An address (repeat).")
+    ] = None,
     pop3_account: Annotated[
         list[str] | None,
         typer.Option("--pop3-account", help="A POP3 login that is this user's (repeat)."),
     ] = None,
     display_name: Annotated[str | None, typer.Option("--display-name")] = None,
 ) -> None:
-    """Add a user owning every message to/from/cc/bcc one of their addresses."""
-    from archive.users import add_user
+    """Add a user owning every message to/from/cc/bcc one of their addresses, and every
+    message downloaded with one of their POP3 accounts (give at least one of the two)."""
+    from archive.users import UserError, UserSpec, add_user, check_address, check_name
 
+    if not email and not pop3_account:
+        fail("give at least one --email or --pop3-account", 2)
     try:
         check_name(name)
-        addrs = [check_address(a) for a in email]
+        addrs = [check_address(a) for a in email or []]
     except UserError as e:
         fail(str(e), 2)
+    accounts = list(pop3_account or [])
     with opened_archive(ctx) as archive:
-        add_user(archive.catalog, UserSpec(name, addrs, display_name, list(pop3_account or [])))
-    click.echo(f"added user {name} ({', '.join(addrs)})")
+        add_user(archive.catalog, UserSpec(name, addrs, display_name, accounts))
+    owned = [*addrs, *(f"POP3 {a}" for a in accounts)]
+    typer.echo(f"added user {name} ({', '.join(owned)})")
+
+
+@user_app.command("set")
+def user_set(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="User name.")],
+    add_email: Annotated[
+        list[str] | None, typer.Option("--add-email", help="Add an address (repeat).")
+    ] = None,
+    remove_email: Annotated[
+        list[str] | None, typer.Option("--remove-email", help="Remove an address (repeat).")
+    ] = None,
+    add_pop3: Annotated[
+        list[str] | None,
+        typer.Option("--add-pop3-account", help="Add a POP3 login (repeat)."),
+    ] = None,
+    remove_pop3: Annotated[
+        list[str] | None,
+        typer.Option("--remove-pop3-account", help="Remove a POP3 login (repeat)."),
+    ] = None,
+    display_name: Annotated[
+        str | None, typer.Option("--display-name", help="A new display name.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Change a user's addresses, POP3 accounts or display name; ownership of archived
+    mail follows at once."""
+    from archive.users import UserError, edit_user
+
+    if not (add_email or remove_email or add_pop3 or remove_pop3 or display_name is not None):
+        fail("nothing to change: give --add-email, --remove-email, --add-pop3-account, "
+             "--remove-pop3-account or --display-name", 2)  # fmt: skip
+    with opened_archive(ctx) as archive:
+        try:
+            result = edit_user(
+                archive.catalog, name,
+                add_addresses=add_email or [], remove_addresses=remove_email or [],
+                add_pop3=add_pop3 or [], remove_pop3=remove_pop3 or [],
+                display_name=display_name,
+            )  # fmt: skip
+        except UserError as e:
+            fail(str(e), 2 if "would own nothing" in str(e) or "not an email" in str(e) else 1)
+    if json_out:
+        print_json(result)
+        return
+    typer.echo(
+        f"changed user {name}: addresses {', '.join(result['addresses']) or '-'}; "
+        f"POP3 {', '.join(result['pop3_accounts']) or '-'}"
+    )
+    if result["source"] != "manual":
+        warn(
+            f"{name} comes from {result['source']}: the next "
+            f"{'sync-ldap' if result['source'] == 'ldap' else 'import-csv'} replaces this change"
+        )
 
 
 @user_app.command("list")
@@ -276,7 +387,7 @@ def user_remove(ctx: typer.Context, name: Annotated[str, typer.Argument()]) -> N
 
     with opened_archive(ctx) as archive:
         remove_user(archive.catalog, name)
-    click.echo(f"removed user {name}")
+    typer.echo(f"removed user {name}")
 
 
 @user_app.command("passwd")
@@ -295,13 +406,14 @@ def user_passwd(
 ) -> None:
     """Set a user's local password (argon2id) for web access and local mail logins."""
     from archive.logins import check_password_text, clear_password, set_password
+    from archive.users import UserError
 
     if clear == password_stdin:
         fail("give exactly one of --password-stdin or --clear", 2)
     with opened_archive(ctx) as archive:
         if clear:
             clear_password(archive.catalog, name)
-            click.echo(f"removed the local password of {name}")
+            typer.echo(f"removed the local password of {name}")
             return
         password = sys.stdin.readline().rstrip("\r\n")
         try:
@@ -309,7 +421,7 @@ def user_passwd(
         except UserError as e:
             fail(str(e), 2)
         set_password(archive.catalog, name, password)
-    click.echo(f"set the local password of {name}")
+    typer.echo(f"set the local password of {name}")
 
 
 @user_app.command("role")
@@ -327,14 +439,14 @@ def user_role(
         fail(f"role must be one of {', '.join(ROLES)}", 2)
     with opened_archive(ctx) as archive:
         set_role(archive.catalog, name, role)
-    click.echo(f"{name} is now {role}")
+    typer.echo(f"{name} is now {role}")
 
 
 def _import_out(result, json_out: bool) -> None:  # type: ignore[no-untyped-def]
     if json_out:
         print_json(result.as_dict())
     else:
-        click.echo(
+        typer.echo(
             f"{result.added} added, {result.updated} updated, {result.unchanged} unchanged, "
             f"{result.removed} removed, {len(result.errors)} rejected"
         )
@@ -373,7 +485,7 @@ def user_sync_ldap(
     ] = False,
     ldap_filter: Annotated[
         str, typer.Option("--filter", help="LDAP filter selecting the users.")
-    ] = LdapSettings.filter,
+    ] = LDAP_DEFAULT_FILTER,
     name_attr: Annotated[
         str, typer.Option("--name-attr", help="User name attribute (AD: sAMAccountName).")
     ] = "uid",
@@ -391,7 +503,7 @@ def user_sync_ldap(
     json_out: JsonOpt = False,
 ) -> None:
     """Mirror users from LDAP / Active Directory (idempotent)."""
-    from archive.ldap_sync import sync
+    from archive.ldap_sync import LdapSettings, sync
 
     c = context(ctx)
     password = None
@@ -425,8 +537,8 @@ def user_sync_ldap(
 def register(app: typer.Typer) -> None:
     """Mount the archive commands on the root `proxy-admin` app."""
     app.command("ingest")(ingest)
-    app.command("search")(search)
+    app.command("search", cls=QueryCommand)(search)
     app.command("show")(show)
-    app.command("export")(export)
+    app.command("export", cls=QueryCommand)(export)
     app.command("import")(import_)
     app.add_typer(user_app, name="user")

@@ -4,14 +4,14 @@ Commands stay thin (sqlite-utils style): they open a library object, call one me
 print. Expected library errors are converted to one stderr line at the edge, by
 `ProxyAdminGroup` (the root command group), so the same conversion applies when the app is
 run by `main()`, by a console script or in-process by a test's CliRunner. Extension
-modules (admin/cli_archive.py) can add their own error types with `register_error`.
+modules (admin/cli_archive.py) can add their own error types with `register_error`,
+by class or, to keep its module unimported until a command needs it, by
+"module:ClassName" (see admin/cli.py for the lazy-import rule).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,27 +20,35 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 if TYPE_CHECKING:
+    import logging
+
+    from admin.config import Config, Secrets
     from archive.store import Archive
-from typer.core import TyperGroup
 
 try:  # typer >= 0.26 vendors click; its exceptions derive from TyperException
     from typer import TyperException as _CliError
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import ClickException as _CliError  # type: ignore[assignment]
 
-from admin import config as cfg
-from admin.config import Config, ConfigError, Secrets
+from admin import paths
 
 PROG = "proxy-admin"
 
 #: Expected exception types -> exit code. Anything else is a bug and keeps its traceback.
-_EXPECTED_ERRORS: dict[type[BaseException], int] = {ConfigError: 2, OSError: 1}
+#: A key is a class or "module:ClassName"; a named class whose module was never imported
+#: cannot have been raised, so matching never imports anything.
+_EXPECTED_ERRORS: dict[type[BaseException] | str, int] = {
+    "admin.config:ConfigError": 2,
+    OSError: 1,
+}
 
 
-def register_error(exc_type: type[BaseException], code: int = 1) -> None:
-    """Make `exc_type` an expected error: printed as one line, exit `code`."""
+def register_error(exc_type: type[BaseException] | str, code: int = 1) -> None:
+    """Make `exc_type` (a class or "module:ClassName") an expected error: one line, exit
+    `code`. Prefer the string form for classes of heavy modules (archive, ldap3, ...)."""
     _EXPECTED_ERRORS[exc_type] = code
 
 
@@ -51,18 +59,26 @@ class CliContext:
     config_path: Path
 
     def load_config(self) -> Config:
+        from admin import config as cfg
+
         return cfg.load_config(self.config_path)
 
     def load_secrets(self, *, strict_mode: bool = True) -> Secrets:
+        from admin import config as cfg
+
         return cfg.load_secrets(self.config_path, strict_mode=strict_mode)
 
     def state_dir(self, config: Config) -> Path:
-        return cfg.state_dir(config, self.config_path)
+        return paths.state_dir(config, self.config_path)
 
     def save_config(self, config: Config) -> None:
+        from admin import config as cfg
+
         cfg.save_config(config, self.config_path)
 
     def save_secrets(self, secrets: Secrets) -> None:
+        from admin import config as cfg
+
         cfg.save_secrets(secrets, self.config_path)
 
 
@@ -70,7 +86,7 @@ def context(ctx: typer.Context) -> CliContext:
     """The CliContext set up by the root callback (or the default one, if there is none)."""
     found = ctx.find_object(CliContext)
     if found is None:
-        found = CliContext(cfg.resolve_config_path(None))
+        found = CliContext(paths.resolve_config_path(None))
         ctx.ensure_object(dict)  # leave ctx.obj alone if something else owns it
     return found
 
@@ -100,6 +116,8 @@ def is_interactive() -> bool:
 
 
 def to_json(obj: Any) -> str:
+    import json
+
     return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, default=str)
 
 
@@ -108,11 +126,47 @@ def print_json(obj: Any) -> None:
     typer.echo(to_json(obj))
 
 
+def char_width(ch: str) -> int:
+    """Terminal columns of one character: 2 for East Asian wide/fullwidth, 0 for
+    combining marks and controls, else 1 (what wcwidth(3) says for the common cases)."""
+    import unicodedata
+
+    if unicodedata.combining(ch) or unicodedata.category(ch) in ("Cc", "Cf", "Mn", "Me"):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def display_width(text: str) -> int:
+    """Columns `text` takes on a terminal (請求書 is 6, not 3)."""
+    if text.isascii():
+        return len(text)
+    return sum(char_width(ch) for ch in text)
+
+
+def clip(text: str, width: int) -> str:
+    """`text` on one line, cut to at most `width` columns with an ellipsis."""
+    text = " ".join(text.split())
+    if display_width(text) <= width:
+        return text
+    out, used = [], 0
+    for ch in text:
+        w = char_width(ch)
+        if used + w > width - 1:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out) + "…"
+
+
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """Aligned plain-text columns (no box drawing, so `grep`/`awk` still work)."""
+    """Aligned plain-text columns (no box drawing, so `grep`/`awk` still work), padded by
+    display width so that Japanese text keeps the columns straight."""
     cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    widths = [max(display_width(r[i]) for r in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(c + " " * (w - display_width(c)) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in cells
+    ]
     return "\n".join(lines)
 
 
@@ -144,10 +198,24 @@ def describe_error(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
+def _registered_class(key: type[BaseException] | str) -> type[BaseException] | None:
+    if not isinstance(key, str):
+        return key
+    module, _, name = key.partition(":")
+    loaded = sys.modules.get(module)
+    found = getattr(loaded, name, None) if loaded is not None else None
+    return found if isinstance(found, type) else None
+
+
 def _expected_code(e: BaseException) -> int | None:
+    codes = {
+        cls: code
+        for key, code in _EXPECTED_ERRORS.items()
+        if (cls := _registered_class(key)) is not None
+    }
     for exc_type in type(e).__mro__:
-        if exc_type in _EXPECTED_ERRORS:
-            return _EXPECTED_ERRORS[exc_type]
+        if exc_type in codes:
+            return codes[exc_type]
     return None
 
 
@@ -199,37 +267,58 @@ class ProxyAdminGroup(TyperGroup):
         return code
 
 
-class OneLineFormatter(logging.Formatter):
-    """One line per record, even for tracebacks (journald and grep both like that)."""
+class QueryCommand(TyperCommand):
+    """A command whose positional QUERY may start with '-': `search '-from:alice 請求書'`
+    (negation is part of the query language, docs/archive.md).
 
-    def format(self, record: logging.LogRecord) -> str:
-        return " | ".join(part for part in super().format(record).splitlines() if part)
+    Before click parses, every token that is neither one of the command's options nor an
+    option's value is moved behind a `--`, so click takes it as an argument instead of
+    failing with "No such option: -f". Options may still come before or after the query;
+    an explicit `--` from the user is left alone.
+    """
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, self._query_last(ctx, list(args)))
 
-def _add_syslog_priority(record: logging.LogRecord) -> bool:
-    levels = ((logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
-    record.syslog_priority = next((p for lvl, p in levels if record.levelno >= lvl), 7)
-    return True
+    def _query_last(self, ctx: Any, args: list[str]) -> list[str]:
+        if "--" in args:
+            return args
+        flags: set[str] = set()
+        valued: set[str] = set()
+        for param in self.get_params(ctx):
+            if getattr(param, "param_type_name", "") != "option":
+                continue
+            names = [*param.opts, *param.secondary_opts]
+            (flags if getattr(param, "is_flag", False) else valued).update(names)
+
+        def is_option(token: str) -> bool:
+            if token in flags or token in valued:
+                return True
+            if token.startswith("--") and token.split("=", 1)[0] in valued:
+                return True  # --limit=5
+            return token[:2] in valued and token[2:].isdigit()  # -n5
+
+        options: list[str] = []
+        positional: list[str] = []
+        i = 0
+        while i < len(args):
+            token = args[i]
+            if not is_option(token):
+                positional.append(token)
+            else:
+                options.append(token)
+                if token in valued and i + 1 < len(args):
+                    options.append(args[i + 1])
+                    i += 1
+            i += 1
+        return [*options, "--", *positional] if positional else options
 
 
 def setup_logging(level: str) -> logging.Handler:
-    """Log to stderr at `level`; no timestamps under systemd (journald adds its own).
+    """Log to stderr at `level` (admin.logsetup; imported only by the commands that log)."""
+    from admin.logsetup import setup_logging as setup
 
-    Returns the handler so a caller (or a test) can remove it again.
-    """
-    handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("JOURNAL_STREAM"):
-        # "<N>" prefixes are syslog priorities journald understands (sd-daemon(3)), so
-        # `journalctl -p warning` filters mailtee's lines.
-        handler.addFilter(_add_syslog_priority)
-        fmt = "<%(syslog_priority)d>%(levelname)s %(name)s: %(message)s"
-    else:
-        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    handler.setFormatter(OneLineFormatter(fmt))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(getattr(logging, level.upper(), logging.INFO))
-    return handler
+    return setup(level)
 
 
 #: the `--json` switch every listing/reporting command shares
@@ -242,14 +331,56 @@ def hostport(host: str, port: int) -> str:
 
 
 def reload_hint() -> None:
-    typer.echo("A running service applies this on reload (systemctl reload mailtee).")
+    pa = "proxy-admin "
+    try:
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - typer < 0.26 uses click itself
+        from click import get_current_context
+    click_ctx = get_current_context(silent=True)
+    found = click_ctx.find_object(CliContext) if click_ctx is not None else None
+    if found is not None:
+        pa = admin_command(found)
+    typer.echo(
+        f"A running service applies this on reload: `{pa}reload` (or systemctl reload mailtee)."
+    )
 
 
 def config_arg(c: CliContext) -> str:
     """`--config X ` when the config is not the default one, for printed next steps."""
-    if c.config_path == cfg.resolve_config_path(None):
+    if c.config_path == paths.resolve_config_path(None):
         return ""
     return f"--config {c.config_path} "
+
+
+def admin_executable() -> str:
+    """How the user can run this very proxy-admin again from where they stand.
+
+    `proxy-admin` when that name on PATH is this program (the .deb, an activated venv);
+    otherwise the path it was started by, relative to the working directory when it lies
+    below it (`make run` starts `.venv/bin/proxy-admin`, which is not on PATH). Run
+    in-process (tests, `python -c`), it is `proxy-admin`.
+    """
+    import shutil
+
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if argv0 is None or argv0.name != PROG:
+        return PROG
+    on_path = shutil.which(PROG)
+    if on_path and Path(on_path).resolve() == argv0.resolve():
+        return PROG
+    absolute = argv0.absolute()
+    try:
+        rel = absolute.relative_to(Path.cwd())
+    except ValueError:
+        return str(absolute)
+    return str(rel) if len(rel.parts) > 1 else f"./{rel}"
+
+
+def admin_command(c: CliContext) -> str:
+    """`[sudo ]<proxy-admin> [--config X] ` for printed next steps (see admin_executable;
+    `sudo` when this runs under sudo, as the user will need it again)."""
+    sudo = "sudo " if os.environ.get("SUDO_USER") and os.geteuid() == 0 else ""
+    return f"{sudo}{admin_executable()} {config_arg(c)}"
 
 
 def audit(c: CliContext, action: str, detail: dict[str, Any]) -> None:

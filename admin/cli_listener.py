@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import ssl
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -25,16 +24,11 @@ from admin.cli_common import (
     print_json,
     print_table,
     reload_hint,
-    warn,
 )
-from admin.config import (
-    LISTENER_NAME_RE,
-    Config,
-    ListenerConfig,
-    Secrets,
-    default_port,
-    secrets_path,
-)
+from admin.paths import secrets_path
+
+if TYPE_CHECKING:
+    from admin.config import Config, ListenerConfig, Secrets
 
 listener_app = typer.Typer(
     help="Add, list, show, change and remove listeners (client port -> provider).",
@@ -107,6 +101,8 @@ def parse_ca_file(value: str) -> str | None:
         fail(f"--target-ca: {value}: no such file", 2)
     if not p.is_file():
         fail(f"--target-ca: {value}: not a file", 2)
+    import ssl
+
     try:
         ssl.create_default_context(cafile=str(p))
     except ssl.SSLError:
@@ -118,6 +114,8 @@ def parse_ca_file(value: str) -> str | None:
 
 
 def check_listener_name(name: str) -> str:
+    from admin.config import LISTENER_NAME_RE
+
     if not LISTENER_NAME_RE.match(name):
         fail(f"NAME: {name!r}: must be 1-32 characters of letters, digits, '-' or '_'", 2)
     return name
@@ -312,6 +310,8 @@ def _check_account(config: Config, lst: ListenerConfig) -> None:
 def _build_listener(data: dict[str, Any]) -> ListenerConfig:
     from pydantic import ValidationError
 
+    from admin.config import ListenerConfig
+
     try:
         return ListenerConfig.model_validate(data)
     except ValidationError as e:
@@ -340,6 +340,8 @@ def _apply_secret(
     c: CliContext, name: str, lst: ListenerConfig, password_stdin: bool
 ) -> tuple[Secrets | None, bool]:
     """Work out secrets.toml for listener `name`: (new Secrets or None if unchanged, added)."""
+    from admin.config import Secrets
+
     if password_stdin and lst.target_user is None:
         fail("--target-password-stdin: needs --target-user", 2)
     secrets = c.load_secrets(strict_mode=False)
@@ -419,23 +421,36 @@ def listener_add(
     _check_account(config, lst)
     if any(x.name == name for x in config.listener):
         fail(f"listener {name!r} already exists (change it with `listener set`)", 1)
-    clash = _port_clash(config, lst)
+    _refuse_port_clash(config, lst)
     secrets, _ = _apply_secret(c, name, lst, password_stdin)
     config.listener = [*config.listener, lst]
     _save(c, config, secrets, secrets_first=True)
     typer.echo(f"added listener {name!r}: {_summary(lst)}")
     audit(c, "listener.add", _audit_detail(name, ch, password_stdin))
-    if clash:
-        warn(clash)
     reload_hint()
 
 
-def _port_clash(config: Config, lst: ListenerConfig) -> str | None:
+def _same_socket(a: ListenerConfig, b: ListenerConfig) -> bool:
+    """Would `a` and `b` need the same TCP socket? Same port and the same address, or
+    one of them is the wildcard of the other's family (Linux refuses 127.0.0.1:25 while
+    0.0.0.0:25 listens). Port 0 means "any free port" and never clashes."""
+    if not a.bind_port or a.bind_port != b.bind_port:
+        return False
+    ia, ib = ipaddress.ip_address(a.listen), ipaddress.ip_address(b.listen)
+    if ia.version != ib.version:
+        return False
+    return ia == ib or ia.is_unspecified or ib.is_unspecified
+
+
+def _refuse_port_clash(config: Config, lst: ListenerConfig) -> None:
+    """Exit 2 if another listener owns lst's address:port (`run` could not bind both)."""
     for other in config.listener:
-        if other.name != lst.name and other.bind_port == lst.bind_port:
-            if other.listen == lst.listen or "0.0.0.0" in (other.listen, lst.listen):
-                return f"listener {other.name!r} also uses port {lst.bind_port}"
-    return None
+        if other.name != lst.name and _same_socket(other, lst):
+            fail(
+                f"--port: listener {other.name!r} already listens on "
+                f"{hostport(other.listen, other.bind_port)}; choose another --port or --listen",
+                2,
+            )
 
 
 def _find(config: Config, name: str) -> int:
@@ -475,6 +490,8 @@ def listener_set(
     i = _find(config, name)
     old = config.listener[i]
     data = old.model_dump()
+    from admin.config import default_port
+
     # A port that was the default for the old protocol/TLS mode follows the new one.
     if ({"protocol", "client_tls"} & ch.keys()) and "port" not in ch:
         if old.port == default_port(old.protocol, old.client_tls == "implicit"):
@@ -485,14 +502,12 @@ def listener_set(
     data.update(ch)
     lst = _build_listener(data)
     _check_account(config, lst)
-    clash = _port_clash(config, lst)
+    _refuse_port_clash(config, lst)
     secrets, added = _apply_secret(c, name, lst, password_stdin)
     config.listener = [*config.listener[:i], lst, *config.listener[i + 1 :]]
     _save(c, config, secrets, secrets_first=added)
     typer.echo(f"changed listener {name!r}: {_summary(lst)}")
     audit(c, "listener.set", _audit_detail(name, ch, password_stdin))
-    if clash:
-        warn(clash)
     reload_hint()
 
 
@@ -511,6 +526,8 @@ def listener_remove(ctx: typer.Context, name: NameArg) -> None:
     config = c.load_config()
     i = _find(config, name)
     config.listener = [*config.listener[:i], *config.listener[i + 1 :]]
+    from admin.config import Secrets
+
     secrets = None
     if secrets_path(c.config_path).exists():
         current = c.load_secrets(strict_mode=False)

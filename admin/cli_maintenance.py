@@ -9,9 +9,8 @@ found by verify), 2 usage.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import click
 import typer
 
 from admin.cli_common import (
@@ -27,13 +26,12 @@ from admin.cli_common import (
     show_progress,
     warn,
 )
-from archive import backup as bk
-from archive import maintenance as mt
-from archive.packs import PackError
-from archive.store import ArchiveError
 
-register_error(ArchiveError, 1)
-register_error(PackError, 1)
+if TYPE_CHECKING:
+    from archive import maintenance as mt
+
+register_error("archive.store:ArchiveError", 1)
+register_error("archive.packs:PackError", 1)
 
 
 index_app = typer.Typer(help="The search index (rebuildable from packs + catalog).")
@@ -53,6 +51,8 @@ def verify(
     """Recompute every blob hash and the hash chain; check catalog, packs and index agree.
 
     Exit 1 listing the damaged message IDs if anything is wrong."""
+    from archive import maintenance as mt
+
     with opened_archive(ctx) as archive, progress("verify", show_progress(json_out)) as cb:
         report = mt.verify(archive, store, cb)
     if json_out:
@@ -61,14 +61,14 @@ def verify(
         where = f"store {store}" if store is not None else "archive"
         for mid, problems in sorted(report.damaged.items()):
             for p in problems:
-                click.echo(f"damaged: message {mid}: {p}")
+                typer.echo(f"damaged: message {mid}: {p}")
         for note in report.notes:
             warn(note)
         if report.ok:
-            click.echo(f"{where} ok: {report.messages} message(s) verified")
+            typer.echo(f"{where} ok: {report.messages} message(s) verified")
         else:
             ids = " ".join(str(i) for i in sorted(report.damaged))
-            click.echo(f"{where} DAMAGED: {len(report.damaged)} message(s): {ids}", err=True)
+            typer.echo(f"{where} DAMAGED: {len(report.damaged)} message(s): {ids}", err=True)
     if not report.ok:
         _alert_damage(ctx, report)
         raise typer.Exit(1)
@@ -94,23 +94,27 @@ def _alert_damage(ctx: typer.Context, report: mt.VerifyReport) -> None:
 
 def compact(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Rewrite the live packs into full chunks, dropping unreferenced bytes (crash-safe)."""
+    from archive import maintenance as mt
+
     with opened_archive(ctx) as archive, progress("compact", show_progress(json_out)) as cb:
         result = mt.compact(archive, cb)
     if json_out:
         print_json(result.as_dict())
     elif result.messages:
-        click.echo(
+        typer.echo(
             f"compacted {result.messages} message(s): {result.packs_before} pack(s), "
             f"{result.bytes_before:,} bytes -> {result.packs_after} pack(s), "
             f"{result.bytes_after:,} bytes"
         )
     else:
-        click.echo("nothing to compact")
+        typer.echo("nothing to compact")
 
 
 @index_app.command("rebuild")
 def index_rebuild(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Recreate the search index from packs + catalog (also after a version change)."""
+    from archive import maintenance as mt
+
     with (
         opened_archive(ctx, reset_index=True) as archive,
         progress("index", show_progress(json_out)) as cb,
@@ -119,7 +123,7 @@ def index_rebuild(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     if json_out:
         print_json({"messages": n})
     else:
-        click.echo(f"indexed {n} message(s)")
+        typer.echo(f"indexed {n} message(s)")
 
 
 # --- stores ----------------------------------------------------------------------------
@@ -128,6 +132,8 @@ def index_rebuild(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 @store_app.command("list")
 def store_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """List stores: sealed or current, packs, messages, size."""
+    from archive import maintenance as mt
+
     with opened_archive(ctx) as archive:
         stores = mt.list_stores(archive)
     if json_out:
@@ -151,12 +157,14 @@ def store_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 @store_app.command("seal")
 def store_seal(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Make the current store read-only; new mail goes to a new store (search spans all)."""
+    from archive import maintenance as mt
+
     with opened_archive(ctx) as archive:
         sealed, new = mt.seal(archive)
     if json_out:
         print_json({"sealed": sealed.as_dict(), "current": new.as_dict()})
     else:
-        click.echo(
+        typer.echo(
             f"sealed store {sealed.id} ({sealed.messages} message(s)); "
             f"new mail goes to store {new.id}"
         )
@@ -171,6 +179,8 @@ def backup(
     json_out: JsonOpt = False,
 ) -> None:
     """Back up the archive online (catalog snapshot, then packs, then a manifest)."""
+    from archive import backup as bk
+
     if dest.exists() and not dest.is_dir():
         fail(f"DEST: {dest} is not a directory", 2)
     if dest.is_dir() and any(dest.iterdir()):
@@ -180,7 +190,7 @@ def backup(
     if json_out:
         print_json(result.as_dict())
     else:
-        click.echo(
+        typer.echo(
             f"backed up {result.messages} message(s), {result.files} file(s), "
             f"{result.bytes:,} bytes to {result.path}"
         )
@@ -192,6 +202,8 @@ def restore(
     json_out: JsonOpt = False,
 ) -> None:
     """Restore a backup into a state dir without an archive, rebuild the index, verify."""
+    from archive import backup as bk
+
     if not src.is_dir():
         fail(f"SRC: {src}: no such directory", 2)
     state = existing_state_dir(ctx)
@@ -200,13 +212,13 @@ def restore(
     if json_out:
         print_json(result.as_dict())
     else:
-        click.echo(
+        typer.echo(
             f"restored {result.messages} message(s) into {result.path}; indexed {result.indexed}"
         )
     if result.verify is not None and not result.verify.ok:
         ids = " ".join(str(i) for i in sorted(result.verify.damaged))
         if not json_out:
-            click.echo(f"restored archive DAMAGED: message(s) {ids}", err=True)
+            typer.echo(f"restored archive DAMAGED: message(s) {ids}", err=True)
         raise typer.Exit(1)
 
 

@@ -5,28 +5,28 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from admin import tls_certs
 from admin.cli_common import (
     CliContext,
     JsonOpt,
+    admin_command,
     audit,
-    config_arg,
     context,
     fail,
     print_fields,
     print_json,
     register_error,
     reload_hint,
-)
-from admin.config import (
-    Config,
+    warn,
 )
 
-register_error(tls_certs.CertError, 1)
+if TYPE_CHECKING:
+    from admin.config import Config
+
+register_error("admin.tls_certs:CertError", 1)
 
 tls_app = typer.Typer(
     help="The proxy's own TLS certificate (state_dir/tls/cert.pem and key.pem).",
@@ -42,12 +42,16 @@ def register(app: typer.Typer) -> None:
 
 
 def _tls_paths(c: CliContext) -> tuple[Config, Path, Path]:
+    from admin import tls_certs
+
     config = c.load_config()
     cert, key = tls_certs.server_context_paths(c.state_dir(config))
     return config, cert, key
 
 
 def _hostname_or_fail(hostname: str) -> str:
+    from admin import tls_certs
+
     try:
         return tls_certs.check_hostname(hostname)
     except tls_certs.CertError as e:
@@ -84,6 +88,8 @@ HostnameOpt = Annotated[
 @tls_app.command("show")
 def tls_show(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Show subject, issuer, names, expiry and SHA-256 fingerprint of the certificate."""
+    from admin import tls_certs
+
     c = context(ctx)
     _, cert, key = _tls_paths(c)
     if not cert.exists():
@@ -99,16 +105,76 @@ def tls_show(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
 @tls_app.command("self-signed")
 def tls_self_signed(ctx: typer.Context, hostname: HostnameOpt = None) -> None:
-    """Replace the certificate and key with a new self-signed pair."""
+    """Replace the certificate and key with a new pair signed by the appliance CA
+    (state_dir/tls/ca.pem, created if missing; clients that trust it need no change).
+
+    Names: the hostname and every listener's specific listen address."""
+    from admin import tls_ca, tls_certs
+
     c = context(ctx)
     config, cert, key = _tls_paths(c)
     host = _hostname_or_fail(hostname or config.hostname)
     cert.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(cert.parent, 0o700)
-    tls_certs.make_self_signed(host, cert, key)
+    ca_cert, ca_key = tls_ca.ca_paths(c.state_dir(config))
+    created = tls_ca.ensure_ca(host, ca_cert, ca_key)
+    names = tls_ca.server_names(host, [lst.listen for lst in config.listener])
+    tls_ca.issue_server_cert(host, cert, key, ca_cert, ca_key, extra_names=names)
     _print_cert(tls_certs.describe(cert))
-    audit(c, "tls.self-signed", {"hostname": host})
+    if created:
+        typer.echo(f"created the appliance CA {ca_cert}: install it in the mail clients (`tls ca`)")
+    audit(c, "tls.self-signed", {"hostname": host, "names": list(names)})
     reload_hint()
+
+
+@tls_app.command("ca")
+def tls_ca_show(
+    ctx: typer.Context,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="F",
+            help="Write it to F instead of stdout (e.g. mailtee-ca.crt).",
+        ),
+    ] = None,
+    der: Annotated[
+        bool, typer.Option("--der", help="DER instead of PEM (a .cer file for Windows GPO).")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print the appliance CA certificate that mail clients import to trust this gateway
+    (Thunderbird: Settings > Certificates > Authorities > Import; Windows: GPO)."""
+    from admin import tls_ca, tls_certs
+
+    c = context(ctx)
+    config, cert, _ = _tls_paths(c)
+    ca_cert, _ = tls_ca.ca_paths(c.state_dir(config))
+    if not ca_cert.exists():
+        fail(f"{ca_cert}: no appliance CA yet (create it with `proxy-admin tls self-signed`)", 1)
+    signs_ours = cert.exists() and tls_ca.issued_by(cert, ca_cert)
+    if json_out:
+        info = tls_certs.describe(ca_cert)
+        info["signs_current_certificate"] = signs_ours
+        info["pem"] = tls_ca.ca_bytes(ca_cert).decode()
+        print_json(info)
+        return
+    data = tls_ca.ca_bytes(ca_cert, der=der)
+    if out is None or out == "-":
+        if der:
+            fail("--der: binary output needs --out FILE", 2)
+        sys.stdout.write(data.decode())
+        sys.stdout.flush()
+    else:
+        Path(out).write_bytes(data)
+        info = tls_certs.describe(ca_cert)
+        typer.echo(f"wrote the CA certificate to {out} (sha256 {info['sha256']})")
+    if not signs_ours:
+        warn(
+            f"{cert} is not signed by this CA (an imported certificate?): clients need "
+            "the CA of that certificate instead"
+        )
 
 
 @tls_app.command("csr")
@@ -121,6 +187,8 @@ def tls_csr(
     hostname: HostnameOpt = None,
 ) -> None:
     """Write a certificate signing request for the existing key (for a CA to sign)."""
+    from admin import tls_certs
+
     c = context(ctx)
     config, cert, key = _tls_paths(c)
     host = _hostname_or_fail(hostname or config.hostname)
@@ -133,7 +201,7 @@ def tls_csr(
         return
     Path(out).write_bytes(csr)
     typer.echo(f"wrote a CSR for {host} to {out}")
-    typer.echo(f"When the CA has signed it: proxy-admin {config_arg(c)}tls import SIGNED.pem {key}")
+    typer.echo(f"When the CA has signed it: {admin_command(c)}tls import SIGNED.pem {key}")
 
 
 @tls_app.command("import")
@@ -146,6 +214,8 @@ def tls_import(
     key_file: Annotated[Path, typer.Argument(metavar="KEY", help="Its unencrypted private key.")],
 ) -> None:
     """Install a CA-signed certificate and its key (checked: key matches, not expired)."""
+    from admin import tls_certs
+
     c = context(ctx)
     for label, p in (("CERT", cert_file), ("KEY", key_file)):
         if not p.exists():

@@ -9,7 +9,6 @@ the CLI can print it without a traceback (exit 2).
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import stat
 import tomllib
@@ -19,10 +18,14 @@ from typing import Annotated, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from admin.paths import (  # noqa: F401 - re-exported: the path rules live in admin.paths
+    DEFAULT_CONFIG_PATH,
+    SECRETS_FILE_NAME,
+    resolve_config_path,
+    secrets_path,
+    state_dir,
+)
 from archive.durable import write_atomic
-
-DEFAULT_CONFIG_PATH = Path("/etc/mailtee/config.toml")
-SECRETS_FILE_NAME = "secrets.toml"
 
 #: Loopback, RFC 1918 and ULA: the networks a small office's clients come from.
 DEFAULT_ALLOW_CLIENTS = [
@@ -492,26 +495,6 @@ class Secrets(_Model):
         )
 
     __str__ = __repr__
-
-
-# --- paths --------------------------------------------------------------------------
-
-
-def resolve_config_path(path: str | os.PathLike[str] | None) -> Path:
-    if path:
-        return Path(path)
-    env = os.environ.get("MAILTEE_CONFIG")
-    return Path(env) if env else DEFAULT_CONFIG_PATH
-
-
-def secrets_path(config_path: Path) -> Path:
-    return config_path.with_name(SECRETS_FILE_NAME)
-
-
-def state_dir(config: Config, config_path: Path) -> Path:
-    """The state directory; a relative path is relative to the config file's folder."""
-    p = Path(config.state_dir)
-    return p if p.is_absolute() else (config_path.parent / p)
 
 
 # --- load / save --------------------------------------------------------------------

@@ -24,9 +24,10 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
+if TYPE_CHECKING:
+    import sqlite_utils
 
 from .origin import origin_keys
 
@@ -156,15 +157,31 @@ class Catalog:
         self.conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self.conn.row_factory = sqlite3.Row
         self.lock = threading.RLock()
-        self.db = sqlite_utils.Database(self.conn)
+        self._db: sqlite_utils.Database | None = None
         self.conn.execute("PRAGMA busy_timeout=30000")
         if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             self.db.enable_wal()
         self.conn.execute("PRAGMA synchronous=FULL")
         self._create()
 
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """sqlite-utils over the connection, for creating and migrating the schema.
+
+        Imported on first use: opening a catalog that is already at SCHEMA_VERSION (every
+        `proxy-admin search`) needs only sqlite3, and sqlite_utils costs ~20-35 ms to
+        import (issue 12 item 4)."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn)
+        return self._db
+
     def _create(self) -> None:
-        if "meta" in self.db.table_names():
+        has_meta = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        if has_meta:
             row = self.one("SELECT value FROM meta WHERE key = 'schema_version'")
             if row is not None and row[0] == str(SCHEMA_VERSION):
                 return

@@ -104,8 +104,8 @@ def upsert_user(cat: Catalog, spec: UserSpec, source: str, *, replace: bool = Tr
 
 
 def add_user(cat: Catalog, spec: UserSpec) -> None:
-    if not spec.addresses:
-        raise UserError("give at least one --email")
+    if not spec.addresses and not spec.pop3_accounts:
+        raise UserError("give at least one --email or --pop3-account")
     if cat.one("SELECT 1 FROM users WHERE name = ?", (spec.name,)):
         raise UserError(f"user {spec.name!r} already exists")
     upsert_user(cat, spec, "manual")
@@ -224,3 +224,53 @@ def apply_specs(cat: Catalog, specs: Iterable[UserSpec], source: str, result: Im
             result.updated += 1
         else:
             result.unchanged += 1
+
+
+def edit_user(
+    cat: Catalog,
+    name: str,
+    *,
+    add_addresses: Iterable[str] = (),
+    remove_addresses: Iterable[str] = (),
+    add_pop3: Iterable[str] = (),
+    remove_pop3: Iterable[str] = (),
+    display_name: str | None = None,
+) -> dict[str, Any]:
+    """Add/remove addresses and POP3 accounts of an existing user (`user set`).
+
+    Ownership follows at once (the catalog re-derives it). Removing something the user
+    does not have, or leaving the user with neither an address nor a POP3 account, is a
+    UserError. Returns the user's identities and source afterwards.
+    """
+    row = cat.one("SELECT * FROM users WHERE name = ?", (name,))
+    if row is None:
+        raise UserError(f"no user named {name!r}")
+    ids = cat.query("SELECT kind, value FROM user_identities WHERE user = ?", (row["id"],))
+    addrs = {r["value"] for r in ids if r["kind"] == "address"}
+    accounts = {r["value"] for r in ids if r["kind"] == "pop3"}
+    for what, have, gone in (
+        ("address", addrs, [check_address(a) for a in remove_addresses]),
+        ("POP3 account", accounts, [a.strip().lower() for a in remove_pop3]),
+    ):
+        for value in gone:
+            if value not in have:
+                raise UserError(f"user {name!r} has no {what} {value!r}")
+            have.discard(value)
+    addrs |= {check_address(a) for a in add_addresses}
+    accounts |= {a.strip().lower() for a in add_pop3 if a.strip()}
+    if not addrs and not accounts:
+        raise UserError(f"user {name!r} would own nothing: keep an address or a POP3 account")
+    spec = UserSpec(name, sorted(addrs), display_name, sorted(accounts))
+    upsert_user(cat, spec, row["source"])
+    cat.audit(
+        "user.set",
+        {
+            "name": name,
+            "add_addresses": list(add_addresses),
+            "remove_addresses": list(remove_addresses),
+            "add_pop3": list(add_pop3),
+            "remove_pop3": list(remove_pop3),
+        },
+    )
+    return {"name": name, "source": row["source"], "addresses": sorted(addrs),
+            "pop3_accounts": sorted(accounts)}  # fmt: skip

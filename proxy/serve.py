@@ -42,7 +42,7 @@ from admin.config import (
 from admin.config import state_dir as resolve_state_dir
 from archive.reports import backlog
 from archive.spool import Spool
-from proxy import control, notify
+from proxy import control, notify, reload_diff
 from proxy.actions import RelayCore
 from proxy.alerts import Alerter, watch_disk, watch_stats
 from proxy.errors import ProxyError
@@ -181,6 +181,10 @@ class ProxyService:
     stats: dict[str, Any] = field(default_factory=dict)
     reloads: int = 0
     last_reload: dict[str, Any] | None = None
+    #: listener name -> why a reload could not bind it (shown by `status`)
+    bind_errors: dict[str, str] = field(default_factory=dict)
+    #: reload_diff.tls_fingerprint of the client-side certificate, to log its renewal
+    tls_fingerprint: str | None = None
     started_at: float = field(default_factory=time.time)
     _limit: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(1))
     _bound: dict[str, _Port] = field(default_factory=dict)
@@ -248,23 +252,39 @@ class ProxyService:
             }
             if config.state_dir != self.config.state_dir:
                 log.warning("reload: a new state_dir takes effect only after a restart")
-            result: dict[str, list[str]] = {
+            result: dict[str, Any] = {
                 "added": [],
                 "removed": [],
                 "changed": [],
                 "unchanged": [],
                 "errors": [],
+                "details": {},
+                "settings": reload_diff.global_changes(self.config, config),
             }
+            fingerprint = await trio.to_thread.run_sync(
+                reload_diff.tls_fingerprint, *tls_paths(self.state_dir)
+            )
+            cert_changed = fingerprint != self.tls_fingerprint
+            self.tls_fingerprint = fingerprint
             self._limit.total_tokens = config.limits.max_connections
             same_globals = _global_key(config) == _global_key(self.config)
             rebind: list[_Listener] = []
             for name in [n for n in self._bound if n not in built]:
                 self._stop(name)
                 result["removed"].append(name)
+            self.bind_errors = {n: e for n, e in self.bind_errors.items() if n in built}
             for name, lst in built.items():
                 port = self._bound.get(name)
+                if port is not None:
+                    details = reload_diff.listener_changes(
+                        self.config, config, port.current.config, lst.config,
+                        port.current.settings.target_password, lst.settings.target_password,
+                        cert_changed,
+                    )  # fmt: skip
+                    if details:
+                        result["details"][name] = details
                 if port is not None and port.bind == _bind_key(lst.config):
-                    same = same_globals and port.current.config == lst.config
+                    same = same_globals and not result["details"].get(name)
                     result["unchanged" if same else "changed"].append(name)
                     port.current = lst  # also picks up a renewed TLS certificate
                     continue
@@ -280,7 +300,9 @@ class ProxyService:
                 except ProxyError as e:
                     log.error("reload: %s", e)
                     result["errors"].append(str(e))
+                    self.bind_errors[lst.config.name] = str(e)
                     continue
+                self.bind_errors.pop(lst.config.name, None)
                 self._start(lst, sockets)
             self.config, self.secrets = config, secrets
             if self.tokens is not None:
@@ -288,10 +310,11 @@ class ProxyService:
             self.reloads += 1
             self.last_reload = {"at": _utc(time.time()), **result}
             log.info(
-                "configuration reloaded: added=%s removed=%s changed=%s errors=%d",
+                "configuration reloaded: added=%s removed=%s changed=%s settings=%s errors=%d",
                 ",".join(result["added"]) or "-",
                 ",".join(result["removed"]) or "-",
-                ",".join(result["changed"]) or "-",
+                reload_diff.summary(result["changed"], result["details"]),
+                ",".join(result["settings"]) or "-",
                 len(result["errors"]),
             )
             return result
@@ -320,6 +343,8 @@ class ProxyService:
             "pid": os.getpid(),
             "started_at": _utc(self.started_at),
             "listeners": listeners,
+            "configured": [lc.name for lc in self.config.listener],
+            "bind_errors": dict(self.bind_errors),
             "draining": draining,
             "active_sessions": sum(self.active.values()),
             "archive_failures": self.stats.get("archive_failures", 0),
@@ -412,6 +437,9 @@ async def serve_listeners(
     service = ProxyService(config, secrets, state_dir)
     service.tokens = TokenManager(
         config, secrets, token_store or TokenStore(state_dir / "tokens.json")
+    )
+    service.tls_fingerprint = await trio.to_thread.run_sync(
+        reload_diff.tls_fingerprint, *tls_paths(state_dir)
     )
     service._limit = trio.CapacityLimiter(config.limits.max_connections)
     built = [

@@ -25,6 +25,7 @@ import trio
 
 from archive.spool import MessageWriter, Spool, SpoolError
 from proxy import actions as A
+from proxy import tls_hints
 from proxy.actions import RelayCore, Side
 from proxy.tls import wrap
 
@@ -70,6 +71,7 @@ class Session:
         self.reported_lost: set[Side] = set()
         self.retired: list[trio.abc.Stream] = []
         self.tls_error = ""
+        self.client_spoke = False  # has the client sent anything yet (tls_hints)?
         self.log = logging.getLogger(f"mailtee.{env.protocol}")
 
     # --- lifecycle -----------------------------------------------------------------
@@ -147,6 +149,15 @@ class Session:
             if data is None:
                 core.timeout(side)
             elif side is Side.CLIENT:
+                first, self.client_spoke = not self.client_spoke, True
+                if first and self.client_tls is None and tls_hints.looks_like_tls(data):
+                    self.log.warning(
+                        "%s listener=%s client=%s",
+                        tls_hints.implicit_tls_on_plain_port(self.env.client_tls),
+                        self.env.listener,
+                        self.peer_ip,
+                    )
+                    return  # a ClientHello is no command: never relay it upstream
                 core.receive_client(data)
             else:
                 core.receive_upstream(data)
@@ -238,9 +249,11 @@ class Session:
             reason = self.tls_error = _reason(e)
             if side is Side.CLIENT:
                 self.client = None
+                hint = tls_hints.handshake_hint(reason, env.client_tls)
                 self.log.info(
-                    "client TLS handshake failed: %s listener=%s client=%s",
+                    "client TLS handshake failed: %s%s listener=%s client=%s",
                     reason,
+                    f" ({hint})" if hint else "",
                     env.listener,
                     self.peer_ip,
                 )

@@ -224,12 +224,16 @@ def test_status_json_and_table(
         doc = json.loads(r.stdout)
         table = initialised("status")
     assert doc["reports_pending"] == 1
-    assert {x["name"]: x["accepting"] for x in doc["listeners"]} == {"up": True, "down": False}
+    # the service is not running: a port something else listens on is not mailtee's
+    assert {x["name"]: x["accepting"] for x in doc["listeners"]} == {"up": False, "down": False}
+    up = next(x for x in doc["listeners"] if x["name"] == "up")
+    assert "in use by another program" in up["error"]
     assert list(doc) == sorted(doc)
     assert table.exit_code == 0
     assert "1 .mpr" in table.stdout
     rows = {line.split()[0]: line for line in table.stdout.splitlines() if line}
-    assert rows["up"].split()[-1] == "yes" and rows["down"].split()[-1] == "no"
+    assert rows["up"].split()[-1] == "no" and rows["down"].split()[-1] == "no"
+    assert "in use by another program" in table.stdout
 
 
 # --- run ------------------------------------------------------------------------------

@@ -133,7 +133,7 @@ def test_stls_alias_and_ipv6_targets(initialised: Cli) -> None:
     add(initialised, "a", "--protocol", "pop3", "--target", "[::1]:1110", "--target-tls", "stls",
         "--client-tls", "STLS", "--listen", "::")  # fmt: skip
     add(initialised, "b", "--protocol", "smtp", "--target", "[2001:db8::25]")
-    add(initialised, "c", "--protocol", "smtp", "--target", "2001:db8::26")
+    add(initialised, "c", "--protocol", "smtp", "--target", "2001:db8::26", "--port", "587")
     a, b, c = initialised.toml()["listener"]
     assert (a["target_host"], a["target_port"], a["target_tls"], a["client_tls"]) == (
         "::1", 1110, "starttls", "starttls",
@@ -241,12 +241,23 @@ def test_password_kept_in_secrets_can_be_used(initialised: Cli) -> None:
     assert stat.S_IMODE(initialised.secrets_path.stat().st_mode) == 0o600
 
 
-def test_port_clash_warns(initialised: Cli) -> None:
+def test_port_clash_is_refused(initialised: Cli) -> None:
+    # `run` cannot bind two listeners on one address:port: refuse it when it is made.
     add(initialised, "a", "--protocol", "smtp", "--target", "h", "--port", "2525")
+    before = initialised.config_path.read_bytes()
     r = initialised("listener", "add", "b", "--protocol", "smtp", "--target", "h", "--port",
                     "2525")  # fmt: skip
-    assert r.exit_code == 0
-    assert "warning" in r.stderr and "'a'" in r.stderr
+    assert_one_line_error(r, 2, "'a'", "0.0.0.0:2525")
+    r = initialised("listener", "add", "b", "--protocol", "pop3", "--target", "h", "--port",
+                    "2525", "--listen", "127.0.0.1")  # fmt: skip
+    assert_one_line_error(r, 2, "'a'")  # 0.0.0.0 covers 127.0.0.1
+    assert initialised.config_path.read_bytes() == before
+    # a different port, or the other address family, is fine; `set` onto a taken one is not
+    add(initialised, "b", "--protocol", "smtp", "--target", "h", "--port", "2526")
+    add(initialised, "c", "--protocol", "smtp", "--target", "h", "--port", "2525", "--listen",
+        "::1")  # fmt: skip
+    assert_one_line_error(initialised("listener", "set", "b", "--port", "2525"), 2, "'a'")
+    assert initialised("listener", "set", "b", "--port", "2527").exit_code == 0
 
 
 def test_config_changes_are_in_the_audit_log_without_the_password(initialised: Cli) -> None:

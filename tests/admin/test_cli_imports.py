@@ -1,0 +1,139 @@
+"""proxy-admin starts fast because it imports only what the chosen command needs.
+
+Structural, not timing (issue 12 item 4): in a fresh interpreter, importing admin.cli and
+printing the help of every command must not load the archive, service, TLS, LDAP or
+pydantic stacks. The rule these tests enforce is documented at the top of admin/cli.py.
+Figures are in docs/performance.md (bench/cli_startup.py).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Top-level packages a bare `proxy-admin` / `--help` must not import.
+HEAVY = (
+    "archive",
+    "proxy",
+    "pydantic",
+    "pydantic_core",
+    "cryptography",
+    "OpenSSL",
+    "ldap3",
+    "tantivy",
+    "sqlite_utils",
+    "zstandard",
+    "trio",
+    "rich",
+    "ssl",
+)
+
+_PROBE = """
+import json, sys
+import typer
+from typer.core import TyperGroup
+import admin.cli
+from admin.cli import app
+
+def walk(cmd, path=()):
+    yield path
+    if isinstance(cmd, TyperGroup):
+        for name, sub in cmd.commands.items():
+            yield from walk(sub, (*path, name))
+
+paths = list(walk(typer.main.get_command(app))) if "--help" in sys.argv else []
+codes = {}
+for path in paths:
+    try:
+        app([*path, "--help"], prog_name="proxy-admin", standalone_mode=False)
+        codes[" ".join(path)] = 0
+    except SystemExit as e:
+        codes[" ".join(path)] = e.code
+heavy = sorted({m.split(".")[0] for m in sys.modules} & set(json.loads(sys.argv[1])))
+print(json.dumps({"heavy": heavy, "codes": codes, "admin_config": "admin.config" in sys.modules}))
+"""
+
+
+def _probe(*args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, json.dumps(HEAVY), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_importing_the_cli_loads_no_heavy_stack() -> None:
+    result = _probe()
+    assert result["heavy"] == []
+    assert result["admin_config"] is False
+
+
+def test_help_of_every_command_works_without_the_heavy_stacks() -> None:
+    result = _probe("--help")
+    assert len(result["codes"]) > 20, result["codes"]  # the walk really found the commands
+    expected = {"", "search", "listener add", "user add", "user set", "tls ca", "reload"}
+    assert expected <= set(result["codes"])
+    failed = {path: code for path, code in result["codes"].items() if code not in (0, None)}
+    assert failed == {}
+    # typer >= 0.29 itself coerces every parsed option (here the root's --config) through
+    # pydantic TypeAdapters, so pydantic may appear once a sub-command is parsed; our
+    # config model (admin.config) and everything else must not.
+    assert [m for m in result["heavy"] if not m.startswith("pydantic")] == []
+    assert result["admin_config"] is False
+
+
+def test_console_script_help_runs() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", "from admin.cli import main; main()", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("Usage: proxy-admin")
+
+
+def test_ldap_filter_default_matches_the_library() -> None:
+    from admin.cli_archive import LDAP_DEFAULT_FILTER
+    from archive.ldap_sync import LdapSettings
+
+    assert LDAP_DEFAULT_FILTER == LdapSettings.filter
+
+
+_SEARCH_PROBE = """
+import json, sys
+from admin.cli import app
+try:
+    app(["--config", sys.argv[1], "search", "--json", "hello"], prog_name="proxy-admin",
+        standalone_mode=False)
+except SystemExit:
+    pass
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
+"""
+
+
+def test_search_imports_no_tls_ldap_service_or_schema_stack(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from admin.cli import app
+
+    config = tmp_path / "etc" / "config.toml"
+    r = CliRunner().invoke(app, ["--config", str(config), "init", "--state-dir", "state"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["--config", str(config), "ingest"])  # creates the catalog
+    assert r.exit_code == 0, r.output
+    out = subprocess.run(
+        [sys.executable, "-c", _SEARCH_PROBE, str(config)],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert "tantivy" in loaded  # it did search
+    # sqlite_utils is for creating/migrating the catalog, not for reading it
+    assert loaded & {"sqlite_utils", "cryptography", "OpenSSL", "ldap3", "trio", "rich"} == set()
