@@ -130,6 +130,7 @@ def _build(
         server_ctx=server_ctx,
         upstream_ctx=upstream_ctx,
         stats=service.stats,
+        committer=service.committer,
     )
     return _Listener(lc, settings, env, config.allowed_networks(), limit)
 
@@ -179,6 +180,13 @@ class ProxyService:
     _bound: dict[str, _Port] = field(default_factory=dict)
     _nursery: trio.Nursery | None = None
     _reload_lock: trio.Lock = field(default_factory=trio.Lock)
+    #: the group committer of this process (archive.commit)
+    committer: Any = None
+    #: worker processes (proxy.workers): this one's index, SO_REUSEPORT, and the ports
+    #: the supervisor reserved for listeners configured with port 0
+    worker: int = 0
+    reuse_port: bool = False
+    port_map: dict[str, int] = field(default_factory=dict)
 
     # --- listeners -----------------------------------------------------------------
     def _start(self, lst: _Listener, sockets: list[trio.SocketListener]) -> None:
@@ -267,7 +275,7 @@ class ProxyService:
                 rebind.append(lst)
             for lst in rebind:
                 try:
-                    sockets = await _open(lst.config)
+                    sockets = await self.open(lst.config)
                 except ProxyError as e:
                     log.error("reload: %s", e)
                     result["errors"].append(str(e))
@@ -284,6 +292,11 @@ class ProxyService:
                 len(result["errors"]),
             )
             return result
+
+    async def open(self, lc: ListenerConfig) -> list[trio.SocketListener]:
+        if self.reuse_port:
+            return open_shared(lc, self.port_map.get(lc.name, lc.bind_port))
+        return await _open(lc)
 
     def snapshot(self) -> dict[str, Any]:
         """Listeners, sessions and counters (the in-memory part of `status`)."""
@@ -315,6 +328,7 @@ class ProxyService:
             "last_archive_error": self.stats.get("last_error"),
             "reloads": self.reloads,
             "last_reload": self.last_reload,
+            "commit": self.committer.snapshot() if self.committer is not None else None,
         }
 
 
@@ -329,6 +343,30 @@ async def _open(lc: ListenerConfig) -> list[trio.SocketListener]:
         raise ProxyError(
             f"listener {lc.name}: cannot listen on {lc.listen}:{lc.bind_port}: {e.strerror}"
         ) from None
+
+
+def open_shared(lc: ListenerConfig, port: int) -> list[trio.SocketListener]:
+    """Listen with SO_REUSEPORT on `port` (worker processes share the listeners; the
+    supervisor holds a bound, non-listening socket on the same port so that no other
+    program can take it and port 0 resolves to one number for all workers)."""
+    from proxy.ports import bind_reuseport
+
+    try:
+        socks = bind_reuseport(lc.listen, port)
+        for sock in socks:
+            sock.listen(socket_backlog())
+    except OSError as e:
+        raise ProxyError(
+            f"listener {lc.name}: cannot listen on {lc.listen}:{port}: {e.strerror}"
+        ) from None
+    return [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in socks]
+
+
+def socket_backlog() -> int:
+    try:
+        return int(Path("/proc/sys/net/core/somaxconn").read_text())
+    except (OSError, ValueError):
+        return 4096
 
 
 async def _handle(port: _Port, service: ProxyService, stream: trio.SocketStream) -> None:
@@ -375,25 +413,38 @@ async def serve_listeners(
     secrets: Secrets,
     state_dir: Path,
     *,
+    worker: int = 0,
+    reuse_port: bool = False,
+    port_map: dict[str, int] | None = None,
     task_status: trio.TaskStatus[ProxyService] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Bind every listener and serve until cancelled; `started()` gets the service."""
+    """Bind every listener and serve until cancelled; `started()` gets the service.
+
+    Messages are made durable by a group committer on `state_dir/spool/w<worker>`.
+    """
+    from archive.commit import GroupCommitter, spool_area
+
     (state_dir / "reports").mkdir(parents=True, exist_ok=True)
     service = ProxyService(config, secrets, state_dir)
+    service.worker, service.reuse_port = worker, reuse_port
+    service.port_map = dict(port_map or {})
     service._limit = trio.CapacityLimiter(config.limits.max_connections)
+    committer = GroupCommitter(state_dir / "reports", spool_area(state_dir, worker))
+    service.committer = committer
     built = [
         _build(lc, config, secrets, state_dir, service, service._limit) for lc in config.listener
     ]
     bound: list[tuple[_Listener, list[trio.SocketListener]]] = []
     try:
         for lst in built:
-            bound.append((lst, await _open(lst.config)))
+            bound.append((lst, await service.open(lst.config)))
     except BaseException:
         for _, sockets in bound:
             for sock in sockets:
                 sock.socket.close()
         raise
     async with trio.open_nursery() as nursery:
+        await nursery.start(committer.run)
         service._nursery = nursery
         for lst, sockets in bound:
             service._start(lst, sockets)
@@ -433,6 +484,29 @@ async def service_status(
             "mail_failures": alerter.mail_failures,
         },
     }
+
+
+def recover_spool(state: Path) -> None:
+    """Before serving: rebuild the reports of every spool area's journal (archive.commit),
+    then remove the work-in-progress files an earlier crash left."""
+    from archive.commit import recover
+
+    reports = state / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    spool_root = state / "spool"
+    areas = sorted(spool_root.iterdir()) if spool_root.is_dir() else []
+    for area in areas:
+        counts = recover(reports, area)
+        if counts["restored"] or counts["dropped"]:
+            log.warning(
+                "spool %s recovered after a crash: %d report(s) restored (outcome pending), "
+                "%d unacknowledged message(s) dropped",
+                area.name,
+                counts["restored"],
+                counts["dropped"],
+            )
+    for orphan in Spool(reports).cleanup_orphans():
+        log.warning("removed unfinished report file from an earlier crash: %s", orphan.name)
 
 
 def _load(config_path: Path) -> tuple[Config, Secrets]:
@@ -494,10 +568,7 @@ async def run_service(
     """The foreground service (`proxy-admin run`): listeners, control socket, alerts,
     sd_notify, demo provider, ingest. SIGHUP reloads; SIGTERM/SIGINT stop."""
     state = resolve_state_dir(config, config_path)
-    spool = Spool(state / "reports")
-    (state / "reports").mkdir(parents=True, exist_ok=True)
-    for orphan in spool.cleanup_orphans():
-        log.warning("removed unfinished report file from an earlier crash: %s", orphan.name)
+    recover_spool(state)
     demo = None
     if config.demo.enabled:
         from admin.demo_provider import DemoProvider

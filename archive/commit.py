@@ -1,0 +1,445 @@
+"""Group commit: many messages, one durability barrier; reports written once, off the ack path.
+
+Theory of operation (DESIGN "Durable path"). A worker process has one `GroupCommitter`
+with its own spool area (`state_dir/spool/w<N>/`). A session that has a whole message
+calls `await commit(writer)`; the call returns only after a barrier that covers the
+message has completed. Between barriers, commits queue up; the commit task takes all of
+them as one batch and, in one worker thread:
+1. writes each message's `.eml` under its final name in the report directory (a message
+   over `spool.SPILL_BYTES` already streams into a hidden temp file, renamed now),
+2. appends one journal record per message (stem + the `.mpr` document, outcome
+   "pending") to the spool area's append-only journal,
+3. runs the barrier: fdatasync of every new `.eml`, one fsync of the report directory,
+   fdatasync of the journal (ext4 folds these into one journal commit).
+Only then are the batch's sessions released; meanwhile the next batch accumulates. A
+message whose `.eml` cannot be written fails alone; a failed barrier fails the batch
+(fail closed: nobody in it is acknowledged) and starts a new journal segment.
+
+The `.mpr` is not written on the hot path at all. The session hands the upstream's
+verdict over with `record_outcome()` (no I/O, no wait); the materialiser task writes
+each `.mpr` once (temp name + rename, no fsync), with the final outcome, or with
+"pending" when none came within `OUTCOME_WAIT` (rewritten if it comes later). Until then
+the report directory holds the `.eml` alone, which readers ignore (a pair is committed
+once its `.mpr` exists). The journal is what makes that safe: after a crash, `recover()`
+writes the `.mpr` ("pending": the outcome is in doubt) of every journalled message whose
+`.eml` is intact, drops the rest (never acknowledged: their barrier did not complete) and
+then the journal. A journal segment is deleted once every report in it is written and a
+`syncfs` made those reports durable.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from archive.durable import fsync_dir
+from archive.spool import REPORT_MODE, MessageWriter, SpoolError
+
+log = logging.getLogger("mailtee.commit")
+
+#: how long the materialiser waits for the upstream's verdict before writing "pending"
+OUTCOME_WAIT = 2.0
+#: how often the materialiser looks for reports to write
+MATERIALISE_INTERVAL = 0.05
+#: a journal segment is closed after this many records (and deleted once materialised)
+SEGMENT_RECORDS = 4096
+JOURNAL_MODE = 0o640
+#: per batch: at most this many messages (bounds the time of one barrier)
+MAX_BATCH = 512
+
+
+def spool_area(state_dir: Path, worker: int) -> Path:
+    return state_dir / "spool" / f"w{worker}"
+
+
+_libc: Any = None
+
+
+def syncfs(path: Path) -> None:
+    """Flush the file system holding `path` (Linux syncfs(2); os.sync() elsewhere)."""
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            _libc.syncfs  # noqa: B018 - probe
+        except (OSError, AttributeError):
+            _libc = False
+    if not _libc:
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+    finally:
+        os.close(fd)
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A committed message whose `.mpr` is not written yet."""
+
+    writer: MessageWriter
+    segment: int
+    committed_at: float
+    outcome: tuple[str, str | None] | None = None
+    written: str | None = None  # the outcome the written `.mpr` holds
+
+
+@dataclass(slots=True)
+class _Request:
+    writer: MessageWriter
+    outcome: str
+    reply: str | None
+    done: trio.Event = field(default_factory=trio.Event)
+    error: str | None = None
+
+
+class Journal:
+    """The append-only journal segments of one spool area (used from one thread at a time)."""
+
+    def __init__(self, area: Path) -> None:
+        self.area = area
+        self.area.mkdir(parents=True, exist_ok=True)
+        self.seq = max(segment_numbers(area), default=0)
+        self.fd: int | None = None
+        self.records = 0
+        self.new_segment = False
+
+    def _open(self) -> None:
+        self.seq += 1
+        path = self.area / f"journal-{self.seq:08d}.log"
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, JOURNAL_MODE)
+        self.records = 0
+        self.new_segment = True
+
+    def append(self, lines: list[bytes]) -> int:
+        """Write records (no flush yet); returns the segment they are in."""
+        if self.fd is None or self.records >= SEGMENT_RECORDS:
+            self.close()
+            self._open()
+        assert self.fd is not None
+        view = memoryview(b"".join(lines))
+        while view:
+            view = view[os.write(self.fd, view) :]
+        self.records += len(lines)
+        return self.seq
+
+    def sync(self) -> None:
+        assert self.fd is not None
+        os.fdatasync(self.fd)
+        if self.new_segment:
+            fsync_dir(self.area)
+            self.new_segment = False
+
+    def close(self) -> None:
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+
+    def broken(self) -> None:
+        """After a failed write or sync: never append to that segment again."""
+        self.close()
+
+
+def segment_numbers(area: Path) -> list[int]:
+    out = []
+    try:
+        names = os.listdir(area)
+    except OSError:
+        return out
+    for name in names:
+        if name.startswith("journal-") and name.endswith(".log"):
+            try:
+                out.append(int(name[8:-4]))
+            except ValueError:
+                pass
+    return sorted(out)
+
+
+class GroupCommitter:
+    """The commit path of one worker process; run `run()` in a nursery before use."""
+
+    def __init__(self, reports_dir: Path, area: Path) -> None:
+        self.reports_dir = reports_dir
+        self.area = area
+        self.journal = Journal(area)
+        self._queue: list[_Request] = []
+        self._wake = trio.Event()
+        self._pending: dict[str, _Pending] = {}
+        self._segment_open: dict[int, int] = {}  # segment -> reports not yet written
+        self._late: list[tuple[MessageWriter, str, str | None]] = []
+        self.batches = 0
+        self.committed = 0
+        self.running = False
+
+    # --- the session side (Trio thread, no I/O) -------------------------------------
+    async def commit(self, writer: MessageWriter, outcome: str = "pending", reply: str | None = None) -> None:
+        """Return once a completed barrier covers `writer`'s message. Raises SpoolError.
+
+        With a final `outcome` (POP3: served whole) the report gets it straight away.
+        """
+        if not self.running:
+            raise SpoolError("the commit task is not running")
+        req = _Request(writer, outcome, reply)
+        self._queue.append(req)
+        self._wake.set()
+        with trio.CancelScope(shield=True):
+            # Once queued, the outcome of the barrier must be waited for: a cancelled
+            # session must not leave a half-known message behind.
+            await req.done.wait()
+        if req.error is not None:
+            raise SpoolError(req.error)
+
+    def record_outcome(self, writer: MessageWriter, outcome: str, reply: str | None) -> None:
+        """The upstream's verdict for a committed message (written to its `.mpr` soon)."""
+        p = self._pending.get(writer.stem)
+        if p is not None:
+            p.outcome = (outcome, reply)
+        elif writer.committed:
+            self._late.append((writer, outcome, reply))
+
+    # --- the tasks -------------------------------------------------------------------
+    async def run(
+        self, *, task_status: trio.TaskStatus[GroupCommitter] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self.running = True
+                nursery.start_soon(self._materialise_loop)
+                task_status.started(self)
+                while True:
+                    await self._wake.wait()
+                    self._wake = trio.Event()
+                    while self._queue:
+                        batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                        try:
+                            with trio.CancelScope(shield=True):
+                                await trio.to_thread.run_sync(self._barrier, batch)
+                        except Exception as e:  # a bug must not leave sessions waiting
+                            log.error("group commit failed: %r", e, exc_info=True)
+                            for req in batch:
+                                req.error = req.error or "internal error in the commit path"
+                                req.writer.discard_final_eml()
+                        self._release(batch)
+        finally:
+            self.running = False
+            for req in self._queue:
+                req.error = "the service is stopping"
+                req.done.set()
+            self._queue = []
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._flush_all)
+
+    def _release(self, batch: list[_Request]) -> None:
+        """After the barrier: hand the batch's reports to the materialiser, wake sessions."""
+        now = time.monotonic()
+        for req in batch:
+            if req.error is None:
+                seg = req.writer.segment
+                p = _Pending(req.writer, seg, now)
+                if req.outcome != "pending":
+                    p.outcome = (req.outcome, req.reply)
+                self._pending[req.writer.stem] = p
+                self._segment_open[seg] = self._segment_open.get(seg, 0) + 1
+            req.done.set()
+
+    def _barrier(self, batch: list[_Request]) -> None:
+        """Worker thread: write the batch's files and journal records, then one barrier."""
+        fds: list[tuple[_Request, int]] = []
+        lines: list[bytes] = []
+        good: list[_Request] = []
+        for req in batch:
+            try:
+                fd = req.writer.write_final_eml()
+            except SpoolError as e:
+                req.error = str(e)
+                continue
+            fds.append((req, fd))
+            good.append(req)
+            record = {"m": req.writer.stem, "doc": req.writer.document("pending", None)}
+            lines.append((json.dumps(record, ensure_ascii=False) + "\n").encode())
+        error: str | None = None
+        try:
+            if good:
+                seg = self.journal.append(lines)
+                for req in good:
+                    req.writer.segment = seg
+                for req, fd in fds:
+                    os.fdatasync(fd)
+                fsync_dir(self.reports_dir)
+                self.journal.sync()
+        except OSError as e:
+            self.journal.broken()
+            error = f"cannot make the copy durable in {self.reports_dir}: {e.strerror or e}"
+        finally:
+            for _req, fd in fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        for req in good:
+            if error is not None:
+                req.error = error
+                req.writer.discard_final_eml()
+            else:
+                req.writer.committed = True
+        if good and error is None:
+            self.batches += 1
+            self.committed += len(good)
+
+    async def _materialise_loop(self) -> None:
+        while True:
+            await trio.sleep(MATERIALISE_INTERVAL)
+            now = time.monotonic()
+            due = [
+                p
+                for p in self._pending.values()
+                if p.outcome is not None or now - p.committed_at >= OUTCOME_WAIT
+            ]
+            late, self._late = self._late, []
+            if due or late:
+                with trio.CancelScope(shield=True):
+                    done_segments = await trio.to_thread.run_sync(self._write_reports, due, late)
+                for p in due:
+                    if p.outcome is not None or p.written == "pending":
+                        self._pending.pop(p.writer.stem, None)
+                if done_segments:
+                    await trio.to_thread.run_sync(self._retire, done_segments)
+
+    def _write_reports(self, due: list[_Pending], late: list[tuple[MessageWriter, str, str | None]]) -> list[int]:
+        """Worker thread: write each due `.mpr` once; returns segments now fully written."""
+        done: list[int] = []
+        for p in due:
+            outcome, reply = p.outcome or ("pending", None)
+            if p.written == outcome:
+                continue
+            first = p.written is None
+            if not p.writer.write_mpr(outcome, reply):
+                log.error("cannot write report %s.mpr (stays in the journal)", p.writer.stem)
+                continue
+            p.written = outcome
+            if first:
+                left = self._segment_open.get(p.segment, 1) - 1
+                self._segment_open[p.segment] = left
+                if left <= 0 and p.segment != self.journal.seq:
+                    done.append(p.segment)
+        for writer, outcome, reply in late:
+            if writer.mpr_path.exists():  # ingest may already have removed the pair
+                writer.write_mpr(outcome, reply)
+        # a closed segment whose last report was written before the rotation
+        for seg, left in list(self._segment_open.items()):
+            if left <= 0 and seg != self.journal.seq and seg not in done:
+                done.append(seg)
+        return done
+
+    def _retire(self, segments: list[int]) -> None:
+        try:
+            syncfs(self.reports_dir)
+        except OSError as e:
+            log.error("cannot flush written reports (journal kept): %s", e.strerror)
+            return
+        for seg in segments:
+            try:
+                (self.area / f"journal-{seg:08d}.log").unlink(missing_ok=True)
+            except OSError:
+                continue
+            self._segment_open.pop(seg, None)
+
+    def _flush_all(self) -> None:
+        """At shutdown: write every report still waiting, then retire the journal."""
+        for p in self._pending.values():
+            outcome, reply = p.outcome or ("pending", None)
+            if p.written != outcome:
+                p.writer.write_mpr(outcome, reply)
+        self._pending.clear()
+        self.journal.close()
+        try:
+            syncfs(self.reports_dir)
+            for seg in segment_numbers(self.area):
+                (self.area / f"journal-{seg:08d}.log").unlink(missing_ok=True)
+        except OSError as e:
+            log.error("journal kept for recovery: %s", e.strerror)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "batches": self.batches,
+            "committed": self.committed,
+            "awaiting_outcome": len(self._pending),
+        }
+
+
+# --- recovery ------------------------------------------------------------------------
+
+
+def recover(reports_dir: Path, area: Path) -> dict[str, int]:
+    """Rebuild the `.mpr` of journalled messages after a crash (blocking; before serving).
+
+    A journalled message whose `.eml` is intact (size and SHA-256 as recorded) gets its
+    `.mpr` with outcome "pending" (the verdict is in doubt) unless one exists; one whose
+    `.eml` is missing or damaged was never acknowledged (its barrier did not complete)
+    and is dropped. Then the journal is deleted.
+    """
+    import hashlib
+
+    counts = {"restored": 0, "dropped": 0, "present": 0}
+    segments = segment_numbers(area)
+    if not segments:
+        return counts
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    for seg in segments:
+        path = area / f"journal-{seg:08d}.log"
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        for line in data.split(b"\n"):
+            try:
+                record = json.loads(line)
+                stem, doc = record["m"], record["doc"]
+                assert isinstance(doc, dict)
+            except (ValueError, KeyError, TypeError, AssertionError):
+                continue  # a torn tail (never acknowledged) or an empty line
+            if "/" in stem or stem.startswith("."):
+                continue
+            mpr = reports_dir / f"{stem}.mpr"
+            eml = reports_dir / f"{stem}.eml"
+            if mpr.exists():
+                counts["present"] += 1
+                continue
+            try:
+                raw = eml.read_bytes()
+            except OSError:
+                counts["dropped"] += 1
+                continue
+            if len(raw) != doc.get("size") or hashlib.sha256(raw).hexdigest() != doc.get("sha256"):
+                eml.unlink(missing_ok=True)
+                counts["dropped"] += 1
+                continue
+            doc["upstream"] = {"outcome": "pending", "reply": None}
+            tmp = reports_dir / f".{stem}.mpr.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, REPORT_MODE)
+            try:
+                os.write(fd, (json.dumps(doc, ensure_ascii=False) + "\n").encode())
+            finally:
+                os.close(fd)
+            os.replace(tmp, mpr)
+            counts["restored"] += 1
+    syncfs(reports_dir)
+    for seg in segments:
+        (area / f"journal-{seg:08d}.log").unlink(missing_ok=True)
+    fsync_dir(area)
+    return counts
