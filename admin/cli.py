@@ -274,7 +274,7 @@ def run(ctx: typer.Context) -> None:
     check_secrets(config, secrets)
     _preflight_tls(c, config)
     try:
-        from proxy import serve
+        from proxy import serve  # noqa: F401 - is the service installed?
     except ModuleNotFoundError as e:
         if e.name != "proxy.serve":
             raise
@@ -286,7 +286,9 @@ def run(ctx: typer.Context) -> None:
 
     handler = setup_logging(config.log_level)
     try:
-        trio.run(serve.run_service, config, secrets, c.config_path)
+        from proxy import workers
+
+        trio.run(workers.run, config, secrets, c.config_path)
     except BaseException as e:
         others = [x for x in _leaves(e) if not isinstance(x, KeyboardInterrupt)]
         if not others:  # Ctrl-C, possibly wrapped in exception groups by nurseries

@@ -187,7 +187,9 @@ class GroupCommitter:
         self.running = False
 
     # --- the session side (Trio thread, no I/O) -------------------------------------
-    async def commit(self, writer: MessageWriter, outcome: str = "pending", reply: str | None = None) -> None:
+    async def commit(
+        self, writer: MessageWriter, outcome: str = "pending", reply: str | None = None
+    ) -> None:
         """Return once a completed barrier covers `writer`'s message. Raises SpoolError.
 
         With a final `outcome` (POP3: served whole) the report gets it straight away.
@@ -278,7 +280,7 @@ class GroupCommitter:
                 seg = self.journal.append(lines)
                 for req in good:
                     req.writer.segment = seg
-                for req, fd in fds:
+                for _req, fd in fds:
                     os.fdatasync(fd)
                 fsync_dir(self.reports_dir)
                 self.journal.sync()
@@ -320,7 +322,9 @@ class GroupCommitter:
                 if done_segments:
                     await trio.to_thread.run_sync(self._retire, done_segments)
 
-    def _write_reports(self, due: list[_Pending], late: list[tuple[MessageWriter, str, str | None]]) -> list[int]:
+    def _write_reports(
+        self, due: list[_Pending], late: list[tuple[MessageWriter, str, str | None]]
+    ) -> list[int]:
         """Worker thread: write each due `.mpr` once; returns segments now fully written."""
         done: list[int] = []
         for p in due:

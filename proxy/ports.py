@@ -14,9 +14,7 @@ import socket
 
 def bind_reuseport(host: str, port: int) -> list[socket.socket]:
     """Bound (not listening) SO_REUSEPORT sockets for every address of `host`."""
-    infos = socket.getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     socks: list[socket.socket] = []
     seen: set[tuple] = set()
     try:

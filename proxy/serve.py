@@ -466,15 +466,24 @@ async def service_status(
     service: ProxyService, alerter: Alerter, config_path: Path
 ) -> dict[str, Any]:
     """The full `status` answer of the control socket (file-system parts in a thread)."""
-    state = service.state_dir
+    extra = await service_status_fields(service.state_dir, service.config, alerter, config_path)
+    return {**service.snapshot(), **extra}
+
+
+async def service_status_fields(
+    state: Path, config: Config, alerter: Alerter, config_path: Path
+) -> dict[str, Any]:
+    """The parts of `status` that are the same for one process and for the supervisor."""
+    from archive.retention import retention_status
+
     pending = await trio.to_thread.run_sync(backlog, state)
     free = await trio.to_thread.run_sync(_disk_free, state)
-    alerts_cfg = service.config.alerts
+    alerts_cfg = config.alerts
     return {
-        **service.snapshot(),
         "config": str(config_path),
         "state_dir": str(state),
         "reports_pending": pending,
+        **await trio.to_thread.run_sync(retention_status, state, config),
         "disk_free_bytes": free,
         "low_disk_mb": alerts_cfg.low_disk_mb,
         "last_errors": list(alerter.recent),
@@ -484,6 +493,23 @@ async def service_status(
             "mail_failures": alerter.mail_failures,
         },
     }
+
+
+def start_demo(config: Config, state: Path) -> Any:
+    """The built-in demo provider (`[demo] enabled`), or None."""
+    if not config.demo.enabled:
+        return None
+    from admin.demo_provider import DemoProvider
+
+    demo = DemoProvider(state / "demo", config.demo.smtp_port, config.demo.pop3_port)
+    demo.start()
+    log.info(
+        "demo provider: smtp 127.0.0.1:%d pop3 127.0.0.1:%d, mailboxes in %s",
+        config.demo.smtp_port,
+        config.demo.pop3_port,
+        state / "demo",
+    )
+    return demo
 
 
 def recover_spool(state: Path) -> None:
@@ -523,11 +549,17 @@ async def reload_from_disk(
 
     A config that does not load or apply leaves the running configuration in place.
     """
+    return await reload_with(service.reload, alerter, config_path)
+
+
+async def reload_with(apply: Any, alerter: Alerter, config_path: Path) -> dict[str, Any]:
+    """Load the config from disk and hand it to `apply(config, secrets)` (one process
+    or the supervisor of the workers)."""
     monotonic_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
     notify.notify("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec}")
     try:
         config, secrets = await trio.to_thread.run_sync(_load, config_path)
-        result = await service.reload(config, secrets)
+        result = await apply(config, secrets)
     except (ConfigError, ProxyError, OSError, ssl.SSLError) as e:
         reason = describe(e)
         alerter.alert("reload", "configuration reload failed; the previous one stays", reason)
@@ -569,18 +601,7 @@ async def run_service(
     sd_notify, demo provider, ingest. SIGHUP reloads; SIGTERM/SIGINT stop."""
     state = resolve_state_dir(config, config_path)
     recover_spool(state)
-    demo = None
-    if config.demo.enabled:
-        from admin.demo_provider import DemoProvider
-
-        demo = DemoProvider(state / "demo", config.demo.smtp_port, config.demo.pop3_port)
-        demo.start()
-        log.info(
-            "demo provider: smtp 127.0.0.1:%d pop3 127.0.0.1:%d, mailboxes in %s",
-            config.demo.smtp_port,
-            config.demo.pop3_port,
-            state / "demo",
-        )
+    demo = start_demo(config, state)
     alerter = Alerter(config.alerts, config.hostname)
     try:
         async with trio.open_nursery() as nursery:
@@ -590,12 +611,9 @@ async def run_service(
                 nursery.start_soon(alerter.run)
                 nursery.start_soon(watch_stats, alerter, service.stats)
                 nursery.start_soon(watch_disk, alerter, state)
-                try:
-                    from archive.ingest import ingest_loop
-                except ImportError:
-                    ingest_loop = None
-                if ingest_loop is not None:
-                    nursery.start_soon(ingest_loop, state)
+                from proxy.workers import start_service_tasks
+
+                start_service_tasks(nursery, config, state)  # ingest and other children
                 handler = partial(_control_handler, service, alerter, config_path)
                 try:
                     await nursery.start(control.serve, control.socket_path(state), handler)
