@@ -274,7 +274,7 @@ def run(ctx: typer.Context) -> None:
     check_secrets(config, secrets)
     _preflight_tls(c, config)
     try:
-        from proxy import serve  # noqa: F401 - is the service installed?
+        from proxy import serve
     except ModuleNotFoundError as e:
         if e.name != "proxy.serve":
             raise
@@ -286,9 +286,12 @@ def run(ctx: typer.Context) -> None:
 
     handler = setup_logging(config.log_level)
     try:
-        from proxy import workers
+        from functools import partial
 
-        trio.run(workers.run, config, secrets, c.config_path)
+        from proxy.workers import worker_count
+
+        run_service = partial(serve.run_service, workers=worker_count(config))
+        trio.run(run_service, config, secrets, c.config_path)
     except BaseException as e:
         others = [x for x in _leaves(e) if not isinstance(x, KeyboardInterrupt)]
         if not others:  # Ctrl-C, possibly wrapped in exception groups by nurseries

@@ -595,10 +595,26 @@ async def run_service(
     secrets: Secrets,
     config_path: Path,
     *,
+    workers: int = 1,
     task_status: trio.TaskStatus[ProxyService] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The foreground service (`proxy-admin run`): listeners, control socket, alerts,
-    sd_notify, demo provider, ingest. SIGHUP reloads; SIGTERM/SIGINT stop."""
+    sd_notify, demo provider, ingest. SIGHUP reloads; SIGTERM/SIGINT stop.
+
+    With `workers` > 1 the supervisor of proxy.workers runs instead (the listeners in
+    that many worker processes); `started()` then gets the Supervisor.
+    """
+    if workers > 1:
+        from proxy.workers import run_supervisor
+
+        await run_supervisor(
+            config,
+            secrets,
+            config_path,
+            count=workers,
+            task_status=task_status,  # type: ignore[arg-type]
+        )
+        return
     state = resolve_state_dir(config, config_path)
     recover_spool(state)
     demo = start_demo(config, state)

@@ -384,35 +384,21 @@ def _exit_text(code: int | None) -> str:
     return f"exit code {code}"
 
 
-async def run(
-    config: Config,
-    secrets: Secrets,
-    config_path: Path,
-    *,
-    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """`proxy-admin run`: one process for `workers = 1`, else the supervisor."""
-    if worker_count(config) <= 1:
-        from proxy.serve import run_service
-
-        await run_service(config, secrets, config_path, task_status=task_status)
-    else:
-        await run_supervisor(config, secrets, config_path, task_status=task_status)
-
-
 async def run_supervisor(
     config: Config,
     secrets: Secrets,
     config_path: Path,
     *,
+    count: int = 0,
     task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """The service with `count` worker processes (0: `workers` of the config)."""
     from proxy.alerts import Alerter, watch_disk
     from proxy.serve import describe, recover_spool, service_status_fields, start_demo
 
     state = resolve_state_dir(config, config_path)
     recover_spool(state)
-    sup = Supervisor(config, secrets, config_path, state, worker_count(config))
+    sup = Supervisor(config, secrets, config_path, state, count or worker_count(config))
     sup.reserve_all()
     demo = start_demo(config, state)
     alerter = Alerter(config.alerts, config.hostname)
