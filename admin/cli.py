@@ -395,6 +395,23 @@ def _service_fields(svc: dict[str, Any]) -> list[tuple[str, Any]]:
         ),
         ("archive failures", svc.get("archive_failures", 0)),
     ]
+    for w in svc.get("workers") or []:
+        state = "running" if w.get("alive") else "not running"
+        sessions = ", ".join(f"{k} {v}" for k, v in sorted((w.get("sessions") or {}).items()))
+        fields.append(
+            (
+                f"worker {w.get('worker')}",
+                f"{state} (pid {w.get('pid')}, restarts {w.get('restarts', 0)}), "
+                f"{w.get('active_sessions', 0)} session(s){': ' + sessions if sessions else ''}",
+            )
+        )
+    if svc.get("report_retention_note"):
+        fields.append(
+            (
+                "report folder",
+                f"{svc.get('reports_in_folder', 0)} pair(s); {svc['report_retention_note']}",
+            )
+        )
     draining = svc.get("draining") or {}
     if draining:
         fields.append(("draining", ", ".join(f"{k} ({v})" for k, v in sorted(draining.items()))))

@@ -228,6 +228,7 @@ class Supervisor:
             os.pathsep
         )
         cmd = [sys.executable, "-m", "proxy.workers", str(self.config_path), str(w.index)]
+        cmd.append(str(self.count))
         proc = await trio.lowlevel.open_process(
             cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
         )
@@ -479,7 +480,16 @@ def read_ports(state: Path) -> dict[str, int]:
     return {str(k): int(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
-async def run_worker(config: Config, secrets: Secrets, config_path: Path, index: int) -> None:
+def share_limits(config: Config, count: int) -> Config:
+    """A worker's part of `max_connections` (the cap is for the whole service)."""
+    per_worker = -(-config.limits.max_connections // count)
+    limits = config.limits.model_copy(update={"max_connections": per_worker})
+    return config.model_copy(update={"limits": limits})
+
+
+async def run_worker(
+    config: Config, secrets: Secrets, config_path: Path, index: int, count: int = 1
+) -> None:
     from archive.commit import recover, spool_area
     from proxy.alerts import Alerter, watch_stats
     from proxy.serve import _load, describe, serve_listeners
@@ -494,6 +504,7 @@ async def run_worker(config: Config, secrets: Secrets, config_path: Path, index:
             counts["dropped"],
         )
     alerter = Alerter(config.alerts, config.hostname)
+    config = share_limits(config, count)
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
             service = await nursery.start(
@@ -515,6 +526,7 @@ async def run_worker(config: Config, secrets: Secrets, config_path: Path, index:
                 async with lock:
                     try:
                         new_config, new_secrets = await trio.to_thread.run_sync(_load, config_path)
+                        new_config = share_limits(new_config, count)
                         service.port_map = read_ports(state)
                         result = await service.reload(new_config, new_secrets)
                     except Exception as e:
@@ -544,18 +556,18 @@ async def run_worker(config: Config, secrets: Secrets, config_path: Path, index:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m proxy.workers CONFIG INDEX` (started by the supervisor only)."""
+    """`python -m proxy.workers CONFIG INDEX COUNT` (started by the supervisor only)."""
     from admin.cli_common import setup_logging
     from proxy.serve import _load
 
     _die_with_parent()
     if os.getppid() == 1:
         return 1  # the supervisor is already gone
-    config_path, index = Path(argv[0]), int(argv[1])
+    config_path, index, count = Path(argv[0]), int(argv[1]), int(argv[2])
     config, secrets = _load(config_path)
     setup_logging(config.log_level)
     try:
-        trio.run(run_worker, config, secrets, config_path, index)
+        trio.run(run_worker, config, secrets, config_path, index, count)
     except KeyboardInterrupt:
         pass
     except ProxyError as e:

@@ -4,7 +4,9 @@ The property test drives the real committer (real files, real threads, Trio) wit
 numbers of concurrent sessions, message sizes (in memory or spilled to a temp file),
 arrival delays, slow barriers and failing barriers. It watches the real flush calls
 (`os.fdatasync` of each `.eml` and of the journal, the directory fsync) and checks, for
-every message whose `commit()` returned, that before it returned:
+every message whose `commit()` returned, that before it returned either one syncfs(2)
+of the file system ran while the `.eml` held all its bytes and the journal held the
+message's record, or (file by file, when syncfs is not used):
 - its `.eml` was fdatasync'd holding all of its bytes,
 - the report directory was fsync'd after that `.eml` existed,
 - the journal was fdatasync'd while it already held the message's record;
@@ -43,6 +45,8 @@ class Recorder:
         self.journal_syncs = 0
         self.real_fdatasync = os.fdatasync
         self.real_fsync_dir = commit_mod.fsync_dir
+        self.real_syncfs_fd = commit_mod.syncfs_fd
+        self.use_syncfs = True
 
     def fdatasync(self, fd: int) -> None:
         path = os.readlink(f"/proc/self/fd/{fd}")
@@ -64,6 +68,25 @@ class Recorder:
         with self.lock:
             self.events.append(("eml", Path(path).name, os.fstat(fd).st_size))
 
+    def syncfs_fd(self, fd: int) -> bool:
+        with self.lock:
+            n = self.journal_syncs
+            self.journal_syncs += 1
+        if self.slow:
+            time.sleep(self.slow)
+        if n in self.fail_syncs:
+            raise OSError(errno.EIO, "Input/output error")
+        sizes = {p.name: p.stat().st_size for p in self.reports.iterdir()}
+        stems = set()
+        for seg in self.area.glob("journal-*.log"):
+            stems |= {json.loads(line)["m"] for line in seg.read_bytes().splitlines() if line}
+        if not self.use_syncfs:
+            return False
+        ok = self.real_syncfs_fd(fd)
+        with self.lock:
+            self.events.append(("syncfs", sizes, stems))
+        return ok
+
     def fsync_dir(self, path: Path) -> None:
         self.real_fsync_dir(path)
         if Path(path) == self.reports:
@@ -83,6 +106,8 @@ def check_acks(rec: Recorder, sizes: dict[str, int]) -> None:
         stem = ev[1]
         before = rec.events[:i]
         eml = f"{stem}.eml"
+        if any(e[0] == "syncfs" and e[1].get(eml) == sizes[stem] and stem in e[2] for e in before):
+            continue
         synced = [j for j, e in enumerate(before) if e[0] == "eml" and e[1] == eml]
         assert synced, f"{stem} acknowledged before its .eml was flushed"
         assert any(before[j][2] == sizes[stem] for j in synced), "flushed before complete"
@@ -109,12 +134,15 @@ sessions_st = st.lists(
     sessions=sessions_st,
     fail_syncs=st.sets(st.integers(min_value=0, max_value=4), max_size=2),
     slow=st.sampled_from([0.0, 0.002, 0.01]),
+    use_syncfs=st.booleans(),
 )
-def test_no_ack_before_its_barrier(monkeypatch, sessions, fail_syncs, slow):
+def test_no_ack_before_its_barrier(monkeypatch, sessions, fail_syncs, slow, use_syncfs):
     with tempfile.TemporaryDirectory() as tmp:
         reports, area = Path(tmp) / "reports", Path(tmp) / "spool" / "w0"
         reports.mkdir()
         rec = Recorder(reports, area, fail_syncs, slow)
+        rec.use_syncfs = use_syncfs
+        monkeypatch.setattr(commit_mod, "syncfs_fd", rec.syncfs_fd)
         monkeypatch.setattr(commit_mod.os, "fdatasync", rec.fdatasync)
         monkeypatch.setattr(commit_mod, "fsync_dir", rec.fsync_dir)
         spool = Spool(reports)

@@ -269,6 +269,18 @@ def test_status_reload_and_restart_cover_every_worker(smtp_upstream, tmp_path):
         assert st["active_sessions"] == len(socks)
         assert sum(w["sessions"]["smtp"] for w in st["workers"]) == len(socks)
         assert st["listeners"][0]["accepting_workers"] == 2
+        out = subprocess.run(
+            [PROXY_ADMIN, "--config", str(config_path), "status"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+        for w in st["workers"]:
+            line = next(
+                x for x in out.splitlines() if x.strip().startswith(f"worker {w['worker']}")
+            )
+            assert f"pid {w['pid']}" in line and f"{w['active_sessions']} session(s)" in line
+        assert "removed 1h after they are archived" in out
 
         # SIGHUP reaches every worker: a new listener is served by both
         port2 = free_port()
