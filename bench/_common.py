@@ -96,13 +96,39 @@ def stop(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
 # --- /proc ------------------------------------------------------------------------------
 
 
-def rss_kib(pid: int) -> int:
-    """VmRSS of a process in KiB."""
+def _one_rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and every live process below it (mailtee's worker processes)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS in KiB of a process and its children (supervisor + workers)."""
+    total = 0
+    for i, p in enumerate(descendants(pid)):
+        try:
+            total += _one_rss_kib(p)
+        except (OSError, RuntimeError):
+            if i == 0:
+                raise
+    return total
 
 
 def cpu_seconds(pid: int) -> float:
@@ -116,14 +142,9 @@ def cpu_seconds(pid: int) -> float:
 def tree_cpu_seconds(pid: int) -> float:
     """CPU time of `pid` and all its descendants that are alive (worker processes)."""
     total = 0.0
-    todo = [pid]
-    while todo:
-        p = todo.pop()
+    for p in descendants(pid):
         try:
             total += cpu_seconds(p)
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    todo += [int(c) for c in f.read().split()]
         except (OSError, ValueError):
             continue
     return total

@@ -291,7 +291,7 @@ def big_message(proxy_port: int, pid: int, reports_dir: Path, total: int) -> dic
         wall = time.perf_counter() - t0
         conn.close()
         time.sleep(0.2)
-    new = sorted(reports(reports_dir) - before)
+    new = sorted(settled_reports(reports_dir, before, 1))
     eml_size = None
     outcome = None
     if len(new) == 1:

@@ -14,8 +14,9 @@ this module's supervisor. It
    updates the reservations and then reloads every worker,
 5. restarts a worker that dies (the new one first recovers its spool area), and on
    SIGTERM stops them all.
-Workers die with the supervisor (PR_SET_PDEATHSIG), so a kill -9 of the main process is
-a kill -9 of the service, as systemd's control group would make it anyway.
+Workers stop with the supervisor: each reads a pipe from it on stdin and stops when
+that pipe closes, so a dead main process never leaves workers holding the ports (not
+PR_SET_PDEATHSIG: it fires when the *thread* that spawned the child exits).
 
 Other supervised children and periodic tasks of the service (a web server process, a
 mailbox pull scheduler, ...) are started in `start_service_tasks` below: the one place
@@ -24,7 +25,6 @@ that runs in the main process whatever the number of workers.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
@@ -204,6 +204,8 @@ class Supervisor:
             assert w.proc is not None
             code = await w.proc.wait()
             w.last_exit = code
+            if w.proc.stdin is not None:
+                await w.proc.stdin.aclose()
             if self.stopping:
                 return
             lived = time.time() - w.started_at
@@ -230,7 +232,7 @@ class Supervisor:
         cmd = [sys.executable, "-m", "proxy.workers", str(self.config_path), str(w.index)]
         cmd.append(str(self.count))
         proc = await trio.lowlevel.open_process(
-            cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+            cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
         w.proc, w.started_at = proc, time.time()
         assert proc.stdout is not None
@@ -464,12 +466,18 @@ async def run_supervisor(
 # --- a worker ------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
+async def _stop_with_parent(cancel: trio.CancelScope) -> None:
+    """Stop when the supervisor's end of our stdin pipe closes (it died or exited)."""
+    stream = trio.lowlevel.FdStream(os.dup(0))
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
+        while await stream.receive_some(64):
+            pass
+    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
         pass
+    finally:
+        await stream.aclose()
+    log.warning("the supervisor is gone; worker stopping")
+    cancel.cancel()
 
 
 def read_ports(state: Path) -> dict[str, int]:
@@ -520,6 +528,7 @@ async def run_worker(
             )
             nursery.start_soon(alerter.run)
             nursery.start_soon(watch_stats, alerter, service.stats)
+            nursery.start_soon(_stop_with_parent, nursery.cancel_scope)
             lock = trio.Lock()
 
             async def reload() -> dict[str, Any]:
@@ -560,9 +569,6 @@ def main(argv: list[str]) -> int:
     from admin.cli_common import setup_logging
     from proxy.serve import _load
 
-    _die_with_parent()
-    if os.getppid() == 1:
-        return 1  # the supervisor is already gone
     config_path, index, count = Path(argv[0]), int(argv[1]), int(argv[2])
     config, secrets = _load(config_path)
     setup_logging(config.log_level)

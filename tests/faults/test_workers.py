@@ -353,3 +353,23 @@ def test_status_reload_and_restart_cover_every_worker(smtp_upstream, tmp_path):
             s.close()
         stop(proc)
     assert proc.returncode == 0, log.read_text()
+
+
+def test_workers_stop_when_the_supervisor_dies(smtp_upstream, tmp_path):
+    """No orphan keeps serving (or holding the ports) after a kill -9 of the main process."""
+    up = smtp_upstream()
+    state = tmp_path / "state"
+    config_path = tmp_path / "config.toml"
+    port = free_port()
+    config = _config(state, port, free_port(), up.port, 9)
+    config.listener = config.listener[:1]
+    save_config(config, config_path)
+    log = tmp_path / "service.log"
+    proc = start(config_path, state, log, 2)
+    pids = worker_pids(state)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert wait_until(lambda: not any(_alive(p) for p in pids), 30), log.read_text()
+    assert "the supervisor is gone" in log.read_text()
+    with socket.socket() as s:  # the port is free again
+        s.bind(("127.0.0.1", port))
