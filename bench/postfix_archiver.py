@@ -54,7 +54,14 @@ _SENT = re.compile(rb"status=sent")
 
 
 class PostfixArchiver:
-    def __init__(self, port: int, main_sink: int, archive_sink: int, parent: Path) -> None:
+    def __init__(
+        self,
+        port: int,
+        main_sink: int,
+        archive_sink: int,
+        parent: Path,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
         self.port = port
         self.root = Path(tempfile.mkdtemp(prefix="mailtee-bench-postfix-", dir=parent))
         self.root.chmod(0o755)
@@ -85,6 +92,10 @@ class PostfixArchiver:
             "smtpd_error_sleep_time": "0",
             "default_process_limit": "200",
         }
+        if tls is not None:  # STARTTLS offered to clients, as mailtee's starttls listener
+            params["smtpd_tls_cert_file"] = str(tls[0])
+            params["smtpd_tls_key_file"] = str(tls[1])
+            params["smtpd_tls_security_level"] = "may"
         self.etc.mkdir()
         (self.root / "data").mkdir()
         self.queue.mkdir()
