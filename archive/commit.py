@@ -7,10 +7,11 @@ message has completed. Between barriers, commits queue up; the commit task takes
 them as one batch and, in one worker thread:
 1. writes each message's `.eml` under its final name in the report directory (a message
    over `spool.SPILL_BYTES` already streams into a hidden temp file, renamed now),
-2. appends one journal record per message (stem + the `.mpr` document, outcome
-   "pending") to the spool area's append-only journal,
-3. runs the barrier: fdatasync of every new `.eml`, one fsync of the report directory,
-   fdatasync of the journal (ext4 folds these into one journal commit).
+2. appends one journal record per message to the spool area's append-only journal:
+   the `.mpr` document (outcome "pending") and, for a message kept in memory, its bytes,
+3. runs the barrier: fdatasync of the journal (plus, for spilled messages only, their
+   files and the report directory first). The `.eml` beside the journal needs no flush
+   of its own: after a crash it is rebuilt from the journal.
 Only then are the batch's sessions released; meanwhile the next batch accumulates. A
 message whose `.eml` cannot be written fails alone; a failed barrier fails the batch
 (fail closed: nobody in it is acknowledged) and starts a new journal segment.
@@ -21,10 +22,11 @@ each `.mpr` once (temp name + rename, no fsync), with the final outcome, or with
 "pending" when none came within `OUTCOME_WAIT` (rewritten if it comes later). Until then
 the report directory holds the `.eml` alone, which readers ignore (a pair is committed
 once its `.mpr` exists). The journal is what makes that safe: after a crash, `recover()`
-writes the `.mpr` ("pending": the outcome is in doubt) of every journalled message whose
-`.eml` is intact, drops the rest (never acknowledged: their barrier did not complete) and
-then the journal. A journal segment is deleted once every report in it is written and a
-`syncfs` made those reports durable.
+rewrites the `.eml` from the journal and writes the `.mpr` ("pending": the outcome is in
+doubt) of every complete journal record whose pair is not there, drops records that are
+torn or do not match their SHA-256 (never acknowledged: their barrier did not
+complete), and then deletes the journal. While running, a journal segment is deleted
+once every report in it is written and a `syncfs` made those reports durable.
 """
 
 from __future__ import annotations
@@ -146,7 +148,7 @@ class Journal:
         self.new_segment = True
 
     def append(self, lines: list[bytes]) -> int:
-        """Write records (no flush yet); returns the segment they are in."""
+        """Write framed records (no flush yet); returns the segment they are in."""
         if self.fd is None or self.records >= SEGMENT_RECORDS:
             self.close()
             self._open()
@@ -177,6 +179,39 @@ class Journal:
         self.close()
 
 
+def encode_record(stem: str, doc: dict[str, Any], data: bytes | None) -> bytes:
+    """One journal record: a JSON header line, then `len` message bytes and a newline
+    (`len` 0 and `"file": true` when the message streamed into its own `.eml`)."""
+    header: dict[str, Any] = {"m": stem, "doc": doc, "len": len(data) if data else 0}
+    if data is None:
+        header["file"] = True
+    head = (json.dumps(header, ensure_ascii=False) + "\n").encode()
+    return head + (data or b"") + b"\n"
+
+
+def parse_journal(buf: bytes) -> list[tuple[str, dict[str, Any], bytes | None]]:
+    """The complete records of a segment, in order; a torn tail ends the list."""
+    out: list[tuple[str, dict[str, Any], bytes | None]] = []
+    pos = 0
+    while pos < len(buf):
+        nl = buf.find(b"\n", pos)
+        if nl < 0:
+            break
+        try:
+            header = json.loads(buf[pos:nl])
+            stem, doc, n = header["m"], header["doc"], int(header.get("len", 0))
+            if not isinstance(stem, str) or not isinstance(doc, dict) or n < 0:
+                break
+        except (ValueError, KeyError, TypeError):
+            break
+        start, end = nl + 1, nl + 1 + n
+        if buf[end : end + 1] != b"\n":
+            break  # torn: the message bytes did not all reach the disk
+        out.append((stem, doc, None if header.get("file") else buf[start:end]))
+        pos = end + 1
+    return out
+
+
 def segment_numbers(area: Path) -> list[int]:
     out = []
     try:
@@ -204,9 +239,8 @@ class GroupCommitter:
         self._pending: dict[str, _Pending] = {}
         self._segment_open: dict[int, int] = {}  # segment -> reports not yet written
         self._late: list[tuple[MessageWriter, str, str | None]] = []
-        #: a descriptor kept open for syncfs: it reports write-back errors since it was
-        #: opened (Linux >= 5.8), so it must outlive the writes it covers
-        self._syncfs_fd: int | None = None
+        self._retiring: set[int] = set()
+        self._nursery: trio.Nursery | None = None
         self.batches = 0
         self.committed = 0
         self.running = False
@@ -246,6 +280,7 @@ class GroupCommitter:
         try:
             async with trio.open_nursery() as nursery:
                 self.running = True
+                self._nursery = nursery
                 nursery.start_soon(self._materialise_loop)
                 task_status.started(self)
                 while True:
@@ -286,31 +321,36 @@ class GroupCommitter:
 
     def _barrier(self, batch: list[_Request]) -> None:
         """Worker thread: write the batch's files and journal records, then one barrier."""
-        fds: list[tuple[_Request, int]] = []
-        lines: list[bytes] = []
+        spilled: list[int] = []
+        opened: list[int] = []
+        records: list[bytes] = []
         good: list[_Request] = []
         for req in batch:
+            inline = req.writer.inline_bytes()
             try:
                 fd = req.writer.write_final_eml()
             except SpoolError as e:
                 req.error = str(e)
                 continue
-            fds.append((req, fd))
+            opened.append(fd)
+            if inline is None:
+                spilled.append(fd)
             good.append(req)
-            record = {"m": req.writer.stem, "doc": req.writer.document("pending", None)}
-            lines.append((json.dumps(record, ensure_ascii=False) + "\n").encode())
+            records.append(
+                encode_record(req.writer.stem, req.writer.document("pending", None), inline)
+            )
         error: str | None = None
         try:
             if good:
-                seg = self.journal.append(lines)
+                seg = self.journal.append(records)
                 for req in good:
                     req.writer.segment = seg
-                self._flush(fds)
+                self._flush(spilled)
         except OSError as e:
             self.journal.broken()
             error = f"cannot make the copy durable in {self.reports_dir}: {e.strerror or e}"
         finally:
-            for _req, fd in fds:
+            for fd in opened:
                 try:
                     os.close(fd)
                 except OSError:
@@ -325,27 +365,16 @@ class GroupCommitter:
             self.batches += 1
             self.committed += len(good)
 
-    def _flush(self, fds: list[tuple[_Request, int]]) -> None:
-        """The barrier. With the report directory and the journal on one file system,
-        one syncfs(2) covers every `.eml`, the directory entries and the journal (one
-        journal commit, one disk cache flush); otherwise each file is flushed."""
-        if self._syncfs_fd is None and self._same_fs():
-            self._syncfs_fd = os.open(self.reports_dir, os.O_RDONLY | os.O_DIRECTORY)
-        if self._syncfs_fd is not None and syncfs_fd(self._syncfs_fd):
-            if self.journal.new_segment:
-                fsync_dir(self.area)
-                self.journal.new_segment = False
-            return
-        for _req, fd in fds:
+    def _flush(self, spilled: list[int]) -> None:
+        """The barrier: one fdatasync of the journal, which holds the bytes of every
+        message kept in memory (the `.eml` written beside it is rebuilt from the journal
+        after a crash). A message too large for that streamed into its own file: those
+        files and the report directory are flushed first."""
+        for fd in spilled:
             os.fdatasync(fd)
-        fsync_dir(self.reports_dir)
+        if spilled:
+            fsync_dir(self.reports_dir)
         self.journal.sync()
-
-    def _same_fs(self) -> bool:
-        try:
-            return os.stat(self.reports_dir).st_dev == os.stat(self.area).st_dev
-        except OSError:
-            return False
 
     async def _materialise_loop(self) -> None:
         while True:
@@ -363,8 +392,18 @@ class GroupCommitter:
                 for p in due:
                     if p.outcome is not None or p.written == "pending":
                         self._pending.pop(p.writer.stem, None)
-                if done_segments:
-                    await trio.to_thread.run_sync(self._retire, done_segments)
+                todo = [seg for seg in done_segments if seg not in self._retiring]
+                if todo and self._nursery is not None:
+                    # syncfs can take long on a busy disk: never delay the next reports
+                    self._retiring.update(todo)
+                    self._nursery.start_soon(self._retire_async, todo)
+
+    async def _retire_async(self, segments: list[int]) -> None:
+        try:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._retire, segments)
+        finally:
+            self._retiring.difference_update(segments)
 
     def _write_reports(
         self, due: list[_Pending], late: list[tuple[MessageWriter, str, str | None]]
@@ -415,9 +454,6 @@ class GroupCommitter:
                 p.writer.write_mpr(outcome, reply)
         self._pending.clear()
         self.journal.close()
-        if self._syncfs_fd is not None:
-            os.close(self._syncfs_fd)
-            self._syncfs_fd = None
         try:
             syncfs(self.reports_dir)
             for seg in segment_numbers(self.area):
@@ -457,40 +493,49 @@ def recover(reports_dir: Path, area: Path) -> dict[str, int]:
             data = path.read_bytes()
         except OSError:
             continue
-        for line in data.split(b"\n"):
-            try:
-                record = json.loads(line)
-                stem, doc = record["m"], record["doc"]
-                assert isinstance(doc, dict)
-            except (ValueError, KeyError, TypeError, AssertionError):
-                continue  # a torn tail (never acknowledged) or an empty line
-            if "/" in stem or stem.startswith("."):
+        for stem, doc, raw in parse_journal(data):
+            if "/" in stem or stem.startswith(".") or not stem:
                 continue
             mpr = reports_dir / f"{stem}.mpr"
             eml = reports_dir / f"{stem}.eml"
             if mpr.exists():
                 counts["present"] += 1
                 continue
-            try:
-                raw = eml.read_bytes()
-            except OSError:
-                counts["dropped"] += 1
-                continue
+            if raw is None:  # a large message: its own file was flushed before the record
+                try:
+                    raw = eml.read_bytes()
+                except OSError:
+                    counts["dropped"] += 1
+                    continue
+                from_file = True
+            else:
+                from_file = False
             if len(raw) != doc.get("size") or hashlib.sha256(raw).hexdigest() != doc.get("sha256"):
-                eml.unlink(missing_ok=True)
+                if from_file:
+                    eml.unlink(missing_ok=True)
                 counts["dropped"] += 1
                 continue
+            if not from_file:
+                _write(reports_dir, f"{stem}.eml", raw)
             doc["upstream"] = {"outcome": "pending", "reply": None}
-            tmp = reports_dir / f".{stem}.mpr.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, REPORT_MODE)
-            try:
-                os.write(fd, (json.dumps(doc, ensure_ascii=False) + "\n").encode())
-            finally:
-                os.close(fd)
-            os.replace(tmp, mpr)
+            _write(
+                reports_dir, f"{stem}.mpr", (json.dumps(doc, ensure_ascii=False) + "\n").encode()
+            )
             counts["restored"] += 1
     syncfs(reports_dir)
     for seg in segments:
         (area / f"journal-{seg:08d}.log").unlink(missing_ok=True)
     fsync_dir(area)
     return counts
+
+
+def _write(directory: Path, name: str, data: bytes) -> None:
+    tmp = directory / f".{name}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, REPORT_MODE)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+    os.replace(tmp, directory / name)

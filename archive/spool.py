@@ -163,6 +163,12 @@ class MessageWriter:
         raise SpoolError(self.error or "message file was not opened")
 
     # --- the group-commit path (archive.commit) -------------------------------------
+    def inline_bytes(self) -> bytes | None:
+        """The whole message while it is still in memory (None once it spilled)."""
+        if self._file is not None or self.error is not None:
+            return None
+        return bytes(self._head)
+
     def write_final_eml(self) -> int:
         """Put the message under its final `.eml` name, unsynced; return an open fd.
 

@@ -14,9 +14,9 @@ this module's supervisor. It
    updates the reservations and then reloads every worker,
 5. restarts a worker that dies (the new one first recovers its spool area), and on
    SIGTERM stops them all.
-Workers stop with the supervisor: each reads a pipe from it on stdin and stops when
-that pipe closes, so a dead main process never leaves workers holding the ports (not
-PR_SET_PDEATHSIG: it fires when the *thread* that spawned the child exits).
+Workers die with the supervisor (PR_SET_PDEATHSIG, SIGKILL: a kill -9 of the main
+process is a kill -9 of the service, as systemd's control group makes it anyway); as a
+second line, each reads a pipe from the supervisor on stdin and stops when it closes.
 
 Other supervised children and periodic tasks of the service (a web server process, a
 mailbox pull scheduler, ...) are started in `start_service_tasks` below: the one place
@@ -123,7 +123,7 @@ def _reserve(lc: ListenerConfig) -> _Reservation:
 @dataclass
 class _Worker:
     index: int
-    proc: trio.Process | None = None
+    proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
     last_exit: int | None = None
@@ -202,10 +202,10 @@ class Supervisor:
                 task_status.started()
                 first = False
             assert w.proc is not None
-            code = await w.proc.wait()
+            code = await trio.to_thread.run_sync(w.proc.wait, abandon_on_cancel=True)
             w.last_exit = code
             if w.proc.stdin is not None:
-                await w.proc.stdin.aclose()
+                w.proc.stdin.close()
             if self.stopping:
                 return
             lived = time.time() - w.started_at
@@ -231,34 +231,46 @@ class Supervisor:
         )
         cmd = [sys.executable, "-m", "proxy.workers", str(self.config_path), str(w.index)]
         cmd.append(str(self.count))
-        proc = await trio.lowlevel.open_process(
+        cmd.append(str(os.getpid()))
+        # Spawned from the Trio thread itself (not a worker thread as with
+        # trio.lowlevel.open_process): the child's PR_SET_PDEATHSIG fires when the thread
+        # that forked it exits, and this one lives as long as the supervisor.
+        proc = subprocess.Popen(  # noqa: ASYNC220 - see above; fork+exec takes ~ms
             cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
         w.proc, w.started_at = proc, time.time()
         assert proc.stdout is not None
-        buf = b""
-        with trio.move_on_after(START_TIMEOUT):
+        out = proc.stdout
+
+        def read_ready() -> bool:
+            buf = b""
             while READY_LINE not in buf:
-                chunk = await proc.stdout.receive_some(256)
+                chunk = os.read(out.fileno(), 256)
                 if not chunk:
-                    break
+                    return False
                 buf += chunk
-        await proc.stdout.aclose()
-        if READY_LINE not in buf and proc.returncode is None:
+            return True
+
+        ready = False
+        with trio.move_on_after(START_TIMEOUT):
+            ready = await trio.to_thread.run_sync(read_ready, abandon_on_cancel=True)
+        if not ready and proc.poll() is None:
             log.error("worker %d did not start within %.0f s; killing it", w.index, START_TIMEOUT)
             proc.kill()
+        out.close()
 
     async def stop_workers(self) -> None:
         self.stopping = True
-        procs = [w.proc for w in self.workers if w.proc is not None and w.proc.returncode is None]
+        procs = [w.proc for w in self.workers if w.proc is not None and w.proc.poll() is None]
         for p in procs:
             p.send_signal(signal.SIGTERM)
         with trio.move_on_after(STOP_TIMEOUT):
             for p in procs:
-                await p.wait()
+                await trio.to_thread.run_sync(p.wait, abandon_on_cancel=True)
         for p in procs:
-            if p.returncode is None:
+            if p.poll() is None:
                 p.kill()
+                p.wait()
 
     async def ask(self, w: _Worker, command: str) -> dict[str, Any] | None:
         path = worker_socket(self.state, w.index)
@@ -286,7 +298,7 @@ class Supervisor:
         last_error = None
         for w, reply in zip(self.workers, replies, strict=True):
             snap = (reply or {}).get("status") if reply and reply.get("ok") else None
-            alive = w.proc is not None and w.proc.returncode is None
+            alive = w.proc is not None and w.proc.poll() is None
             entry: dict[str, Any] = {
                 "worker": w.index,
                 "pid": w.proc.pid if w.proc is not None else None,
@@ -466,6 +478,18 @@ async def run_supervisor(
 # --- a worker ------------------------------------------------------------------------
 
 
+def _die_with_parent(parent: int) -> bool:
+    """SIGKILL this worker when the supervisor dies (as systemd's control group would);
+    False when it is already gone."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    return os.getppid() == parent
+
+
 async def _stop_with_parent(cancel: trio.CancelScope) -> None:
     """Stop when the supervisor's end of our stdin pipe closes (it died or exited)."""
     stream = trio.lowlevel.FdStream(os.dup(0))
@@ -565,11 +589,13 @@ async def run_worker(
 
 
 def main(argv: list[str]) -> int:
-    """`python -m proxy.workers CONFIG INDEX COUNT` (started by the supervisor only)."""
+    """`python -m proxy.workers CONFIG INDEX COUNT PARENT` (started by the supervisor)."""
     from admin.cli_common import setup_logging
     from proxy.serve import _load
 
     config_path, index, count = Path(argv[0]), int(argv[1]), int(argv[2])
+    if not _die_with_parent(int(argv[3])):
+        return 1
     config, secrets = _load(config_path)
     setup_logging(config.log_level)
     try:

@@ -4,12 +4,12 @@ The property test drives the real committer (real files, real threads, Trio) wit
 numbers of concurrent sessions, message sizes (in memory or spilled to a temp file),
 arrival delays, slow barriers and failing barriers. It watches the real flush calls
 (`os.fdatasync` of each `.eml` and of the journal, the directory fsync) and checks, for
-every message whose `commit()` returned, that before it returned either one syncfs(2)
-of the file system ran while the `.eml` held all its bytes and the journal held the
-message's record, or (file by file, when syncfs is not used):
+every message whose `commit()` returned, that before it returned the journal was
+fdatasync'd while it already held the message's complete record (with the message bytes,
+read back with the real parser), and, for a message too large to be kept in memory
+(its bytes live in its own file):
 - its `.eml` was fdatasync'd holding all of its bytes,
-- the report directory was fsync'd after that `.eml` existed,
-- the journal was fdatasync'd while it already held the message's record;
+- the report directory was fsync'd after that `.eml` existed;
 and that a message in a failed barrier is never acknowledged and leaves no `.eml`.
 """
 
@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import archive.commit as commit_mod
-from archive.commit import GroupCommitter, recover, segment_numbers
+from archive.commit import GroupCommitter, parse_journal, recover, segment_numbers
 from archive.spool import SPILL_BYTES, Spool, SpoolError
 
 
@@ -45,8 +45,6 @@ class Recorder:
         self.journal_syncs = 0
         self.real_fdatasync = os.fdatasync
         self.real_fsync_dir = commit_mod.fsync_dir
-        self.real_syncfs_fd = commit_mod.syncfs_fd
-        self.use_syncfs = True
 
     def fdatasync(self, fd: int) -> None:
         path = os.readlink(f"/proc/self/fd/{fd}")
@@ -60,32 +58,14 @@ class Recorder:
                 raise OSError(errno.EIO, "Input/output error")
             content = Path(path).read_bytes()
             self.real_fdatasync(fd)
-            stems = {json.loads(line)["m"] for line in content.splitlines() if line}
+            # only records complete with their message bytes count (the real parser)
+            stems = {stem for stem, _doc, _raw in parse_journal(content)}
             with self.lock:
                 self.events.append(("journal", stems))
             return
         self.real_fdatasync(fd)
         with self.lock:
             self.events.append(("eml", Path(path).name, os.fstat(fd).st_size))
-
-    def syncfs_fd(self, fd: int) -> bool:
-        with self.lock:
-            n = self.journal_syncs
-            self.journal_syncs += 1
-        if self.slow:
-            time.sleep(self.slow)
-        if n in self.fail_syncs:
-            raise OSError(errno.EIO, "Input/output error")
-        sizes = {p.name: p.stat().st_size for p in self.reports.iterdir()}
-        stems = set()
-        for seg in self.area.glob("journal-*.log"):
-            stems |= {json.loads(line)["m"] for line in seg.read_bytes().splitlines() if line}
-        if not self.use_syncfs:
-            return False
-        ok = self.real_syncfs_fd(fd)
-        with self.lock:
-            self.events.append(("syncfs", sizes, stems))
-        return ok
 
     def fsync_dir(self, path: Path) -> None:
         self.real_fsync_dir(path)
@@ -106,13 +86,13 @@ def check_acks(rec: Recorder, sizes: dict[str, int]) -> None:
         stem = ev[1]
         before = rec.events[:i]
         eml = f"{stem}.eml"
-        if any(e[0] == "syncfs" and e[1].get(eml) == sizes[stem] and stem in e[2] for e in before):
-            continue
+        assert any(e[0] == "journal" and stem in e[1] for e in before), "no journal flush"
+        if sizes[stem] < SPILL_BYTES:
+            continue  # its bytes are in the journal record
         synced = [j for j, e in enumerate(before) if e[0] == "eml" and e[1] == eml]
         assert synced, f"{stem} acknowledged before its .eml was flushed"
         assert any(before[j][2] == sizes[stem] for j in synced), "flushed before complete"
         assert any(e[0] == "dir" and eml in e[1] for e in before), "no directory flush"
-        assert any(e[0] == "journal" and stem in e[1] for e in before), "no journal flush"
 
 
 sessions_st = st.lists(
@@ -134,15 +114,12 @@ sessions_st = st.lists(
     sessions=sessions_st,
     fail_syncs=st.sets(st.integers(min_value=0, max_value=4), max_size=2),
     slow=st.sampled_from([0.0, 0.002, 0.01]),
-    use_syncfs=st.booleans(),
 )
-def test_no_ack_before_its_barrier(monkeypatch, sessions, fail_syncs, slow, use_syncfs):
+def test_no_ack_before_its_barrier(monkeypatch, sessions, fail_syncs, slow):
     with tempfile.TemporaryDirectory() as tmp:
         reports, area = Path(tmp) / "reports", Path(tmp) / "spool" / "w0"
         reports.mkdir()
         rec = Recorder(reports, area, fail_syncs, slow)
-        rec.use_syncfs = use_syncfs
-        monkeypatch.setattr(commit_mod, "syncfs_fd", rec.syncfs_fd)
         monkeypatch.setattr(commit_mod.os, "fdatasync", rec.fdatasync)
         monkeypatch.setattr(commit_mod, "fsync_dir", rec.fsync_dir)
         spool = Spool(reports)
@@ -232,15 +209,45 @@ async def test_recover_restores_intact_and_drops_damaged(tmp_path, monkeypatch):
             writers.append(w)
         nursery.cancel_scope.cancel()
     assert not list(reports.glob("*.mpr")) and segment_numbers(area)
-    writers[2].eml_path.write_bytes(b"damaged")  # never acknowledged in a real crash
+    writers[0].eml_path.write_bytes(b"damaged")  # rebuilt from the journal's copy
+    writers[1].eml_path.unlink()  # likewise
+    # a torn tail: the last record's message bytes never reached the disk
+    seg = area / f"journal-{segment_numbers(area)[-1]:08d}.log"
+    seg.write_bytes(seg.read_bytes()[:-5])
+    writers[2].eml_path.unlink()
     counts = recover(reports, area)
-    assert counts == {"restored": 2, "dropped": 1, "present": 0}
-    for w in writers[:2]:
+    assert counts == {"restored": 2, "dropped": 0, "present": 0}
+    for i, w in enumerate(writers[:2]):
         doc = json.loads(w.mpr_path.read_text())
         assert doc["upstream"]["outcome"] == "pending"  # the verdict is in doubt
-        assert doc["pop3"]["msg"] in (0, 1)
-    assert not writers[2].eml_path.exists()
+        assert doc["pop3"]["msg"] == i
+        assert w.eml_path.read_bytes() == b"Subject: %d\r\n\r\nbody\r\n" % i
+    assert not writers[2].eml_path.exists() and not writers[2].mpr_path.exists()
     assert segment_numbers(area) == []
+    assert not [p for p in reports.iterdir() if p.name.startswith(".")]
+
+
+async def test_recover_checks_a_large_message_file(tmp_path, monkeypatch):
+    """A spilled message's bytes are in its own file, not the journal: a damaged file
+    (never acknowledged) is dropped."""
+    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
+    reports.mkdir()
+    monkeypatch.setattr(GroupCommitter, "_write_reports", lambda self, due, late: [])
+    monkeypatch.setattr(GroupCommitter, "_flush_all", lambda self: self.journal.close())
+    spool = Spool(reports)
+    writers = []
+    async with trio.open_nursery() as nursery:
+        committer = await nursery.start(GroupCommitter(reports, area).run)
+        for i in range(2):
+            w = spool.open_message("smtp", {})
+            w.write(b"Subject: big %d\r\n\r\n" % i + b"y" * (SPILL_BYTES + 100))
+            await committer.commit(w)
+            writers.append(w)
+        nursery.cancel_scope.cancel()
+    writers[1].eml_path.write_bytes(b"short")
+    assert recover(reports, area) == {"restored": 1, "dropped": 1, "present": 0}
+    assert json.loads(writers[0].mpr_path.read_text())["size"] == writers[0].size
+    assert not writers[1].eml_path.exists()
 
 
 async def test_commit_refused_when_the_committer_is_not_running(tmp_path):
