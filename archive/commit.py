@@ -52,8 +52,10 @@ log = logging.getLogger("mailtee.commit")
 OUTCOME_WAIT = 2.0
 #: how often the materialiser looks for reports to write
 MATERIALISE_INTERVAL = 0.05
-#: a journal segment is closed after this many records (and deleted once materialised)
+#: a journal segment is closed after this many records or bytes (and deleted once all
+#: its reports are written and flushed)
 SEGMENT_RECORDS = 4096
+SEGMENT_BYTES = 64 * 1024 * 1024
 JOURNAL_MODE = 0o640
 #: per batch: at most this many messages (bounds the time of one barrier)
 MAX_BATCH = 512
@@ -138,6 +140,7 @@ class Journal:
         self.seq = max(segment_numbers(area), default=0)
         self.fd: int | None = None
         self.records = 0
+        self.size = 0
         self.new_segment = False
 
     def _open(self) -> None:
@@ -145,18 +148,21 @@ class Journal:
         path = self.area / f"journal-{self.seq:08d}.log"
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, JOURNAL_MODE)
         self.records = 0
+        self.size = 0
         self.new_segment = True
 
     def append(self, lines: list[bytes]) -> int:
         """Write framed records (no flush yet); returns the segment they are in."""
-        if self.fd is None or self.records >= SEGMENT_RECORDS:
+        if self.fd is None or self.records >= SEGMENT_RECORDS or self.size >= SEGMENT_BYTES:
             self.close()
             self._open()
         assert self.fd is not None
-        view = memoryview(b"".join(lines))
+        data = b"".join(lines)
+        view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view) :]
         self.records += len(lines)
+        self.size += len(data)
         return self.seq
 
     def sync(self) -> None:
@@ -377,74 +383,83 @@ class GroupCommitter:
         self.journal.sync()
 
     async def _materialise_loop(self) -> None:
+        """Write due reports in a thread; all bookkeeping stays on the Trio thread."""
         while True:
             await trio.sleep(MATERIALISE_INTERVAL)
             now = time.monotonic()
             due = [
-                p
+                (p, p.outcome or ("pending", None))
                 for p in self._pending.values()
-                if p.outcome is not None or now - p.committed_at >= OUTCOME_WAIT
+                if (p.outcome is not None or now - p.committed_at >= OUTCOME_WAIT)
+                and p.written != (p.outcome or ("pending",))[0]
             ]
             late, self._late = self._late, []
             if due or late:
                 with trio.CancelScope(shield=True):
-                    done_segments = await trio.to_thread.run_sync(self._write_reports, due, late)
-                for p in due:
-                    if p.outcome is not None or p.written == "pending":
+                    written = await trio.to_thread.run_sync(self._write_reports, due, late)
+                for (p, (outcome, _reply)), ok in zip(due, written, strict=True):
+                    if not ok:
+                        continue
+                    if p.written is None:  # its first report: one less in its segment
+                        self._segment_open[p.segment] = self._segment_open.get(p.segment, 1) - 1
+                    p.written = outcome
+                    # an outcome that came while the report was written is written next
+                    final = p.outcome is not None and p.written == p.outcome[0]
+                    if final or (p.outcome is None and outcome == "pending"):
                         self._pending.pop(p.writer.stem, None)
-                todo = [seg for seg in done_segments if seg not in self._retiring]
-                if todo and self._nursery is not None:
-                    # syncfs can take long on a busy disk: never delay the next reports
-                    self._retiring.update(todo)
-                    self._nursery.start_soon(self._retire_async, todo)
+            current = self.journal.seq
+            todo = [
+                seg
+                for seg, left in self._segment_open.items()
+                if left <= 0 and seg != current and seg not in self._retiring
+            ]
+            if todo and self._nursery is not None:
+                # syncfs can take long on a busy disk: never delay the next reports
+                self._retiring.update(todo)
+                self._nursery.start_soon(self._retire_async, todo)
 
     async def _retire_async(self, segments: list[int]) -> None:
         try:
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._retire, segments)
+                done = await trio.to_thread.run_sync(self._retire, segments)
+            for seg in done:
+                if self._segment_open.get(seg, 0) <= 0:
+                    self._segment_open.pop(seg, None)
         finally:
             self._retiring.difference_update(segments)
 
     def _write_reports(
-        self, due: list[_Pending], late: list[tuple[MessageWriter, str, str | None]]
-    ) -> list[int]:
-        """Worker thread: write each due `.mpr` once; returns segments now fully written."""
-        done: list[int] = []
-        for p in due:
-            outcome, reply = p.outcome or ("pending", None)
-            if p.written == outcome:
-                continue
-            first = p.written is None
-            if not p.writer.write_mpr(outcome, reply):
-                log.error("cannot write report %s.mpr (stays in the journal)", p.writer.stem)
-                continue
-            p.written = outcome
-            if first:
-                left = self._segment_open.get(p.segment, 1) - 1
-                self._segment_open[p.segment] = left
-                if left <= 0 and p.segment != self.journal.seq:
-                    done.append(p.segment)
+        self,
+        due: list[tuple[_Pending, tuple[str, str | None]]],
+        late: list[tuple[MessageWriter, str, str | None]],
+    ) -> list[bool]:
+        """Worker thread: write each due `.mpr`; True for those written."""
+        written = []
+        for p, (outcome, reply) in due:
+            ok = p.writer.write_mpr(outcome, reply)
+            if not ok:
+                log.error("cannot write report %s.mpr (kept in the journal)", p.writer.stem)
+            written.append(ok)
         for writer, outcome, reply in late:
             if writer.mpr_path.exists():  # ingest may already have removed the pair
                 writer.write_mpr(outcome, reply)
-        # a closed segment whose last report was written before the rotation
-        for seg, left in list(self._segment_open.items()):
-            if left <= 0 and seg != self.journal.seq and seg not in done:
-                done.append(seg)
-        return done
+        return written
 
-    def _retire(self, segments: list[int]) -> None:
+    def _retire(self, segments: list[int]) -> list[int]:
+        """Worker thread: make the written reports durable, then drop their segments."""
         try:
             syncfs(self.reports_dir)
         except OSError as e:
             log.error("cannot flush written reports (journal kept): %s", e.strerror)
-            return
+            return []
+        done = []
         for seg in segments:
             try:
                 (self.area / f"journal-{seg:08d}.log").unlink(missing_ok=True)
             except OSError:
                 continue
-            self._segment_open.pop(seg, None)
+            done.append(seg)
+        return done
 
     def _flush_all(self) -> None:
         """At shutdown: write every report still waiting, then retire the journal."""

@@ -256,3 +256,30 @@ async def test_commit_refused_when_the_committer_is_not_running(tmp_path):
     w = Spool(reports).open_message("smtp", {})
     with pytest.raises(SpoolError):
         await GroupCommitter(reports, tmp_path / "a").commit(w)
+
+
+async def test_journal_segments_are_retired_once_their_reports_are_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(commit_mod, "SEGMENT_RECORDS", 3)
+    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
+    reports.mkdir()
+    spool = Spool(reports)
+    async with trio.open_nursery() as nursery:
+        committer = await nursery.start(GroupCommitter(reports, area).run)
+        writers = []
+        for i in range(10):
+            w = spool.open_message("smtp", {})
+            w.write(b"Subject: %d\r\n\r\nx\r\n" % i)
+            await committer.commit(w)
+            committer.record_outcome(w, "delivered", "250 ok")
+            writers.append(w)
+        with trio.fail_after(10):
+            # 10 records in segments of 3: only the open (last) segment remains
+            while len(segment_numbers(area)) > 1 or not all(  # noqa: ASYNC110
+                w.mpr_path.exists() for w in writers
+            ):
+                await trio.sleep(0.02)
+        assert segment_numbers(area) == [4]
+        for w in writers:
+            assert json.loads(w.mpr_path.read_text())["upstream"]["outcome"] == "delivered"
+        nursery.cancel_scope.cancel()
+    assert segment_numbers(area) == []
