@@ -208,6 +208,12 @@ class Supervisor:
                 w.proc.stdin.close()
             if self.stopping:
                 return
+            if code in (0, -signal.SIGTERM, -signal.SIGINT):
+                # systemd signals the whole control group: the supervisor's own
+                # SIGTERM may be a moment behind the worker's
+                await trio.sleep(1.0)
+                if self.stopping:
+                    return
             lived = time.time() - w.started_at
             log.error(
                 "worker %d (pid %d) exited with %s after %.0f s; restarting it",

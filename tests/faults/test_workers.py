@@ -373,3 +373,21 @@ def test_workers_stop_when_the_supervisor_dies(smtp_upstream, tmp_path):
     assert wait_until(lambda: not any(_alive(p) for p in pids), 30), log.read_text()
     with socket.socket() as s:  # the port is free again
         s.bind(("127.0.0.1", port))
+
+
+def test_sigterm_to_every_process_stops_cleanly(smtp_upstream, tmp_path):
+    """systemd stops a unit by signalling its whole control group at once."""
+    up = smtp_upstream()
+    state = tmp_path / "state"
+    config_path = tmp_path / "config.toml"
+    config = _config(state, free_port(), free_port(), up.port, 9)
+    config.listener = config.listener[:1]
+    save_config(config, config_path)
+    log = tmp_path / "service.log"
+    proc = start(config_path, state, log, 2)
+    pids = worker_pids(state)
+    for pid in [proc.pid, *pids]:
+        os.kill(pid, signal.SIGTERM)
+    assert proc.wait(30) == 0, log.read_text()
+    assert wait_until(lambda: not any(_alive(p) for p in pids), 10)
+    assert "restarting" not in log.read_text()
