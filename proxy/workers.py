@@ -278,10 +278,10 @@ class Supervisor:
                 p.kill()
                 p.wait()
 
-    async def ask(self, w: _Worker, command: str) -> dict[str, Any] | None:
+    async def ask(self, w: _Worker, command: str, wait: float = 10.0) -> dict[str, Any] | None:
         path = worker_socket(self.state, w.index)
         try:
-            return await trio.to_thread.run_sync(partial(control.request, path, command, 10.0))
+            return await trio.to_thread.run_sync(partial(control.request, path, command, wait))
         except (OSError, control.ControlError):
             return None
 
@@ -292,7 +292,8 @@ class Supervisor:
             slots: list[dict[str, Any] | None] = [None] * len(self.workers)
 
             async def one(i: int, w: _Worker) -> None:
-                slots[i] = await self.ask(w, "status")
+                # short: `proxy-admin status` itself waits 3 s for the whole answer
+                slots[i] = await self.ask(w, "status", 1.5)
 
             for i, w in enumerate(self.workers):
                 nursery.start_soon(one, i, w)
