@@ -330,7 +330,12 @@ def run(ctx: typer.Context) -> None:
 
     handler = setup_logging(config.log_level)
     try:
-        trio.run(serve.run_service, config, secrets, c.config_path)
+        from functools import partial
+
+        from proxy.workers import worker_count
+
+        run_service = partial(serve.run_service, workers=worker_count(config))
+        trio.run(run_service, config, secrets, c.config_path)
         # SIGINT (Ctrl-C) and SIGTERM are caught by the service, which stops cleanly
         typer.echo("proxy-admin: stopped", err=True)
     except BaseException as e:
@@ -438,6 +443,23 @@ def _service_fields(svc: dict[str, Any]) -> list[tuple[str, Any]]:
         ),
         ("archive failures", svc.get("archive_failures", 0)),
     ]
+    for w in svc.get("workers") or []:
+        state = "running" if w.get("alive") else "not running"
+        sessions = ", ".join(f"{k} {v}" for k, v in sorted((w.get("sessions") or {}).items()))
+        fields.append(
+            (
+                f"worker {w.get('worker')}",
+                f"{state} (pid {w.get('pid')}, restarts {w.get('restarts', 0)}), "
+                f"{w.get('active_sessions', 0)} session(s){': ' + sessions if sessions else ''}",
+            )
+        )
+    if svc.get("report_retention_note"):
+        fields.append(
+            (
+                "report folder",
+                f"{svc.get('reports_in_folder', 0)} pair(s); {svc['report_retention_note']}",
+            )
+        )
     draining = svc.get("draining") or {}
     if draining:
         fields.append(("draining", ", ".join(f"{k} ({v})" for k, v in sorted(draining.items()))))

@@ -417,6 +417,18 @@ class Config(_Model):
     listener: list[ListenerConfig] = Field(default_factory=list)
     account: list[AccountConfig] = Field(default_factory=list)
     mailbox: list[MailboxConfig] = Field(default_factory=list)
+    #: worker processes sharing the listeners; 0 = one per CPU core (proxy/workers.py)
+    workers: int = Field(default=0, ge=0, le=256)
+    #: remove report pairs this long after they are archived ("0" = at once, "7d")
+    report_retention: str = "5m"
+
+    @field_validator("report_retention")
+    @classmethod
+    def _retention(cls, v: str) -> str:
+        from archive.retention import parse_duration
+
+        parse_duration(v)
+        return v
 
     @field_validator("allow_clients")
     @classmethod

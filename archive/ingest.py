@@ -66,6 +66,8 @@ class IngestStats:
     bytes: int = 0
     pending: int = 0  # still waiting after this call (max_items reached)
     errors: list[str] = field(default_factory=list)
+    #: (stem, outcome) of every report pair committed by this call (archive.retention)
+    ingested: list[tuple[str, str]] = field(default_factory=list)
 
     def add(self, other: IngestStats) -> None:
         self.reports += other.reports
@@ -74,6 +76,7 @@ class IngestStats:
         self.updated_reports += other.updated_reports
         self.bytes += other.bytes
         self.errors.extend(other.errors)
+        self.ingested.extend(other.ingested)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -301,11 +304,22 @@ def ingest_batch(archive: Archive, items: list[Item]) -> IngestStats:
     return stats
 
 
-async def ingest_loop(state_dir: Path, *, interval: float = 0.5) -> None:
-    """Background ingest for `proxy-admin run`: never blocks the Trio loop, never dies."""
+async def ingest_loop(
+    state_dir: Path, *, interval: float = 0.5, retention: float | None = None
+) -> None:
+    """Background ingest for `proxy-admin run`: never blocks the Trio loop, never dies.
+
+    With `retention` (seconds), archived report pairs are removed that long after they
+    were archived (archive.retention); None keeps them.
+    """
+    import time
+
     import trio
 
+    from . import retention as _retention
     from .store import Archive, ArchiveBusy
+
+    next_sweep = 0.0
 
     reports_dir = state_dir / "reports"
     archive: Archive | None = None
@@ -320,6 +334,15 @@ async def ingest_loop(state_dir: Path, *, interval: float = 0.5) -> None:
                     partial(archive.ingest_pending, reports_dir, max_items=BATCH_ITEMS)
                 )
                 more = stats.pending > 0
+                if retention is not None:
+                    if retention == 0 and stats.ingested:
+                        await trio.to_thread.run_sync(
+                            _retention.after_ingest, reports_dir, stats.ingested, retention
+                        )
+                    if time.monotonic() >= next_sweep:
+                        pause = retention / 2 if retention else _retention.SWEEP_INTERVAL
+                        next_sweep = time.monotonic() + min(_retention.SWEEP_INTERVAL, pause)
+                        await trio.to_thread.run_sync(archive.sweep_reports, reports_dir, retention)
                 if stats.reports:
                     log.info(
                         "archived %d report(s): %d new message(s), %d seen before",

@@ -61,6 +61,8 @@ class MessageWriter:
     size: int = 0
     error: str | None = None
     committed: bool = False
+    #: the journal segment that holds this message's record (archive.commit)
+    segment: int = 0
 
     def __post_init__(self) -> None:
         self._sha = hashlib.sha256()
@@ -109,7 +111,7 @@ class MessageWriter:
         if len(self._head) >= SPILL_BYTES:
             self._spill()
 
-    def _document(self, outcome: str, reply: str | None) -> dict[str, Any]:
+    def document(self, outcome: str, reply: str | None) -> dict[str, Any]:
         """The `.mpr` in the key order of docs/mpr-format.md."""
         r = self.report
         doc: dict[str, Any] = {
@@ -132,7 +134,7 @@ class MessageWriter:
         return doc
 
     def _encode(self, outcome: str, reply: str | None) -> bytes:
-        return (json.dumps(self._document(outcome, reply), ensure_ascii=False) + "\n").encode()
+        return (json.dumps(self.document(outcome, reply), ensure_ascii=False) + "\n").encode()
 
     def commit(self, outcome: str = "pending", reply: str | None = None) -> None:
         """Make `.eml` + `.mpr` durable. Blocking. Raises SpoolError.
@@ -159,6 +161,71 @@ class MessageWriter:
                 self._fail("cannot store report", e)
         self.abort()
         raise SpoolError(self.error or "message file was not opened")
+
+    # --- the group-commit path (archive.commit) -------------------------------------
+    def inline_bytes(self) -> bytes | None:
+        """The whole message while it is still in memory (None once it spilled)."""
+        if self._file is not None or self.error is not None:
+            return None
+        return bytes(self._head)
+
+    def write_final_eml(self) -> int:
+        """Put the message under its final `.eml` name, unsynced; return an open fd.
+
+        Blocking (commit thread). The caller fdatasyncs the fd as part of its barrier
+        and closes it. Raises SpoolError (and forgets the message) on any error.
+        """
+        if self.error is None:
+            try:
+                if self._file is None:
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                    fd = os.open(self.eml_path, flags, REPORT_MODE)
+                    try:
+                        with memoryview(self._head) as head:
+                            view = head
+                            while view:
+                                view = view[os.write(fd, view) :]
+                            view.release()
+                    except OSError:
+                        os.close(fd)
+                        self.eml_path.unlink(missing_ok=True)
+                        raise
+                    self._head.clear()
+                    return fd
+                self._spill()
+                if self.error is None:
+                    self._file.flush()
+                    fd = os.dup(self._file.fileno())
+                    self._file.close()
+                    self._file = None
+                    os.replace(self._tmp, self.eml_path)
+                    return fd
+            except OSError as e:
+                self._fail("cannot write message file", e)
+        self.abort()
+        raise SpoolError(self.error or "message file was not opened")
+
+    def discard_final_eml(self) -> None:
+        """The barrier failed: the message was never acknowledged, drop its file."""
+        try:
+            self.eml_path.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+    def write_mpr(self, outcome: str, reply: str | None) -> bool:
+        """Write (or replace) the `.mpr` atomically, unsynced. Blocking. False on error."""
+        tmp = self.reports_dir / f".{self.stem}.mpr.tmp"
+        try:
+            write_file(tmp, self._encode(outcome, reply), mode=REPORT_MODE, sync=False)
+            os.replace(tmp, self.mpr_path)
+            return True
+        except OSError as e:
+            self._fail("cannot write report", e)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            return False
 
     def set_outcome(self, outcome: str, reply: str | None) -> None:
         """Atomically replace the committed `.mpr` with the final outcome. Blocking."""

@@ -253,6 +253,14 @@ class Archive:
                 self._remember_dir(reports_dir, mtime)
             return stats
 
+    def sweep_reports(self, reports_dir: Path, retention: float) -> int:
+        """Remove archived report pairs older than `retention` (archive.retention)."""
+        from .retention import sweep
+
+        with self._write_lock:
+            known = self._known_reports()
+            return sweep(reports_dir, known, set(self._pending_stems), retention)
+
     def _remember_dir(self, reports_dir: Path, mtime: int | None) -> None:
         # a rename within the file system's timestamp granularity may not move mtime,
         # so only trust a directory mtime that is safely in the past
@@ -291,6 +299,7 @@ class Archive:
                     for it in batch:
                         stem = it.prov.row.get("stem")
                         if stem:
+                            stats.ingested.append((stem, it.prov.row.get("outcome") or ""))
                             self._known[stem] = (
                                 it.prov.row["mpr_mtime_ns"],
                                 it.prov.row["mpr_size"],

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -95,13 +96,39 @@ def stop(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
 # --- /proc ------------------------------------------------------------------------------
 
 
-def rss_kib(pid: int) -> int:
-    """VmRSS of a process in KiB."""
+def _one_rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and every live process below it (mailtee's worker processes)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS in KiB of a process and its children (supervisor + workers)."""
+    total = 0
+    for i, p in enumerate(descendants(pid)):
+        try:
+            total += _one_rss_kib(p)
+        except (OSError, RuntimeError):
+            if i == 0:
+                raise
+    return total
 
 
 def cpu_seconds(pid: int) -> float:
@@ -110,6 +137,17 @@ def cpu_seconds(pid: int) -> float:
         fields = f.read().rsplit(")", 1)[1].split()
     # fields[0] is the state (field 3 of proc(5)); utime and stime are fields 14 and 15
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of `pid` and all its descendants that are alive (worker processes)."""
+    total = 0.0
+    for p in descendants(pid):
+        try:
+            total += cpu_seconds(p)
+        except (OSError, ValueError):
+            continue
+    return total
 
 
 class RssSampler:
@@ -257,6 +295,25 @@ def _serve_main(argv: list[str]) -> None:
     secrets = load_secrets(args.config)
     state = resolve_state_dir(config, args.config)
     setup_logging(config.log_level)  # same log volume as `proxy-admin run`
+
+    if config.workers != 1:  # the worker processes of `proxy-admin run`, no ingest task
+        import proxy.workers as workers
+
+        workers.start_service_tasks = lambda *a: None
+
+        async def supervised() -> None:
+            async with trio.open_nursery() as nursery:
+                sup = await nursery.start(
+                    partial(workers.run_supervisor, config, secrets, args.config)
+                )
+                if args.ready is not None:
+                    ports = {n: r.port for n, r in sup.reservations.items()}
+                    tmp = args.ready.with_suffix(".tmp")
+                    tmp.write_text(json.dumps({"pid": os.getpid(), "ports": ports}))
+                    os.replace(tmp, args.ready)
+
+        trio.run(supervised)
+        return
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:

@@ -50,7 +50,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402 - bench/ is not a package
     REPO,
-    cpu_seconds,
     emit,
     filesystem_of,
     free_port,
@@ -61,6 +60,7 @@ from _common import (  # noqa: E402 - bench/ is not a package
     start_mailtee,
     start_smtp_sink,
     stop,
+    tree_cpu_seconds,
 )
 
 sys.path.insert(0, str(REPO / "tests"))
@@ -547,13 +547,13 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
             result["mailtee"] = {"max_connections": max_conn, "pid_nofile": _nofile(pid)}
             log(f"sink :{sink_port}, dovecot :{dovecot.port}, mailtee {ports} (pid {pid})")
             rss0 = rss_kib(pid)
-            cpu0 = cpu_seconds(pid)
+            cpu0 = tree_cpu_seconds(pid)
             load = Load(args, ports, ctx)
             log(f"{args.sessions} sessions, ramp {args.ramp}s, {args.duration}s open")
             ru0 = resource.getrusage(resource.RUSAGE_SELF)
             with ProcSampler(pid) as sampler:
                 trio.run(load.main)
-            cpu1 = cpu_seconds(pid)
+            cpu1 = tree_cpu_seconds(pid)
             ru1 = resource.getrusage(resource.RUSAGE_SELF)
             client_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
             log("load done; checking reports")

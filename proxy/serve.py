@@ -132,6 +132,7 @@ def _build(
         server_ctx=server_ctx,
         upstream_ctx=upstream_ctx,
         stats=service.stats,
+        committer=service.committer,
     )
     oauth = None
     if lc.target_account or lc.local_login:
@@ -192,6 +193,13 @@ class ProxyService:
     _reload_lock: trio.Lock = field(default_factory=trio.Lock)
     #: OAuth2 access tokens of the [[account]]s (accounts.tokens.TokenManager)
     tokens: Any = None
+    #: the group committer of this process (archive.commit)
+    committer: Any = None
+    #: worker processes (proxy.workers): this one's index, SO_REUSEPORT, and the ports
+    #: the supervisor reserved for listeners configured with port 0
+    worker: int = 0
+    reuse_port: bool = False
+    port_map: dict[str, int] = field(default_factory=dict)
 
     # --- listeners -----------------------------------------------------------------
     def _start(self, lst: _Listener, sockets: list[trio.SocketListener]) -> None:
@@ -296,7 +304,7 @@ class ProxyService:
                 rebind.append(lst)
             for lst in rebind:
                 try:
-                    sockets = await _open(lst.config)
+                    sockets = await self.open(lst.config)
                 except ProxyError as e:
                     log.error("reload: %s", e)
                     result["errors"].append(str(e))
@@ -318,6 +326,11 @@ class ProxyService:
                 len(result["errors"]),
             )
             return result
+
+    async def open(self, lc: ListenerConfig) -> list[trio.SocketListener]:
+        if self.reuse_port:
+            return open_shared(lc, self.port_map.get(lc.name, lc.bind_port))
+        return await _open(lc)
 
     def snapshot(self) -> dict[str, Any]:
         """Listeners, sessions and counters (the in-memory part of `status`)."""
@@ -352,6 +365,7 @@ class ProxyService:
             "reloads": self.reloads,
             "last_reload": self.last_reload,
             "accounts": self.tokens.snapshot() if self.tokens is not None else [],
+            "commit": self.committer.snapshot() if self.committer is not None else None,
         }
 
 
@@ -366,6 +380,30 @@ async def _open(lc: ListenerConfig) -> list[trio.SocketListener]:
         raise ProxyError(
             f"listener {lc.name}: cannot listen on {lc.listen}:{lc.bind_port}: {e.strerror}"
         ) from None
+
+
+def open_shared(lc: ListenerConfig, port: int) -> list[trio.SocketListener]:
+    """Listen with SO_REUSEPORT on `port` (worker processes share the listeners; the
+    supervisor holds a bound, non-listening socket on the same port so that no other
+    program can take it and port 0 resolves to one number for all workers)."""
+    from proxy.ports import bind_reuseport
+
+    try:
+        socks = bind_reuseport(lc.listen, port)
+        for sock in socks:
+            sock.listen(socket_backlog())
+    except OSError as e:
+        raise ProxyError(
+            f"listener {lc.name}: cannot listen on {lc.listen}:{port}: {e.strerror}"
+        ) from None
+    return [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in socks]
+
+
+def socket_backlog() -> int:
+    try:
+        return int(Path("/proc/sys/net/core/somaxconn").read_text())
+    except (OSError, ValueError):
+        return 4096
 
 
 async def _handle(port: _Port, service: ProxyService, stream: trio.SocketStream) -> None:
@@ -423,18 +461,26 @@ async def serve_listeners(
     state_dir: Path,
     *,
     token_store: Any = None,
+    worker: int = 0,
+    reuse_port: bool = False,
+    port_map: dict[str, int] | None = None,
     task_status: trio.TaskStatus[ProxyService] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Bind every listener and serve until cancelled; `started()` gets the service.
 
     `token_store`: the OAuth2 token store (accounts.store.TokenStore; default
     state_dir/tokens.json, for tests -- the service passes the one beside secrets.toml).
+
+    Messages are made durable by a group committer on `state_dir/spool/w<worker>`.
     """
     from accounts.store import TokenStore
     from accounts.tokens import TokenManager
+    from archive.commit import GroupCommitter, spool_area
 
     (state_dir / "reports").mkdir(parents=True, exist_ok=True)
     service = ProxyService(config, secrets, state_dir)
+    service.worker, service.reuse_port = worker, reuse_port
+    service.port_map = dict(port_map or {})
     service.tokens = TokenManager(
         config, secrets, token_store or TokenStore(state_dir / "tokens.json")
     )
@@ -442,19 +488,22 @@ async def serve_listeners(
         reload_diff.tls_fingerprint, *tls_paths(state_dir)
     )
     service._limit = trio.CapacityLimiter(config.limits.max_connections)
+    committer = GroupCommitter(state_dir / "reports", spool_area(state_dir, worker))
+    service.committer = committer
     built = [
         _build(lc, config, secrets, state_dir, service, service._limit) for lc in config.listener
     ]
     bound: list[tuple[_Listener, list[trio.SocketListener]]] = []
     try:
         for lst in built:
-            bound.append((lst, await _open(lst.config)))
+            bound.append((lst, await service.open(lst.config)))
     except BaseException:
         for _, sockets in bound:
             for sock in sockets:
                 sock.socket.close()
         raise
     async with trio.open_nursery() as nursery:
+        await nursery.start(committer.run)
         service._nursery = nursery
         for lst, sockets in bound:
             service._start(lst, sockets)
@@ -476,15 +525,24 @@ async def service_status(
     service: ProxyService, alerter: Alerter, config_path: Path
 ) -> dict[str, Any]:
     """The full `status` answer of the control socket (file-system parts in a thread)."""
-    state = service.state_dir
+    extra = await service_status_fields(service.state_dir, service.config, alerter, config_path)
+    return {**service.snapshot(), **extra}
+
+
+async def service_status_fields(
+    state: Path, config: Config, alerter: Alerter, config_path: Path
+) -> dict[str, Any]:
+    """The parts of `status` that are the same for one process and for the supervisor."""
+    from archive.retention import retention_status
+
     pending = await trio.to_thread.run_sync(backlog, state)
     free = await trio.to_thread.run_sync(_disk_free, state)
-    alerts_cfg = service.config.alerts
+    alerts_cfg = config.alerts
     return {
-        **service.snapshot(),
         "config": str(config_path),
         "state_dir": str(state),
         "reports_pending": pending,
+        **await trio.to_thread.run_sync(retention_status, state, config),
         "disk_free_bytes": free,
         "low_disk_mb": alerts_cfg.low_disk_mb,
         "last_errors": list(alerter.recent),
@@ -494,6 +552,46 @@ async def service_status(
             "mail_failures": alerter.mail_failures,
         },
     }
+
+
+def start_demo(config: Config, state: Path) -> Any:
+    """The built-in demo provider (`[demo] enabled`), or None."""
+    if not config.demo.enabled:
+        return None
+    from admin.demo_provider import DemoProvider
+
+    demo = DemoProvider(state / "demo", config.demo.smtp_port, config.demo.pop3_port)
+    demo.start()
+    log.info(
+        "demo provider: smtp 127.0.0.1:%d pop3 127.0.0.1:%d, mailboxes in %s",
+        config.demo.smtp_port,
+        config.demo.pop3_port,
+        state / "demo",
+    )
+    return demo
+
+
+def recover_spool(state: Path) -> None:
+    """Before serving: rebuild the reports of every spool area's journal (archive.commit),
+    then remove the work-in-progress files an earlier crash left."""
+    from archive.commit import recover
+
+    reports = state / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    spool_root = state / "spool"
+    areas = sorted(spool_root.iterdir()) if spool_root.is_dir() else []
+    for area in areas:
+        counts = recover(reports, area)
+        if counts["restored"] or counts["dropped"]:
+            log.warning(
+                "spool %s recovered after a crash: %d report(s) restored (outcome pending), "
+                "%d unacknowledged message(s) dropped",
+                area.name,
+                counts["restored"],
+                counts["dropped"],
+            )
+    for orphan in Spool(reports).cleanup_orphans():
+        log.warning("removed unfinished report file from an earlier crash: %s", orphan.name)
 
 
 def _load(config_path: Path) -> tuple[Config, Secrets]:
@@ -510,11 +608,17 @@ async def reload_from_disk(
 
     A config that does not load or apply leaves the running configuration in place.
     """
+    return await reload_with(service.reload, alerter, config_path)
+
+
+async def reload_with(apply: Any, alerter: Alerter, config_path: Path) -> dict[str, Any]:
+    """Load the config from disk and hand it to `apply(config, secrets)` (one process
+    or the supervisor of the workers)."""
     monotonic_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
     notify.notify("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec}")
     try:
         config, secrets = await trio.to_thread.run_sync(_load, config_path)
-        result = await service.reload(config, secrets)
+        result = await apply(config, secrets)
     except (ConfigError, ProxyError, OSError, ssl.SSLError) as e:
         reason = describe(e)
         alerter.alert("reload", "configuration reload failed; the previous one stays", reason)
@@ -557,27 +661,29 @@ async def run_service(
     secrets: Secrets,
     config_path: Path,
     *,
+    workers: int = 1,
     task_status: trio.TaskStatus[ProxyService] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The foreground service (`proxy-admin run`): listeners, control socket, alerts,
-    sd_notify, demo provider, ingest. SIGHUP reloads; SIGTERM/SIGINT stop."""
-    state = resolve_state_dir(config, config_path)
-    spool = Spool(state / "reports")
-    (state / "reports").mkdir(parents=True, exist_ok=True)
-    for orphan in spool.cleanup_orphans():
-        log.warning("removed unfinished report file from an earlier crash: %s", orphan.name)
-    demo = None
-    if config.demo.enabled:
-        from admin.demo_provider import DemoProvider
+    sd_notify, demo provider, ingest. SIGHUP reloads; SIGTERM/SIGINT stop.
 
-        demo = DemoProvider(state / "demo", config.demo.smtp_port, config.demo.pop3_port)
-        demo.start()
-        log.info(
-            "demo provider: smtp 127.0.0.1:%d pop3 127.0.0.1:%d, mailboxes in %s",
-            config.demo.smtp_port,
-            config.demo.pop3_port,
-            state / "demo",
+    With `workers` > 1 the supervisor of proxy.workers runs instead (the listeners in
+    that many worker processes); `started()` then gets the Supervisor.
+    """
+    if workers > 1:
+        from proxy.workers import run_supervisor
+
+        await run_supervisor(
+            config,
+            secrets,
+            config_path,
+            count=workers,
+            task_status=task_status,  # type: ignore[arg-type]
         )
+        return
+    state = resolve_state_dir(config, config_path)
+    recover_spool(state)
+    demo = start_demo(config, state)
     alerter = Alerter(config.alerts, config.hostname)
     try:
         async with trio.open_nursery() as nursery:
@@ -593,19 +699,10 @@ async def run_service(
                 nursery.start_soon(alerter.run)
                 nursery.start_soon(watch_stats, alerter, service.stats)
                 nursery.start_soon(watch_disk, alerter, state)
-                try:
-                    from archive.ingest import ingest_loop
-                except ImportError:
-                    ingest_loop = None
-                if ingest_loop is not None:
-                    nursery.start_soon(ingest_loop, state)
-                from archive.pull.schedule import pull_loop  # [[mailbox]] interval
+                from proxy.workers import start_service_tasks
 
-                nursery.start_soon(pull_loop, service, alerter.alert)
-                if config.web.enabled:  # in a supervised child: a crash there never stops relaying
-                    from web.supervisor import supervise
-
-                    nursery.start_soon(supervise, config_path)
+                # ingest, the mailbox pull schedule, the web side (proxy/workers.py)
+                start_service_tasks(nursery, service, state, alerter.alert, config_path)
                 handler = partial(_control_handler, service, alerter, config_path)
                 try:
                     await nursery.start(control.serve, control.socket_path(state), handler)

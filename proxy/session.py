@@ -9,8 +9,10 @@ Theory of operation. All protocol decisions live in the sans-IO core (`proxy.smt
    timeout, and feeds the bytes back.
 It never reads both sides at once, so there is no pump task to cancel before a TLS
 upgrade and no buffered plaintext that could leak into a TLS session.
-The copy is written with plain `write()`s (page cache, microseconds) and made durable
-with fsync in a worker thread, so the Trio loop never waits for the disk.
+The copy is buffered in memory (or streamed to a temp file when large) and made durable
+by the worker's group committer (archive.commit) in a thread, so the Trio loop never
+waits for the disk; `CommitMessage` is answered only after the barrier covering the
+message has completed (DESIGN invariant 1).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class SessionEnv:
     server_ctx: ssl.SSLContext | None
     upstream_ctx: ssl.SSLContext | None
     stats: dict[str, Any] = field(default_factory=dict)
+    #: the worker's group committer (archive.commit); None = one fsync chain per message
+    committer: Any = None
 
 
 class Session:
@@ -201,7 +205,10 @@ class Session:
                     self.writer = None
             case A.RecordOutcome(outcome, reply):
                 if self.writer is not None and self.writer.committed:
-                    await trio.to_thread.run_sync(self.writer.set_outcome, outcome, reply)
+                    if self.env.committer is not None:
+                        self.env.committer.record_outcome(self.writer, outcome, reply)
+                    else:
+                        await trio.to_thread.run_sync(self.writer.set_outcome, outcome, reply)
             case A.CloseUpstream():
                 if self.upstream is not None:
                     await trio.aclose_forcefully(self.upstream)
@@ -281,7 +288,11 @@ class Session:
             self.core.archive_result(False, "no message file")
             return
         try:
-            await trio.to_thread.run_sync(writer.commit, outcome, reply)
+            if self.env.committer is not None:
+                # returns once the group barrier covering this message has completed
+                await self.env.committer.commit(writer, outcome, reply)
+            else:
+                await trio.to_thread.run_sync(writer.commit, outcome, reply)
         except SpoolError as e:
             self.env.stats["archive_failures"] = self.env.stats.get("archive_failures", 0) + 1
             self.env.stats["last_error"] = str(e)

@@ -243,7 +243,7 @@ def test_status_json_and_table(
 def fake_serve(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
     calls = types.SimpleNamespace(args=None, behaviour=None)
 
-    async def run_service(config: Config, secrets: Secrets, config_path: Path) -> None:
+    async def run_service(config: Config, secrets: Secrets, config_path: Path, **kw) -> None:
         calls.args = (config, secrets, config_path)
         if calls.behaviour is not None:
             raise calls.behaviour

@@ -1,0 +1,285 @@
+"""Group commit (archive.commit): no acknowledgement before the barrier that covers it.
+
+The property test drives the real committer (real files, real threads, Trio) with random
+numbers of concurrent sessions, message sizes (in memory or spilled to a temp file),
+arrival delays, slow barriers and failing barriers. It watches the real flush calls
+(`os.fdatasync` of each `.eml` and of the journal, the directory fsync) and checks, for
+every message whose `commit()` returned, that before it returned the journal was
+fdatasync'd while it already held the message's complete record (with the message bytes,
+read back with the real parser), and, for a message too large to be kept in memory
+(its bytes live in its own file):
+- its `.eml` was fdatasync'd holding all of its bytes,
+- the report directory was fsync'd after that `.eml` existed;
+and that a message in a failed barrier is never acknowledged and leaves no `.eml`.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import archive.commit as commit_mod
+from archive.commit import GroupCommitter, parse_journal, recover, segment_numbers
+from archive.spool import SPILL_BYTES, Spool, SpoolError
+
+
+class Recorder:
+    """Wraps the flush calls; keeps an ordered event log."""
+
+    def __init__(self, reports: Path, area: Path, fail_syncs: set[int], slow: float) -> None:
+        self.reports, self.area = reports, area
+        self.events: list[tuple] = []
+        self.lock = threading.Lock()
+        self.fail_syncs = fail_syncs
+        self.slow = slow
+        self.journal_syncs = 0
+        self.real_fdatasync = os.fdatasync
+        self.real_fsync_dir = commit_mod.fsync_dir
+
+    def fdatasync(self, fd: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if path.startswith(str(self.area)):
+            with self.lock:
+                n = self.journal_syncs
+                self.journal_syncs += 1
+            if self.slow:
+                time.sleep(self.slow)
+            if n in self.fail_syncs:
+                raise OSError(errno.EIO, "Input/output error")
+            content = Path(path).read_bytes()
+            self.real_fdatasync(fd)
+            # only records complete with their message bytes count (the real parser)
+            stems = {stem for stem, _doc, _raw in parse_journal(content)}
+            with self.lock:
+                self.events.append(("journal", stems))
+            return
+        self.real_fdatasync(fd)
+        with self.lock:
+            self.events.append(("eml", Path(path).name, os.fstat(fd).st_size))
+
+    def fsync_dir(self, path: Path) -> None:
+        self.real_fsync_dir(path)
+        if Path(path) == self.reports:
+            existing = {p.name for p in self.reports.iterdir()}
+            with self.lock:
+                self.events.append(("dir", existing))
+
+    def ack(self, stem: str) -> None:
+        with self.lock:
+            self.events.append(("ack", stem))
+
+
+def check_acks(rec: Recorder, sizes: dict[str, int]) -> None:
+    for i, ev in enumerate(rec.events):
+        if ev[0] != "ack":
+            continue
+        stem = ev[1]
+        before = rec.events[:i]
+        eml = f"{stem}.eml"
+        assert any(e[0] == "journal" and stem in e[1] for e in before), "no journal flush"
+        if sizes[stem] < SPILL_BYTES:
+            continue  # its bytes are in the journal record
+        synced = [j for j, e in enumerate(before) if e[0] == "eml" and e[1] == eml]
+        assert synced, f"{stem} acknowledged before its .eml was flushed"
+        assert any(before[j][2] == sizes[stem] for j in synced), "flushed before complete"
+        assert any(e[0] == "dir" and eml in e[1] for e in before), "no directory flush"
+
+
+sessions_st = st.lists(
+    st.tuples(
+        st.floats(min_value=0, max_value=0.01),  # arrival delay
+        st.sampled_from([100, 5000, SPILL_BYTES + 10]),  # size: in memory or spilled
+    ),
+    min_size=1,
+    max_size=20,
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    sessions=sessions_st,
+    fail_syncs=st.sets(st.integers(min_value=0, max_value=4), max_size=2),
+    slow=st.sampled_from([0.0, 0.002, 0.01]),
+)
+def test_no_ack_before_its_barrier(monkeypatch, sessions, fail_syncs, slow):
+    with tempfile.TemporaryDirectory() as tmp:
+        reports, area = Path(tmp) / "reports", Path(tmp) / "spool" / "w0"
+        reports.mkdir()
+        rec = Recorder(reports, area, fail_syncs, slow)
+        monkeypatch.setattr(commit_mod.os, "fdatasync", rec.fdatasync)
+        monkeypatch.setattr(commit_mod, "fsync_dir", rec.fsync_dir)
+        spool = Spool(reports)
+        sizes: dict[str, int] = {}
+        acked: list[str] = []
+        failed: list[str] = []
+
+        async def session(committer: GroupCommitter, delay: float, size: int, n: int) -> None:
+            await trio.sleep(delay)
+            w = spool.open_message("smtp", {"smtp": {"mail_from": f"s{n}@x"}})
+            data = (b"x" * 78 + b"\r\n") * (size // 80 + 1)
+            for i in range(0, len(data), 65536):
+                w.write(data[i : i + 65536])
+            sizes[w.stem] = w.size
+            try:
+                await committer.commit(w)
+            except SpoolError:
+                failed.append(w.stem)
+                return
+            rec.ack(w.stem)
+            acked.append(w.stem)
+            committer.record_outcome(w, "delivered", "250 ok")
+
+        async def main() -> None:
+            async with trio.open_nursery() as outer:
+                committer = await outer.start(GroupCommitter(reports, area).run)
+                async with trio.open_nursery() as nursery:
+                    for n, (delay, size) in enumerate(sessions):
+                        nursery.start_soon(session, committer, delay, size, n)
+                outer.cancel_scope.cancel()
+
+        trio.run(main)
+        assert len(acked) + len(failed) == len(sessions)
+        check_acks(rec, sizes)
+        for stem in failed:
+            assert not (reports / f"{stem}.eml").exists()
+            assert not (reports / f"{stem}.mpr").exists()
+        for stem in acked:  # after the committer stopped: every report written, final
+            doc = json.loads((reports / f"{stem}.mpr").read_text())
+            assert doc["upstream"]["outcome"] == "delivered"
+            assert doc["size"] == sizes[stem] == (reports / f"{stem}.eml").stat().st_size
+        assert not [p for p in reports.iterdir() if p.name.startswith(".")]
+        assert segment_numbers(area) == []  # journal retired at shutdown
+
+
+async def test_outcome_written_once_and_pending_when_none_comes(tmp_path, monkeypatch):
+    monkeypatch.setattr(commit_mod, "OUTCOME_WAIT", 0.2)
+    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
+    reports.mkdir()
+    spool = Spool(reports)
+    async with trio.open_nursery() as nursery:
+        committer = await nursery.start(GroupCommitter(reports, area).run)
+        a = spool.open_message("smtp", {})
+        a.write(b"Subject: a\r\n\r\nA\r\n")
+        b = spool.open_message("smtp", {})
+        b.write(b"Subject: b\r\n\r\nB\r\n")
+        await committer.commit(a)
+        await committer.commit(b)
+        assert a.eml_path.exists() and not a.mpr_path.exists()  # .mpr: off the ack path
+        committer.record_outcome(a, "rejected", "554 no")
+        with trio.fail_after(5):
+            while not (a.mpr_path.exists() and b.mpr_path.exists()):  # noqa: ASYNC110
+                await trio.sleep(0.02)
+        assert json.loads(a.mpr_path.read_text())["upstream"]["outcome"] == "rejected"
+        assert json.loads(b.mpr_path.read_text())["upstream"]["outcome"] == "pending"
+        committer.record_outcome(b, "delivered", "250 late")  # rewritten when late
+        with trio.fail_after(5):
+            while "delivered" not in b.mpr_path.read_text():  # noqa: ASYNC110
+                await trio.sleep(0.02)
+        nursery.cancel_scope.cancel()
+
+
+async def test_recover_restores_intact_and_drops_damaged(tmp_path, monkeypatch):
+    """A crash after the barrier, before the reports were written (materialiser stopped)."""
+    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
+    reports.mkdir()
+    monkeypatch.setattr(GroupCommitter, "_write_reports", lambda self, due, late: [])
+    monkeypatch.setattr(GroupCommitter, "_flush_all", lambda self: self.journal.close())
+    spool = Spool(reports)
+    writers = []
+    async with trio.open_nursery() as nursery:
+        committer = await nursery.start(GroupCommitter(reports, area).run)
+        for i in range(3):
+            w = spool.open_message("pop3", {"pop3": {"user": "u", "msg": i}})
+            w.write(b"Subject: %d\r\n\r\nbody\r\n" % i)
+            await committer.commit(w, "delivered", None)
+            writers.append(w)
+        nursery.cancel_scope.cancel()
+    assert not list(reports.glob("*.mpr")) and segment_numbers(area)
+    writers[0].eml_path.write_bytes(b"damaged")  # rebuilt from the journal's copy
+    writers[1].eml_path.unlink()  # likewise
+    # a torn tail: the last record's message bytes never reached the disk
+    seg = area / f"journal-{segment_numbers(area)[-1]:08d}.log"
+    seg.write_bytes(seg.read_bytes()[:-5])
+    writers[2].eml_path.unlink()
+    counts = recover(reports, area)
+    assert counts == {"restored": 2, "dropped": 0, "present": 0}
+    for i, w in enumerate(writers[:2]):
+        doc = json.loads(w.mpr_path.read_text())
+        assert doc["upstream"]["outcome"] == "pending"  # the verdict is in doubt
+        assert doc["pop3"]["msg"] == i
+        assert w.eml_path.read_bytes() == b"Subject: %d\r\n\r\nbody\r\n" % i
+    assert not writers[2].eml_path.exists() and not writers[2].mpr_path.exists()
+    assert segment_numbers(area) == []
+    assert not [p for p in reports.iterdir() if p.name.startswith(".")]
+
+
+async def test_recover_checks_a_large_message_file(tmp_path, monkeypatch):
+    """A spilled message's bytes are in its own file, not the journal: a damaged file
+    (never acknowledged) is dropped."""
+    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
+    reports.mkdir()
+    monkeypatch.setattr(GroupCommitter, "_write_reports", lambda self, due, late: [])
+    monkeypatch.setattr(GroupCommitter, "_flush_all", lambda self: self.journal.close())
+    spool = Spool(reports)
+    writers = []
+    async with trio.open_nursery() as nursery:
+        committer = await nursery.start(GroupCommitter(reports, area).run)
+        for i in range(2):
+            w = spool.open_message("smtp", {})
+            w.write(b"Subject: big %d\r\n\r\n" % i + b"y" * (SPILL_BYTES + 100))
+            await committer.commit(w)
+            writers.append(w)
+        nursery.cancel_scope.cancel()
+    writers[1].eml_path.write_bytes(b"short")
+    assert recover(reports, area) == {"restored": 1, "dropped": 1, "present": 0}
+    assert json.loads(writers[0].mpr_path.read_text())["size"] == writers[0].size
+    assert not writers[1].eml_path.exists()
+
+
+async def test_commit_refused_when_the_committer_is_not_running(tmp_path):
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    w = Spool(reports).open_message("smtp", {})
+    with pytest.raises(SpoolError):
+        await GroupCommitter(reports, tmp_path / "a").commit(w)
+
+
+async def test_journal_segments_are_retired_once_their_reports_are_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(commit_mod, "SEGMENT_RECORDS", 3)
+    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
+    reports.mkdir()
+    spool = Spool(reports)
+    async with trio.open_nursery() as nursery:
+        committer = await nursery.start(GroupCommitter(reports, area).run)
+        writers = []
+        for i in range(10):
+            w = spool.open_message("smtp", {})
+            w.write(b"Subject: %d\r\n\r\nx\r\n" % i)
+            await committer.commit(w)
+            committer.record_outcome(w, "delivered", "250 ok")
+            writers.append(w)
+        with trio.fail_after(10):
+            # 10 records in segments of 3: only the open (last) segment remains
+            while len(segment_numbers(area)) > 1 or not all(  # noqa: ASYNC110
+                w.mpr_path.exists() for w in writers
+            ):
+                await trio.sleep(0.02)
+        assert segment_numbers(area) == [4]
+        for w in writers:
+            assert json.loads(w.mpr_path.read_text())["upstream"]["outcome"] == "delivered"
+        nursery.cancel_scope.cancel()
+    assert segment_numbers(area) == []
