@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .catalog import now_iso
-from .ingest import Item
-from .reports import Provenance
+from .reports import Item, Provenance
 
 IMPORT_NS = uuid.UUID("6d2b7f8e-3c1a-4f0e-9a57-1f4e2b9c0d11")
 

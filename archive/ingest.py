@@ -22,19 +22,19 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import partial
-from pathlib import Path
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import mime
 from .catalog import chain_link, now_iso
 from .index import IndexDoc
-from .reports import Provenance
+from .reports import IngestStats, Item, Provenance  # noqa: F401 - Item, IngestStats: API
 
 if TYPE_CHECKING:
-    from .store import Archive
+    from .catalog import Catalog
+    from .index import MessageIndex
+    from .packs import PackWriter
 
 log = logging.getLogger("mailtee.archive")
 
@@ -49,45 +49,6 @@ crash_hook: Callable[[str], None] | None = None
 def _crashpoint(name: str) -> None:
     if crash_hook is not None:
         crash_hook(name)
-
-
-@dataclass(slots=True)
-class Item:
-    prov: Provenance
-    raw: bytes
-
-
-@dataclass
-class IngestStats:
-    reports: int = 0  # report pairs / imported files processed
-    new_messages: int = 0
-    duplicates: int = 0  # sightings of a message already archived (provenance only)
-    updated_reports: int = 0  # rewritten reports (e.g. outcome pending -> delivered)
-    bytes: int = 0
-    pending: int = 0  # still waiting after this call (max_items reached)
-    errors: list[str] = field(default_factory=list)
-    #: (stem, outcome) of every report pair committed by this call (archive.retention)
-    ingested: list[tuple[str, str]] = field(default_factory=list)
-
-    def add(self, other: IngestStats) -> None:
-        self.reports += other.reports
-        self.new_messages += other.new_messages
-        self.duplicates += other.duplicates
-        self.updated_reports += other.updated_reports
-        self.bytes += other.bytes
-        self.errors.extend(other.errors)
-        self.ingested.extend(other.ingested)
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "reports": self.reports,
-            "new_messages": self.new_messages,
-            "duplicates": self.duplicates,
-            "updated_reports": self.updated_reports,
-            "bytes": self.bytes,
-            "pending": self.pending,
-            "errors": list(self.errors),
-        }
 
 
 def _epoch(iso: str | None) -> int | None:
@@ -183,10 +144,28 @@ class _New:
     provs: list[Provenance]
 
 
-def ingest_batch(archive: Archive, items: list[Item]) -> IngestStats:
+def document_for(
+    cat: Catalog, message: int, raw: bytes, extra_keys: Iterable[str] = ()
+) -> IndexDoc:
+    """The index document of a catalogued message (re-index, rebuild, a new owner)."""
+    row = cat.one("SELECT sha256, size, date FROM messages WHERE id = ?", (message,))
+    assert row is not None
+    rcpts = {
+        r["address"]
+        for r in cat.query(
+            "SELECT address FROM addresses WHERE message = ? AND kind = 'rcpt'", (message,)
+        )
+    }
+    rcpts.update(k for k in extra_keys if not k.startswith("pop3:"))
+    keys = cat.message_keys(message) | set(extra_keys)
+    return build_doc(row["sha256"], row["size"], row["date"], mime.parse(raw), rcpts, keys)
+
+
+def ingest_batch(
+    cat: Catalog, index: MessageIndex, packs: PackWriter, items: list[Item]
+) -> IngestStats:
     """Run one batch through the three commits. The caller holds the write lock."""
     stats = IngestStats()
-    cat, index, packs = archive.catalog, archive.index, archive.pack_writer()
     shas = [hashlib.sha256(it.raw).hexdigest() for it in items]
     existing = cat.find_messages(shas)
     new: dict[str, _New] = {}
@@ -217,7 +196,7 @@ def ingest_batch(archive: Archive, items: list[Item]) -> IngestStats:
         docs.append(build_doc(n.sha256, len(n.raw), date, n.parsed, rcpts, keys))
     for mid, (_sha, raw, extra) in touched.items():
         if extra - cat.message_keys(mid):  # a new owner: refresh the index keys
-            docs.append(archive.document_for(mid, raw, extra_keys=extra))
+            docs.append(document_for(cat, mid, raw, extra_keys=extra))
     if docs:
         index.begin()
         for d in docs:
@@ -302,73 +281,3 @@ def ingest_batch(archive: Archive, items: list[Item]) -> IngestStats:
         cat.refresh_ownership(conn, messages=affected)
     _crashpoint("catalog")
     return stats
-
-
-async def ingest_loop(
-    state_dir: Path, *, interval: float = 0.5, retention: float | None = None
-) -> None:
-    """Background ingest for `proxy-admin run`: never blocks the Trio loop, never dies.
-
-    With `retention` (seconds), archived report pairs are removed that long after they
-    were archived (archive.retention); None keeps them.
-    """
-    import time
-
-    import trio
-
-    from . import retention as _retention
-    from .store import Archive, ArchiveBusy
-
-    next_sweep = 0.0
-
-    reports_dir = state_dir / "reports"
-    archive: Archive | None = None
-    failing = False
-    try:
-        while True:
-            more = False
-            try:
-                if archive is None:
-                    archive = await trio.to_thread.run_sync(Archive, state_dir)
-                stats = await trio.to_thread.run_sync(
-                    partial(archive.ingest_pending, reports_dir, max_items=BATCH_ITEMS)
-                )
-                more = stats.pending > 0
-                if retention is not None:
-                    if retention == 0 and stats.ingested:
-                        await trio.to_thread.run_sync(
-                            _retention.after_ingest, reports_dir, stats.ingested, retention
-                        )
-                    if time.monotonic() >= next_sweep:
-                        pause = retention / 2 if retention else _retention.SWEEP_INTERVAL
-                        next_sweep = time.monotonic() + min(_retention.SWEEP_INTERVAL, pause)
-                        await trio.to_thread.run_sync(archive.sweep_reports, reports_dir, retention)
-                if stats.reports:
-                    log.info(
-                        "archived %d report(s): %d new message(s), %d seen before",
-                        stats.reports,
-                        stats.new_messages,
-                        stats.duplicates,
-                    )
-                for err in stats.errors:
-                    log.warning("archive ingest: %s", err)
-                if failing:
-                    log.info("archive ingest recovered")
-                failing = False
-            except ArchiveBusy as e:
-                log.debug("archive ingest deferred: %s", e)
-            except Exception as e:
-                if not failing:
-                    log.error("archive ingest failed (will retry): %s", e, exc_info=True)
-                failing = True
-                if archive is not None:
-                    old, archive = archive, None
-                    await trio.to_thread.run_sync(old.close_quietly)
-            if not more:
-                await trio.sleep(interval)
-            else:
-                await trio.lowlevel.checkpoint()
-    finally:
-        if archive is not None:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(archive.close_quietly)

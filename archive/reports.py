@@ -15,7 +15,7 @@ import json
 import os
 import re
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -209,3 +209,45 @@ def _stable_hash(doc: dict[str, Any]) -> str:
     stable = {k: v for k, v in doc.items() if k != "upstream"}
     blob = json.dumps(stable, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# --- what ingest consumes and reports (archive/ingest.py) -----------------------------
+
+
+@dataclass(slots=True)
+class Item:
+    prov: Provenance
+    raw: bytes
+
+
+@dataclass
+class IngestStats:
+    reports: int = 0  # report pairs / imported files processed
+    new_messages: int = 0
+    duplicates: int = 0  # sightings of a message already archived (provenance only)
+    updated_reports: int = 0  # rewritten reports (e.g. outcome pending -> delivered)
+    bytes: int = 0
+    pending: int = 0  # still waiting after this call (max_items reached)
+    errors: list[str] = field(default_factory=list)
+    #: (stem, outcome) of every report pair committed by this call (archive.retention)
+    ingested: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, other: IngestStats) -> None:
+        self.reports += other.reports
+        self.new_messages += other.new_messages
+        self.duplicates += other.duplicates
+        self.updated_reports += other.updated_reports
+        self.bytes += other.bytes
+        self.errors.extend(other.errors)
+        self.ingested.extend(other.ingested)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "reports": self.reports,
+            "new_messages": self.new_messages,
+            "duplicates": self.duplicates,
+            "updated_reports": self.updated_reports,
+            "bytes": self.bytes,
+            "pending": self.pending,
+            "errors": list(self.errors),
+        }

@@ -24,15 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import ingest as _ingest
-from . import mime
+from . import ingest as _ingest  # BATCH_* read at call time (tests lower them)
 from .catalog import GENESIS, Catalog, chain_link
 from .importer import detect, items
 from .index import IndexSchemaError, MessageIndex
-from .ingest import IngestStats, Item, build_doc, ingest_batch
+from .ingest import document_for, ingest_batch
 from .packs import BlobRef, PackError, PackReader, PackWriter
 from .query import parse_query
-from .reports import ReportError, ReportRef, read_report, scan
+from .reports import IngestStats, Item, ReportError, ReportRef, read_report, scan
 
 Progress = Callable[[int, int], None]
 #: Rescan the report directory at least this often even when its mtime did not move.
@@ -293,7 +292,7 @@ class Archive:
         def flush() -> None:
             nonlocal batch, size, done
             if batch:
-                result = ingest_batch(self, batch)
+                result = ingest_batch(self.catalog, self.index, self.pack_writer(), batch)
                 stats.add(result)
                 if self._known is not None:
                     for it in batch:
@@ -345,17 +344,7 @@ class Archive:
 
     def document_for(self, message: int, raw: bytes, extra_keys: Iterable[str] = ()):
         """The index document of a catalogued message (re-index, rebuild)."""
-        row = self.catalog.one("SELECT sha256, size, date FROM messages WHERE id = ?", (message,))
-        assert row is not None
-        rcpts = {
-            r["address"]
-            for r in self.catalog.query(
-                "SELECT address FROM addresses WHERE message = ? AND kind = 'rcpt'", (message,)
-            )
-        }
-        rcpts.update(k for k in extra_keys if not k.startswith("pop3:"))
-        keys = self.catalog.message_keys(message) | set(extra_keys)
-        return build_doc(row["sha256"], row["size"], row["date"], mime.parse(raw), rcpts, keys)
+        return document_for(self.catalog, message, raw, extra_keys)
 
     # --- reading ---------------------------------------------------------------------
 

@@ -95,9 +95,9 @@ def start_service_tasks(
     children here (each a task that supervises its own process and restarts it, never
     blocking the loop).
     """
-    from archive.ingest import ingest_loop
     from archive.pull.schedule import pull_loop
     from archive.retention import parse_duration
+    from proxy.ingest_task import ingest_loop
 
     config: Config = service.config
     retention = parse_duration(config.report_retention)

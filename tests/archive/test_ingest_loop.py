@@ -11,8 +11,8 @@ import trio
 from archive_helpers import JP_SUBJECT, jp_message, write_report
 
 from archive import store
-from archive.ingest import ingest_loop
 from archive.store import Archive
+from proxy.ingest_task import ingest_loop
 
 
 async def _wait_for(archive: Archive, query: str, limit: float) -> float:

@@ -17,9 +17,9 @@ from archive_helpers import make_message, write_report
 
 from admin.config import Config
 from archive import retention
-from archive.ingest import ingest_loop
 from archive.retention import parse_duration, retention_status
 from archive.store import Archive
+from proxy.ingest_task import ingest_loop
 
 
 def _archived(state: Path) -> int:

@@ -1,6 +1,6 @@
 """Issue 5 acceptance, end to end: mail sent through the SMTP listener becomes searchable.
 
-The service's background ingest (`archive.ingest.ingest_loop`, as `proxy-admin run`
+The service's background ingest (`proxy.ingest_task.ingest_loop`, as `proxy-admin run`
 starts it) picks up the report the relay wrote before the client's 250. The time from
 the 250 to the first successful search is measured and printed; the test itself only
 gives up after a generous limit (no timing thresholds in tests; see docs/performance.md).
@@ -15,10 +15,10 @@ from functools import partial
 import pytest
 import trio
 
-from archive.ingest import ingest_loop
 from archive.store import Archive
 from fixtures import mails
 from fixtures.smtp_clients import smtplib_session
+from proxy.ingest_task import ingest_loop
 
 pytestmark = pytest.mark.e2e
 
