@@ -315,8 +315,8 @@ class QueryCommand(TyperCommand):
 
 
 def setup_logging(level: str) -> logging.Handler:
-    """Log to stderr at `level` (admin.logsetup; imported only by the commands that log)."""
-    from admin.logsetup import setup_logging as setup
+    """Log to stderr at `level` (proxy.logsetup; imported only by the commands that log)."""
+    from proxy.logsetup import setup_logging as setup
 
     return setup(level)
 

@@ -558,7 +558,7 @@ def start_demo(config: Config, state: Path) -> Any:
     """The built-in demo provider (`[demo] enabled`), or None."""
     if not config.demo.enabled:
         return None
-    from admin.demo_provider import DemoProvider
+    from proxy.demo_provider import DemoProvider
 
     demo = DemoProvider(state / "demo", config.demo.smtp_port, config.demo.pop3_port)
     demo.start()

@@ -615,7 +615,7 @@ async def run_worker(
 
 def main(argv: list[str]) -> int:
     """`python -m proxy.workers CONFIG INDEX COUNT PARENT` (started by the supervisor)."""
-    from admin.cli_common import setup_logging
+    from proxy.logsetup import setup_logging
     from proxy.serve import _load
 
     config_path, index, count = Path(argv[0]), int(argv[1]), int(argv[2])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from admin.demo_provider import DemoProvider, demo_mail_dir, mailbox_name
+from proxy.demo_provider import DemoProvider, demo_mail_dir, mailbox_name
 
 # 8-bit UTF-8, a line starting with a dot, a lone "." line and no trailing blank line.
 MESSAGE = (
