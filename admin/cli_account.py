@@ -15,13 +15,10 @@ Tokens never reach the terminal, the audit log or an error line.
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from accounts import flows
-from accounts.providers import ProviderError, endpoints
-from accounts.store import StoreError, TokenStore, new_key, password_key, store_key
 from admin.cli_common import (
     CliContext,
     JsonOpt,
@@ -33,7 +30,11 @@ from admin.cli_common import (
     print_table,
     reload_hint,
 )
-from admin.config import LISTENER_NAME_RE, AccountConfig, Config, secrets_path
+from admin.paths import secrets_path
+
+if TYPE_CHECKING:
+    from accounts.store import TokenStore
+    from admin.config import AccountConfig, Config
 
 account_app = typer.Typer(
     help="OAuth2 accounts mailtee signs in to the provider with (Microsoft 365, Gmail).",
@@ -65,6 +66,8 @@ SecretStdinOpt = Annotated[
 
 
 def _store(c: CliContext) -> TokenStore:
+    from accounts.store import TokenStore  # cryptography, argon2: only when a command runs
+
     return TokenStore.beside(secrets_path(c.config_path))
 
 
@@ -104,6 +107,10 @@ def _check_owner(c: CliContext, config: Config, acc: AccountConfig, password: st
 
 def _sign_in(c: CliContext, config: Config, acc: AccountConfig, *, password: str | None) -> None:
     """Run the account's flow; store the refresh token encrypted."""
+    from accounts import flows  # requests, authlib
+    from accounts.providers import ProviderError, endpoints
+    from accounts.store import StoreError, new_key, password_key, store_key
+
     secrets = c.load_secrets(strict_mode=False)
     try:
         ep = endpoints(acc)
@@ -233,6 +240,9 @@ def account_add(
     """Add an OAuth2 account and sign in to it."""
     from pydantic import ValidationError
 
+    from accounts.providers import ProviderError, endpoints
+    from admin.config import LISTENER_NAME_RE, AccountConfig
+
     c = context(ctx)
     if not LISTENER_NAME_RE.match(name):
         fail(f"NAME: {name!r}: must be 1-32 characters of letters, digits, '-' or '_'", 2)
@@ -310,6 +320,8 @@ def account_reauth(
 
 
 def _state(c: CliContext, acc: AccountConfig) -> dict[str, Any]:
+    from accounts.store import StoreError
+
     try:
         rec = _store(c).get(acc.name)
     except StoreError as e:
@@ -333,6 +345,8 @@ def _state(c: CliContext, acc: AccountConfig) -> dict[str, Any]:
 
 
 def _account_dict(c: CliContext, acc: AccountConfig) -> dict[str, Any]:
+    from accounts.providers import ProviderError, endpoints
+
     d = acc.model_dump(mode="json", exclude_none=True)
     try:
         ep = endpoints(acc)
@@ -379,6 +393,8 @@ def account_show(ctx: typer.Context, name: NameArg, json_out: JsonOpt = False) -
 @account_app.command("remove")
 def account_remove(ctx: typer.Context, name: NameArg) -> None:
     """Remove an account, its client secret and its stored tokens."""
+    from accounts.store import StoreError
+
     c = context(ctx)
     config = c.load_config()
     _find(config, name)

@@ -340,8 +340,6 @@ def _apply_secret(
     c: CliContext, name: str, lst: ListenerConfig, password_stdin: bool
 ) -> tuple[Secrets | None, bool]:
     """Work out secrets.toml for listener `name`: (new Secrets or None if unchanged, added)."""
-    from admin.config import Secrets
-
     if password_stdin and lst.target_user is None:
         fail("--target-password-stdin: needs --target-user", 2)
     secrets = c.load_secrets(strict_mode=False)
@@ -526,8 +524,6 @@ def listener_remove(ctx: typer.Context, name: NameArg) -> None:
     config = c.load_config()
     i = _find(config, name)
     config.listener = [*config.listener[:i], *config.listener[i + 1 :]]
-    from admin.config import Secrets
-
     secrets = None
     if secrets_path(c.config_path).exists():
         current = c.load_secrets(strict_mode=False)

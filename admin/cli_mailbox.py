@@ -11,12 +11,10 @@ from __future__ import annotations
 import csv
 import io
 import re
-import ssl
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
 from admin.cli_common import (
     CliContext,
@@ -30,7 +28,11 @@ from admin.cli_common import (
     warn,
 )
 from admin.cli_listener import check_listener_name, parse_target, parse_tls_mode
-from admin.config import Config, MailboxConfig, Secrets, parse_duration
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from admin.config import Config, MailboxConfig, Secrets
 
 mailbox_app = typer.Typer(
     help="Add, list, show, change and remove mailboxes that `pull` archives (IMAP/POP3).",
@@ -117,6 +119,10 @@ def _validation(e: ValidationError) -> str:
 
 
 def _build(data: dict[str, Any]) -> MailboxConfig:
+    from pydantic import ValidationError
+
+    from admin.config import MailboxConfig
+
     try:
         return MailboxConfig.model_validate(data)
     except ValidationError as e:
@@ -163,6 +169,8 @@ def _options(
         ch["multidrop"] = multidrop
     if interval is not None:
         if interval:
+            from admin.config import parse_duration
+
             try:
                 parse_duration(interval)
             except ValueError as e:
@@ -185,6 +193,8 @@ def _ca_file(value: str) -> str | None:
     p = Path(value).expanduser()
     if not p.is_file():
         fail(f"--ca: {value}: no such file", 2)
+    import ssl
+
     try:
         ssl.create_default_context(cafile=str(p))
     except (ssl.SSLError, OSError):

@@ -8,6 +8,8 @@ import typer
 
 from admin.cli_common import context, fail, register_error, setup_logging
 
+register_error("web.server:WebError", 1)
+
 web_app = typer.Typer(
     help="Browser access to the archive over HTTPS (see docs/web.md).",
     no_args_is_help=True,
@@ -30,11 +32,9 @@ def serve(ctx: typer.Context) -> None:
     try:
         import trio
 
-        from web.server import WebError
         from web.server import serve as web_serve
     except ModuleNotFoundError as e:
         fail(f"the web side is not installed ({e.name} is missing)", 1)
-    register_error(WebError, 1)
     handler = setup_logging(config.log_level)
     try:
         trio.run(web_serve, config, secrets, c.config_path)
