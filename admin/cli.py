@@ -1,7 +1,7 @@
 """`proxy-admin`: the operator's command line (DESIGN, proxy-admin).
 
 Thin commands over library code: admin.config (model, TOML), admin.tls_certs
-(certificates), proxy.serve (the service). Errors the operator can cause are one stderr
+(certificates), proxy.service (the service). Errors the operator can cause are one stderr
 line (`proxy-admin: error: ...`), exit 2 for a usage/config error and 1 for an
 operational failure; see admin.cli_common.ProxyAdminGroup for where that happens.
 The command groups (listener, tls, archive, maintenance) live in admin/cli_*.py and
@@ -317,12 +317,7 @@ def run(ctx: typer.Context) -> None:
     secrets = c.load_secrets(strict_mode=True)
     check_secrets(config, secrets)
     _preflight_tls(c, config)
-    try:
-        from proxy import serve
-    except ModuleNotFoundError as e:
-        if e.name != "proxy.serve":
-            raise
-        fail("this installation has no proxy service (proxy/serve.py is missing)", 1)
+    from proxy import service
     from proxy.errors import ProxyError
 
     register_error(ProxyError, 1)  # e.g. a port in use: one line, exit 1
@@ -334,7 +329,7 @@ def run(ctx: typer.Context) -> None:
 
         from proxy.workers import worker_count
 
-        run_service = partial(serve.run_service, workers=worker_count(config))
+        run_service = partial(service.run_service, workers=worker_count(config))
         trio.run(run_service, config, secrets, c.config_path)
         # SIGINT (Ctrl-C) and SIGTERM are caught by the service, which stops cleanly
         typer.echo("proxy-admin: stopped", err=True)
@@ -662,17 +657,22 @@ def reload(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 # --- extensions ---------------------------------------------------------------------
 
 # Command groups live in their own modules.
-from admin import cli_archive, cli_listener, cli_mailbox, cli_maintenance, cli_tls  # noqa: E402
+from admin import (  # noqa: E402
+    cli_account,
+    cli_archive,
+    cli_listener,
+    cli_mailbox,
+    cli_maintenance,
+    cli_pull,
+    cli_tls,
+    cli_web,
+)
 
 cli_listener.register(app)
 cli_tls.register(app)
 cli_archive.register(app)
 cli_maintenance.register(app)
-
-from admin import cli_account  # noqa: E402
-
-cli_account.register(app)
-cli_mailbox.register(app)
-from admin import cli_web  # noqa: E402 - the web side (docs/web.md)
-
-cli_web.register(app)
+cli_account.register(app)  # OAuth2 accounts (docs/oauth2.md)
+cli_mailbox.register(app)  # mailboxes `pull` archives (docs/mailboxes.md)
+app.command("pull")(cli_pull.pull)
+cli_web.register(app)  # the web side (docs/web.md)

@@ -41,10 +41,7 @@ mailbox_app = typer.Typer(
 
 
 def register(app: typer.Typer) -> None:
-    from admin.cli_pull import pull
-
     app.add_typer(mailbox_app, name="mailbox")
-    app.command("pull")(pull)
 
 
 # --- options ------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Listeners: accept loops, the client allow-list, the connection cap, and the service.
+"""Listeners: accept loops, the client allow-list, the connection cap.
 
 Theory of operation. Each configured listener has its own accept loop
 (`trio.serve_listeners`, which logs and retries EMFILE instead of dying) inside its own
@@ -10,8 +10,8 @@ accepted with). Each connection is checked against `allow_clients` (DESIGN invar
 never an open relay) and the connection cap before any byte reaches the provider, then
 handed to a `Session`.
 
-`run_service` is `proxy-admin run`: listeners, control socket (proxy.control), alerts
-(proxy.alerts), sd_notify (proxy.notify), the demo provider and the ingest loop.
+`serve_listeners` runs the listeners of one process (the single-process service, or one
+worker of proxy.workers); the service around them is proxy.service.
 """
 
 from __future__ import annotations
@@ -19,9 +19,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import shutil
-import signal
-import ssl
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -32,19 +29,12 @@ import trio
 
 from admin.config import (
     Config,
-    ConfigError,
     ListenerConfig,
     Secrets,
-    check_secrets,
-    load_config,
-    load_secrets,
 )
-from admin.config import state_dir as resolve_state_dir
-from archive.reports import backlog
 from archive.spool import Spool
-from proxy import control, notify, reload_diff
+from proxy import reload_diff
 from proxy.actions import RelayCore
-from proxy.alerts import Alerter, watch_disk, watch_stats
 from proxy.errors import ProxyError
 from proxy.session import Session, SessionEnv
 from proxy.settings import RelaySettings
@@ -509,218 +499,3 @@ async def serve_listeners(
             service._start(lst, sockets)
         nursery.start_soon(trio.sleep_forever)  # serve on even when a reload removes all
         task_status.started(service)
-
-
-# --- the service (`proxy-admin run`) ----------------------------------------------------
-
-
-def _disk_free(path: Path) -> int | None:
-    try:
-        return shutil.disk_usage(path).free
-    except OSError:
-        return None
-
-
-async def service_status(
-    service: ProxyService, alerter: Alerter, config_path: Path
-) -> dict[str, Any]:
-    """The full `status` answer of the control socket (file-system parts in a thread)."""
-    extra = await service_status_fields(service.state_dir, service.config, alerter, config_path)
-    return {**service.snapshot(), **extra}
-
-
-async def service_status_fields(
-    state: Path, config: Config, alerter: Alerter, config_path: Path
-) -> dict[str, Any]:
-    """The parts of `status` that are the same for one process and for the supervisor."""
-    from archive.retention import retention_status
-
-    pending = await trio.to_thread.run_sync(backlog, state)
-    free = await trio.to_thread.run_sync(_disk_free, state)
-    alerts_cfg = config.alerts
-    return {
-        "config": str(config_path),
-        "state_dir": str(state),
-        "reports_pending": pending,
-        **await trio.to_thread.run_sync(retention_status, state, config),
-        "disk_free_bytes": free,
-        "low_disk_mb": alerts_cfg.low_disk_mb,
-        "last_errors": list(alerter.recent),
-        "alerts": {
-            "mail": alerts_cfg.mail_enabled,
-            "mailed": alerter.mailed,
-            "mail_failures": alerter.mail_failures,
-        },
-    }
-
-
-def start_demo(config: Config, state: Path) -> Any:
-    """The built-in demo provider (`[demo] enabled`), or None."""
-    if not config.demo.enabled:
-        return None
-    from proxy.demo_provider import DemoProvider
-
-    demo = DemoProvider(state / "demo", config.demo.smtp_port, config.demo.pop3_port)
-    demo.start()
-    log.info(
-        "demo provider: smtp 127.0.0.1:%d pop3 127.0.0.1:%d, mailboxes in %s",
-        config.demo.smtp_port,
-        config.demo.pop3_port,
-        state / "demo",
-    )
-    return demo
-
-
-def recover_spool(state: Path) -> None:
-    """Before serving: rebuild the reports of every spool area's journal (archive.commit),
-    then remove the work-in-progress files an earlier crash left."""
-    from archive.commit import recover
-
-    reports = state / "reports"
-    reports.mkdir(parents=True, exist_ok=True)
-    spool_root = state / "spool"
-    areas = sorted(spool_root.iterdir()) if spool_root.is_dir() else []
-    for area in areas:
-        counts = recover(reports, area)
-        if counts["restored"] or counts["dropped"]:
-            log.warning(
-                "spool %s recovered after a crash: %d report(s) restored (outcome pending), "
-                "%d unacknowledged message(s) dropped",
-                area.name,
-                counts["restored"],
-                counts["dropped"],
-            )
-    for orphan in Spool(reports).cleanup_orphans():
-        log.warning("removed unfinished report file from an earlier crash: %s", orphan.name)
-
-
-def _load(config_path: Path) -> tuple[Config, Secrets]:
-    config = load_config(config_path)
-    secrets = load_secrets(config_path, strict_mode=True)
-    check_secrets(config, secrets)
-    return config, secrets
-
-
-async def reload_from_disk(
-    service: ProxyService, alerter: Alerter, config_path: Path
-) -> dict[str, Any]:
-    """SIGHUP / `reload` on the control socket: re-read config.toml and secrets.toml.
-
-    A config that does not load or apply leaves the running configuration in place.
-    """
-    return await reload_with(service.reload, alerter, config_path)
-
-
-async def reload_with(apply: Any, alerter: Alerter, config_path: Path) -> dict[str, Any]:
-    """Load the config from disk and hand it to `apply(config, secrets)` (one process
-    or the supervisor of the workers)."""
-    monotonic_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-    notify.notify("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec}")
-    try:
-        config, secrets = await trio.to_thread.run_sync(_load, config_path)
-        result = await apply(config, secrets)
-    except (ConfigError, ProxyError, OSError, ssl.SSLError) as e:
-        reason = describe(e)
-        alerter.alert("reload", "configuration reload failed; the previous one stays", reason)
-        return {"ok": False, "error": reason}
-    finally:
-        notify.notify("READY=1")
-    alerter.configure(config.alerts, config.hostname)
-    logging.getLogger().setLevel(getattr(logging, config.log_level.upper(), logging.INFO))
-    for err in result["errors"]:
-        alerter.alert("reload", "a listener could not be started", err)
-    return {"ok": not result["errors"], "reload": result}
-
-
-def _token_store(config_path: Path) -> Any:
-    from accounts.store import TokenStore
-    from admin.config import secrets_path
-
-    return TokenStore.beside(secrets_path(config_path))
-
-
-def describe(e: BaseException) -> str:
-    if isinstance(e, OSError) and e.strerror:
-        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
-    return str(e) or type(e).__name__
-
-
-async def _control_handler(
-    service: ProxyService, alerter: Alerter, config_path: Path, request: dict[str, Any]
-) -> dict[str, Any]:
-    command = request["command"]
-    if command == "status":
-        return {"ok": True, "status": await service_status(service, alerter, config_path)}
-    if command == "reload":
-        return await reload_from_disk(service, alerter, config_path)
-    return {"ok": False, "error": f"unknown command {command!r} (status, reload)"}
-
-
-async def run_service(
-    config: Config,
-    secrets: Secrets,
-    config_path: Path,
-    *,
-    workers: int = 1,
-    task_status: trio.TaskStatus[ProxyService] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """The foreground service (`proxy-admin run`): listeners, control socket, alerts,
-    sd_notify, demo provider, ingest. SIGHUP reloads; SIGTERM/SIGINT stop.
-
-    With `workers` > 1 the supervisor of proxy.workers runs instead (the listeners in
-    that many worker processes); `started()` then gets the Supervisor.
-    """
-    if workers > 1:
-        from proxy.workers import run_supervisor
-
-        await run_supervisor(
-            config,
-            secrets,
-            config_path,
-            count=workers,
-            task_status=task_status,  # type: ignore[arg-type]
-        )
-        return
-    state = resolve_state_dir(config, config_path)
-    recover_spool(state)
-    demo = start_demo(config, state)
-    alerter = Alerter(config.alerts, config.hostname)
-    try:
-        async with trio.open_nursery() as nursery:
-            # Open the signal receiver first: a SIGHUP right after READY=1 is not lost.
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
-                service: ProxyService = await nursery.start(
-                    partial(serve_listeners, token_store=_token_store(config_path)),
-                    config,
-                    secrets,
-                    state,
-                )
-                service.tokens.alert = alerter.alert
-                nursery.start_soon(alerter.run)
-                nursery.start_soon(watch_stats, alerter, service.stats)
-                nursery.start_soon(watch_disk, alerter, state)
-                from proxy.workers import start_service_tasks
-
-                # ingest, the mailbox pull schedule, the web side (proxy/workers.py)
-                start_service_tasks(nursery, service, state, alerter.alert, config_path)
-                handler = partial(_control_handler, service, alerter, config_path)
-                try:
-                    await nursery.start(control.serve, control.socket_path(state), handler)
-                except OSError as e:
-                    log.error("no control socket (status shows less): %s", describe(e))
-                nursery.start_soon(notify.watchdog_loop)
-                notify.notify("READY=1", f"STATUS=serving {len(service.ports)} listener(s)")
-                log.info("mailtee running; state in %s", state)
-                task_status.started(service)
-                async for sig in sigs:
-                    if sig == signal.SIGHUP:
-                        log.info("SIGHUP: reloading %s", config_path)
-                        await reload_from_disk(service, alerter, config_path)
-                        continue
-                    log.info("stopping on %s", signal.Signals(sig).name)
-                    notify.notify("STOPPING=1")
-                    nursery.cancel_scope.cancel()
-                    break
-    finally:
-        if demo is not None:
-            demo.stop()

@@ -33,7 +33,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -78,35 +77,6 @@ def worker_socket(state: Path, index: int) -> Path:
 
 
 # --- services shared by every mode ---------------------------------------------------
-
-
-def start_service_tasks(
-    nursery: trio.Nursery,
-    service: Any,
-    state: Path,
-    alert: Callable[[str, str, str], Any],
-    config_path: Path,
-) -> None:
-    """Start the main process's own supervised children and periodic tasks.
-
-    Called once by the service (single process or supervisor), after the listeners are
-    up and before READY=1. `service` is what holds the current (reloaded) configuration:
-    `.config`, `.secrets`, `.state_dir` (a ProxyService, or the Supervisor). Add further
-    children here (each a task that supervises its own process and restarts it, never
-    blocking the loop).
-    """
-    from archive.pull.schedule import pull_loop
-    from archive.retention import parse_duration
-    from proxy.ingest_task import ingest_loop
-
-    config: Config = service.config
-    retention = parse_duration(config.report_retention)
-    nursery.start_soon(partial(ingest_loop, state, retention=retention))
-    nursery.start_soon(pull_loop, service, alert)  # [[mailbox]] interval
-    if config.web.enabled:  # in a supervised child: a crash there never stops relaying
-        from web.supervisor import supervise
-
-        nursery.start_soon(supervise, config_path)
 
 
 # --- the supervisor ------------------------------------------------------------------
@@ -434,7 +404,13 @@ async def run_supervisor(
 ) -> None:
     """The service with `count` worker processes (0: `workers` of the config)."""
     from proxy.alerts import Alerter, watch_disk
-    from proxy.serve import describe, recover_spool, service_status_fields, start_demo
+    from proxy.service_common import (
+        describe,
+        recover_spool,
+        service_status_fields,
+        start_demo,
+        start_service_tasks,
+    )
 
     state = resolve_state_dir(config, config_path)
     recover_spool(state)
@@ -458,7 +434,7 @@ async def run_supervisor(
                     return {**snap, **extra}
 
                 async def reload() -> dict[str, Any]:
-                    from proxy.serve import reload_with
+                    from proxy.service_common import reload_with
 
                     return await reload_with(sup.reload, alerter, config_path)
 
@@ -549,7 +525,8 @@ async def run_worker(
 ) -> None:
     from archive.commit import recover, spool_area
     from proxy.alerts import Alerter, watch_stats
-    from proxy.serve import _load, describe, serve_listeners
+    from proxy.serve import serve_listeners
+    from proxy.service_common import describe, load_pair
 
     state = resolve_state_dir(config, config_path)
     counts = await trio.to_thread.run_sync(recover, state / "reports", spool_area(state, index))
@@ -583,7 +560,9 @@ async def run_worker(
             async def reload() -> dict[str, Any]:
                 async with lock:
                     try:
-                        new_config, new_secrets = await trio.to_thread.run_sync(_load, config_path)
+                        new_config, new_secrets = await trio.to_thread.run_sync(
+                            load_pair, config_path
+                        )
                         new_config = share_limits(new_config, count)
                         service.port_map = read_ports(state)
                         result = await service.reload(new_config, new_secrets)
@@ -616,12 +595,12 @@ async def run_worker(
 def main(argv: list[str]) -> int:
     """`python -m proxy.workers CONFIG INDEX COUNT PARENT` (started by the supervisor)."""
     from proxy.logsetup import setup_logging
-    from proxy.serve import _load
+    from proxy.service_common import load_pair
 
     config_path, index, count = Path(argv[0]), int(argv[1]), int(argv[2])
     if not _die_with_parent(int(argv[3])):
         return 1
-    config, secrets = _load(config_path)
+    config, secrets = load_pair(config_path)
     setup_logging(config.log_level)
     try:
         trio.run(run_worker, config, secrets, config_path, index, count)

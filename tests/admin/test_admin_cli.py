@@ -248,12 +248,12 @@ def fake_serve(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
         if calls.behaviour is not None:
             raise calls.behaviour
 
-    module = types.ModuleType("proxy.serve")
+    module = types.ModuleType("proxy.service")
     module.run_service = run_service  # type: ignore[attr-defined]
     import proxy
 
-    monkeypatch.setitem(sys.modules, "proxy.serve", module)
-    monkeypatch.setattr(proxy, "serve", module, raising=False)
+    monkeypatch.setitem(sys.modules, "proxy.service", module)
+    monkeypatch.setattr(proxy, "service", module, raising=False)
     return calls
 
 
@@ -294,14 +294,6 @@ def test_run_requires_passwords_of_target_users(
     initialised.config_path.write_text(data)
     assert_one_line_error(initialised("run"), 2, "target_password")
     assert fake_serve.args is None
-
-
-def test_run_without_service_module(initialised: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    import proxy
-
-    monkeypatch.setitem(sys.modules, "proxy.serve", None)  # import raises ModuleNotFoundError
-    monkeypatch.delattr(proxy, "serve", raising=False)
-    assert_one_line_error(initialised("run"), 1, "proxy service")
 
 
 def test_cli_archive_is_optional() -> None:

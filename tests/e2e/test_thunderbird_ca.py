@@ -26,7 +26,7 @@ from admin.config import load_config, load_secrets
 from fixtures import thunderbird as tb
 from fixtures.dovecot import start_dovecot
 from fixtures.proxy import read_reports
-from proxy.serve import run_service
+from proxy.service import run_service
 
 pytestmark = pytest.mark.e2e
 

@@ -5,7 +5,7 @@
   appliance certificate, local users with argon2id passwords in the archive catalog,
   accounts added and signed in with the real `proxy-admin account add` (device code, auth
   code + PKCE via a pasted URL, client credentials) in a subprocess, and the real service
-  (`proxy.serve.run_service`, as `proxy-admin run` starts it) in the test's nursery.
+  (`proxy.service.run_service`, as `proxy-admin run` starts it) in the test's nursery.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ class Deployment:
 
     async def start(self, nursery: trio.Nursery) -> Any:
         from admin.config import load_secrets
-        from proxy.serve import run_service
+        from proxy.service import run_service
 
         config = self.config()
         secrets = load_secrets(self.config_path)

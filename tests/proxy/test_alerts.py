@@ -22,7 +22,7 @@ from admin.config import AlertsConfig, Config, ListenerConfig, Secrets, save_con
 from fixtures import mails
 from fixtures.smtp_clients import smtplib_session
 from proxy import alerts
-from proxy.serve import run_service
+from proxy.service import run_service
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from admin.cli import app
 from admin.config import Config, ListenerConfig, Secrets, save_config
 from fixtures.smtp_clients import smtp_wire
 from proxy import control
-from proxy.serve import run_service
+from proxy.service import run_service
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from admin import tls_certs
 from admin.cli import app
 from admin.config import Config, ListenerConfig, Secrets, save_config, save_secrets
-from proxy.serve import run_service
+from proxy.service import run_service
 
 OLD_PASSWORD = "old-Secret-1"
 NEW_PASSWORD = "new-Secret-2"

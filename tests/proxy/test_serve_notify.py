@@ -15,7 +15,7 @@ import trio
 
 from admin.config import Config, ListenerConfig, Secrets, save_config
 from proxy import notify
-from proxy.serve import run_service
+from proxy.service import run_service
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from admin.config import Config, ListenerConfig, Secrets, save_config
 from fixtures import mails
 from fixtures.smtp_clients import smtp_wire, smtplib_session
 from proxy.errors import ProxyError
-from proxy.serve import run_service
+from proxy.service import run_service
 
 MAIL = mails.plain()
 

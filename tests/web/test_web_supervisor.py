@@ -14,7 +14,7 @@ from web_helpers import Client, build_state, free_port
 from admin.config import load_config, load_secrets
 from fixtures import mails
 from fixtures.smtp_clients import smtplib_session
-from proxy.serve import run_service
+from proxy.service import run_service
 
 pytestmark = pytest.mark.e2e
 
