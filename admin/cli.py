@@ -409,10 +409,8 @@ def _yes_no(v: bool | None) -> str:
 
 def service_status(state_dir: Path) -> dict[str, Any] | None:
     """The running service's own status over its control socket; None if it is not up."""
-    try:
-        from proxy import control
-    except ModuleNotFoundError:
-        return None
+    from proxy import control
+
     try:
         reply = control.request(control.socket_path(state_dir), "status", timeout=3.0)
     except (OSError, control.ControlError):

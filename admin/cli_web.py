@@ -29,12 +29,10 @@ def serve(ctx: typer.Context) -> None:
     c = context(ctx)
     config = c.load_config()
     secrets = c.load_secrets(strict_mode=True)
-    try:
-        import trio
+    import trio
 
-        from web.server import serve as web_serve
-    except ModuleNotFoundError as e:
-        fail(f"the web side is not installed ({e.name} is missing)", 1)
+    from web.server import serve as web_serve
+
     handler = setup_logging(config.log_level)
     try:
         trio.run(web_serve, config, secrets, c.config_path)

@@ -30,6 +30,13 @@ HEAVY = (
     "trio",
     "rich",
     "ssl",
+    "accounts",
+    "authlib",
+    "requests",
+    "argon2",
+    "web",
+    "starlette",
+    "imapclient",
 )
 
 _PROBE = """
