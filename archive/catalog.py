@@ -187,13 +187,13 @@ class Catalog:
                 return
         with self.transaction():
             for name, (columns, pk) in _TABLES.items():
-                self.db[name].create(columns, pk=pk, if_not_exists=True)
+                self.db.table(name).create(columns, pk=pk, if_not_exists=True)
             have = {c.name for c in self.db["reports"].columns}
             for col, kind in _TABLES["reports"][0].items():
                 if col not in have:  # an older catalog: columns are only ever added
                     self.conn.execute(f"ALTER TABLE reports ADD COLUMN {col} {_SQL[kind]}")
             for table, cols, unique in _INDEXES:
-                self.db[table].create_index(cols, unique=unique, if_not_exists=True)
+                self.db.table(table).create_index(cols, unique=unique, if_not_exists=True)
             self.conn.execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),

@@ -219,7 +219,7 @@ def parse_journal(buf: bytes) -> list[tuple[str, dict[str, Any], bytes | None]]:
 
 
 def segment_numbers(area: Path) -> list[int]:
-    out = []
+    out: list[int] = []
     try:
         names = os.listdir(area)
     except OSError:

@@ -199,7 +199,7 @@ class MessageIndex:
         if field in UNPOSITIONED:
             terms = [tantivy.Query.term_query(self.schema, field, w) for w in dict.fromkeys(words)]
             return tantivy.Query.boolean_query([(tantivy.Occur.Must, t) for t in terms])
-        return tantivy.Query.phrase_query(self.schema, field, words)
+        return tantivy.Query.phrase_query(self.schema, field, list[str | tuple[int, str]](words))
 
     def _clause(self, c: Clause) -> tantivy.Query:
         S = self.schema
@@ -262,7 +262,11 @@ class MessageIndex:
         """SHA-256s of matches, newest first, and the number of matches (if `count`)."""
         query = self.compile(q, keys)
         searcher = self.index.searcher()
-        total = searcher.search(query, 1, count=True).count if count or limit <= 0 else None
+        total = (
+            searcher.search(query, 1, count=True).count  # type: ignore[attr-defined]
+            if count or limit <= 0
+            else None
+        )
         if limit <= 0:
             return [], total
         common = offset == 0 and self._common(searcher, q)

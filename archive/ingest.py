@@ -127,7 +127,7 @@ def build_doc(
 
 
 def header_addresses(parsed: mime.ParsedMessage) -> list[tuple[str, str, str]]:
-    rows = []
+    rows: list[tuple[str, str, str]] = []
     for kind, pairs in (("from", parsed.from_), ("to", parsed.to), ("cc", parsed.cc)):
         rows.extend((kind, a, n) for n, a in pairs if a)
     rows.extend(("bcc", a, n) for n, a in parsed.bcc if a)
@@ -185,13 +185,13 @@ def ingest_batch(
     packs.sync()
     _crashpoint("packs")
 
-    docs = []
+    docs: list[IndexDoc] = []
     for n in new.values():
         keys = {a for _, a, _n in header_addresses(n.parsed)}
         rcpts: set[str] = set()
-        for p in n.provs:
-            keys.update(p.keys)
-            rcpts.update(a for kind, a in envelope_addresses(p) if kind == "rcpt")
+        for prov in n.provs:
+            keys.update(prov.keys)
+            rcpts.update(a for kind, a in envelope_addresses(prov) if kind == "rcpt")
         date = n.parsed.date or _epoch(n.first.row.get("received_at")) or 0
         docs.append(build_doc(n.sha256, len(n.raw), date, n.parsed, rcpts, keys))
     for mid, (_sha, raw, extra) in touched.items():

@@ -109,11 +109,11 @@ def fetch(settings: LdapSettings) -> tuple[list[UserSpec], list[str]]:
             generator=True,
         )
         seen: set[str] = set()
-        for e in entries:
-            if e.get("type") != "searchResEntry":
+        for entry in entries:
+            if entry.get("type") != "searchResEntry":
                 continue
-            dn = e.get("dn", "?")
-            raw = e.get("raw_attributes") or {}
+            dn = entry.get("dn", "?")
+            raw = entry.get("raw_attributes") or {}
             try:
                 name = check_name(_first(raw, settings.name_attr) or "")
                 addrs = []

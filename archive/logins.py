@@ -138,7 +138,7 @@ def verify_password(cat: Catalog, name: str, password: str) -> bool:
         with cat.transaction() as conn:
             conn.execute(
                 "UPDATE logins SET password_hash = ?, updated_at = ? WHERE user = ?",
-                (_hasher.hash(password), now_iso(), row["id"]),
+                (_hasher.hash(password), now_iso(), row["id"]),  # type: ignore[index]
             )
     return True
 

@@ -254,9 +254,10 @@ class _Walker:
             return
         ctype = part.get_content_type()
         if part.is_multipart():
-            children = part.get_payload()
-            if not isinstance(children, list):
+            payload = part.get_payload()
+            if not isinstance(payload, list):
                 return
+            children = [c for c in payload if isinstance(c, Message)]
             if ctype == "multipart/alternative":
                 plain = [c for c in children if c.get_content_type() == "text/plain"]
                 for child in plain[:1] or children[-1:]:

@@ -84,7 +84,9 @@ def _decode(body: bytes, cte: str) -> bytes:
 
 
 def _envelope(text: str) -> tuple[str | None, str | None, list[str]]:
-    sender, message_id, rcpts = None, None, []
+    sender: str | None = None
+    message_id: str | None = None
+    rcpts: list[str] = []
     for line in text.splitlines():
         name, sep, value = line.partition(":")
         if not sep:

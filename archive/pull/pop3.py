@@ -40,6 +40,7 @@ LINE_CAP = 64 * 1024
 
 
 def connect(box: MailboxConfig, password: str) -> poplib.POP3:
+    assert box.port is not None  # MailboxConfig fills the default port
     try:
         if box.tls == "implicit":
             ctx = client_context(box.verify, box.ca)
@@ -82,22 +83,22 @@ def uidl_map(c: poplib.POP3) -> dict[str, tuple[int, int]]:
         _resp, lines, _ = c.uidl()
     except poplib.error_proto:
         raise PullError("the server does not support UIDL; it cannot be pulled") from None
-    sizes = {}
+    sizes: dict[int, int] = {}
     _resp, slines, _ = c.list()
     for line in slines:
-        n, s = line.split()[:2]
-        sizes[int(n)] = int(s)
-    out = {}
-    for line in lines:
-        n, uidl = line.decode("ascii", "replace").split()[:2]
-        out[uidl] = (int(n), sizes.get(int(n), 0))
+        num, size = line.split()[:2]
+        sizes[int(num)] = int(size)
+    out: dict[str, tuple[int, int]] = {}
+    for raw_line in lines:
+        msg, uidl = raw_line.decode("ascii", "replace").split()[:2]
+        out[uidl] = (int(msg), sizes.get(int(msg), 0))
     return out
 
 
 def retr(c: poplib.POP3, n: int, write: Callable[[bytes], None]) -> None:
     """RETR `n`, dot-unstuffed, into `write`; CRLF line ends kept."""
-    c._putcmd(f"RETR {n}")  # noqa: SLF001 - poplib has no streaming RETR
-    c._getresp()  # noqa: SLF001 - raises error_proto on -ERR
+    c._putcmd(f"RETR {n}")  # type: ignore[attr-defined]  # noqa: SLF001 - no streaming RETR
+    c._getresp()  # type: ignore[attr-defined]  # noqa: SLF001 - raises error_proto on -ERR
     at_start = True
     while True:
         line = c.file.readline(LINE_CAP)

@@ -170,7 +170,8 @@ class PullState:
                 pass
             finally:
                 con.close()
-        keep, drop = [], []
+        keep: list[tuple[str, str, str]] = []
+        drop: list[tuple[str, str, str]] = []
         for mailbox, folder, ref, stem in rows:
             durable = stem in ingested or (reports_dir / f"{stem}.mpr").exists()
             (keep if durable else drop).append((mailbox, folder, ref))
