@@ -17,6 +17,11 @@ bytes unchanged. It parses just enough to keep the archive honest:
   the end of the message, and only its reply tells the client the outcome.
 - Any failure that costs the upstream connection (archive failure, bare newline,
   oversized message, provider lost) ends the session right after its reply.
+- Only DATA opens a message. Command lines with control bytes (NUL, ...) are refused
+  like bare CR/LF -- a C server cuts `DATA\x00` at the NUL and reads DATA; verbs the
+  core does not know are barriers (nothing after them is relayed before their reply);
+  and a 354 to anything but the core's own DATA closes the provider connection before
+  another byte is relayed. BDAT, BURL, XCLIENT and XFORWARD are refused.
 
 The core is lockstep: `reading` is UPSTREAM while any reply is outstanding, CLIENT
 otherwise. No sockets, no clock, no threads: tests drive it with byte strings.
@@ -47,7 +52,7 @@ from proxy.actions import (
     Side,
     StartTls,
 )
-from proxy.buffer import TOO_LONG, LineBuffer, is_crlf_line
+from proxy.buffer import TOO_LONG, LineBuffer, has_control_bytes, is_crlf_line
 from proxy.errors import LocalProtocolError, RemoteProtocolError
 from proxy.settings import RelaySettings
 from proxy.smtp import replies as R
@@ -63,7 +68,11 @@ _TRACKED = {b"AUTH", b"MAIL", b"RCPT", b"DATA", b"QUIT"}
 #: pending entries whose reply must arrive before anything after them is parsed
 #: (the greeting and TLS setup too: nothing of the client's may precede TLS upstream)
 _BARRIERS = {"EHLO", "EHLO-RSET", "AUTH", "DATA", "QUIT", "archive", "data-end", "inject-auth"}
-_BARRIERS |= {"greeting", "setup-ehlo", "setup-starttls"}
+_BARRIERS |= {"greeting", "setup-ehlo", "setup-starttls", "unknown"}
+#: RFC 5321 commands without a state of their own: relayed and pipelined blindly. Any
+#: other verb is "unknown": relayed, but as a barrier, so that if the provider takes it
+#: for DATA (354) nothing the client sent after it has been relayed.
+_SIMPLE = {b"NOOP", b"VRFY", b"EXPN", b"HELP", b"ETRN", b"RSET"}
 #: commands that must not be parsed while earlier replies are outstanding
 _NEED_IDLE = {b"EHLO", b"HELO", b"STARTTLS", b"AUTH"}
 
@@ -379,6 +388,10 @@ class SmtpRelay(RelayCore):
         if not is_crlf_line(line):
             self._local(R.COMMAND_BARE_NEWLINE)
             return
+        if has_control_bytes(line):
+            self._log("warning", "control bytes in a command (smuggling attempt?); refused")
+            self._local(R.COMMAND_CONTROL_BYTES)
+            return
         handler = self._COMMANDS.get(verb)
         if handler is not None:
             handler(self, line)
@@ -387,7 +400,10 @@ class SmtpRelay(RelayCore):
 
     def _relay(self, verb: bytes, line: bytes, arg: bytes = b"") -> None:
         self._send_upstream(line)
-        kind = verb.decode("ascii") if verb in _TRACKED else "relay"
+        if verb in _TRACKED:
+            kind = verb.decode("ascii")
+        else:
+            kind = "relay" if verb in _SIMPLE else "unknown"
         self._pending.append(_Pending(kind, arg))
 
     def _cmd_ehlo(self, line: bytes) -> None:
@@ -429,6 +445,13 @@ class SmtpRelay(RelayCore):
 
     def _cmd_bdat(self, line: bytes) -> None:
         self._local(R.BDAT_NOT_SUPPORTED)
+
+    def _cmd_burl(self, line: bytes) -> None:
+        self._local(R.BURL_NOT_SUPPORTED)
+
+    def _cmd_provenance(self, line: bytes) -> None:
+        self._log("warning", "client sent XCLIENT/XFORWARD; refused")
+        self._local(R.PROVENANCE_REFUSED)
 
     def _cmd_auth(self, line: bytes) -> None:
         if self._inject:
@@ -494,6 +517,13 @@ class SmtpRelay(RelayCore):
         if self._pending[0].kind == "archive":
             # Nothing was sent that this could answer: the final dot is still held back.
             raise RemoteProtocolError("provider replied before the end of the message")
+        if reply.code == 354 and self._pending[0].kind != "DATA":
+            # The provider is reading a message the core does not know about: whatever
+            # comes next would reach it unarchived. Close before relaying anything more.
+            self._out.append(CloseUpstream())
+            raise RemoteProtocolError(
+                f"provider answered 354 to {self._pending[0].kind!r}, not DATA; closed"
+            )
         p = self._pending.popleft()
         handler = self._REPLIES.get(p.kind)
         if handler is not None:
@@ -696,6 +726,9 @@ class SmtpRelay(RelayCore):
         b"HELO": _cmd_helo,
         b"STARTTLS": _cmd_starttls,
         b"BDAT": _cmd_bdat,
+        b"BURL": _cmd_burl,
+        b"XCLIENT": _cmd_provenance,
+        b"XFORWARD": _cmd_provenance,
         b"AUTH": _cmd_auth,
         b"MAIL": _cmd_mail,
         b"RCPT": _cmd_rcpt,
