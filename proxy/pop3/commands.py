@@ -19,7 +19,8 @@ from proxy.pop3.sasl import SaslAccount
 
 
 class Kind(enum.Enum):
-    SINGLE = "single"  # one status line (NOOP, DELE, RSET, STAT, LIST n, unknown, ...)
+    SINGLE = "single"  # one status line (NOOP, DELE, RSET, STAT, unknown, ...)
+    PROBE = "probe"  # the relay's own NOOP after a +OK to an unknown verb (relay.py)
     MULTI = "multi"  # +OK then data lines (AUTH without mechanism)
     LIST_ALL = "list-all"  # multi-line "n size" lines, remembered (TOP needs sizes)
     LIST_ONE = "list-one"  # "+OK n size", remembered
@@ -131,6 +132,14 @@ def uidl_pair(line: bytes) -> tuple[int, str] | None:
         return None
     return n, uid.decode("ascii")
 
+
+#: Verbs known to answer with a single line (RFC 1939, 2449, 6856). A +OK to any other
+#: verb is followed by the relay's own NOOP: if the server was in fact sending data
+#: lines, they arrive where NOOP's status line should be, and the session ends before
+#: the client can be handed a message the relay did not frame (and archive).
+SINGLE_LINE_VERBS = frozenset(
+    {"NOOP", "DELE", "RSET", "STAT", "USER", "PASS", "APOP", "QUIT", "UTF8", "LANG", "LAST"}
+)
 
 #: Kinds whose positive reply is followed by data lines.
 MULTILINE_KINDS = frozenset(

@@ -58,6 +58,7 @@ from proxy.pop3 import replies
 from proxy.pop3.capa import CapaRewriter
 from proxy.pop3.commands import (
     MULTILINE_KINDS,
+    SINGLE_LINE_VERBS,
     Command,
     Kind,
     classify,
@@ -533,7 +534,16 @@ class Pop3Relay(RelayCore):
         if status == OK and cmd.kind in MULTILINE_KINDS:
             self._begin_body(cmd, line)
             return
+        if cmd.kind is Kind.PROBE:  # our own NOOP: a status line, nothing after it
+            if len(self._upstream):
+                raise UpstreamViolation("data lines after a single-line reply")
+            self._pending = None
+            self._enter(State.IDLE)
+            return
         self._send_client(line)
+        if status == OK and cmd.kind is Kind.SINGLE and cmd.verb not in SINGLE_LINE_VERBS:
+            self._send_command(Command(Kind.PROBE, "NOOP", b"NOOP\r\n"))
+            return
         self._pending = None
         if status == OK:
             self._learn(cmd, line)

@@ -89,11 +89,33 @@ def test_pipelined_commands_wait_for_their_turn() -> None:
 
 @pytest.mark.parametrize(
     "line",
-    [b"NOOP\r\n", b"RSET\r\n", b"DELE 1\r\n", b"LIST 2\r\n", b"XTND XMIT\r\n", b"utf8\r\n"],
+    [b"NOOP\r\n", b"RSET\r\n", b"DELE 1\r\n", b"LIST 2\r\n", b"utf8\r\n"],
 )
 def test_single_line_commands_and_unknown_ones_pass_verbatim(line: bytes) -> None:
     actions = drive([line], [[GREETING], [b"+OK whatever\r\n"]])
     assert actions[1:] == [SendUpstream(line), SendClient(b"+OK whatever\r\n")]
+
+
+def test_unknown_verb_is_relayed_then_probed_with_noop() -> None:
+    actions = drive([b"XTND XMIT\r\n"], [[GREETING], [b"+OK whatever\r\n"], [b"+OK\r\n"]])
+    assert actions[1:] == [
+        SendUpstream(b"XTND XMIT\r\n"),
+        SendClient(b"+OK whatever\r\n"),
+        SendUpstream(b"NOOP\r\n"),  # its answer is ours, not the client's
+    ]
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["same-segment", "later-segment"])
+def test_multiline_answer_to_an_unclassified_verb_ends_the_session(split: bool) -> None:
+    """A server that answers an unknown verb with data lines (a message!) cannot slip
+    them past the relay: whether they come with the +OK or later, the NOOP probe or the
+    unsolicited-data check ends the session before the client gets a data line."""
+    body = b"Subject: x\r\n\r\nsecret\r\n.\r\n"
+    reply = [[b"+OK here it is\r\n"], [body]] if split else [[b"+OK here it is\r\n" + body]]
+    actions = drive([b"XRETR 1\r\n", b"DELE 1\r\n"], [[GREETING], *reply, [b"+OK\r\n"]])
+    assert b"secret" not in to_client(actions)
+    assert b"DELE" not in to_upstream(actions)
+    assert actions[-1] == Close()
 
 
 def test_quit_reply_then_close() -> None:
