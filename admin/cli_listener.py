@@ -25,13 +25,13 @@ from admin.cli_common import (
     print_json,
     print_table,
     reload_hint,
-    warn,
 )
 from admin.config import (
     LISTENER_NAME_RE,
     Config,
     ListenerConfig,
     Secrets,
+    binds_clash,
     default_port,
     secrets_path,
 )
@@ -365,23 +365,24 @@ def listener_add(
     config = c.load_config()
     if any(x.name == name for x in config.listener):
         fail(f"listener {name!r} already exists (change it with `listener set`)", 1)
-    clash = _port_clash(config, lst)
+    _port_clash(config, lst)
     secrets, _ = _apply_secret(c, name, lst, password_stdin)
     config.listener = [*config.listener, lst]
     _save(c, config, secrets, secrets_first=True)
     typer.echo(f"added listener {name!r}: {_summary(lst)}")
     audit(c, "listener.add", _audit_detail(name, ch, password_stdin))
-    if clash:
-        warn(clash)
     reload_hint()
 
 
-def _port_clash(config: Config, lst: ListenerConfig) -> str | None:
+def _port_clash(config: Config, lst: ListenerConfig) -> None:
+    """Refuse an address:port another listener owns (config validation refuses it too)."""
     for other in config.listener:
-        if other.name != lst.name and other.bind_port == lst.bind_port:
-            if other.listen == lst.listen or "0.0.0.0" in (other.listen, lst.listen):
-                return f"listener {other.name!r} also uses port {lst.bind_port}"
-    return None
+        if other.name != lst.name and binds_clash(other, lst):
+            fail(
+                f"listener {other.name!r} already listens on {other.listen} port "
+                f"{other.bind_port}: choose another --port or --listen",
+                2,
+            )
 
 
 def _find(config: Config, name: str) -> int:
@@ -427,14 +428,12 @@ def listener_set(
             data["target_port"] = None
     data.update(ch)
     lst = _build_listener(data)
-    clash = _port_clash(config, lst)
+    _port_clash(config, lst)
     secrets, added = _apply_secret(c, name, lst, password_stdin)
     config.listener = [*config.listener[:i], lst, *config.listener[i + 1 :]]
     _save(c, config, secrets, secrets_first=added)
     typer.echo(f"changed listener {name!r}: {_summary(lst)}")
     audit(c, "listener.set", _audit_detail(name, ch, password_stdin))
-    if clash:
-        warn(clash)
     reload_hint()
 
 

@@ -133,7 +133,7 @@ def test_stls_alias_and_ipv6_targets(initialised: Cli) -> None:
     add(initialised, "a", "--protocol", "pop3", "--target", "[::1]:1110", "--target-tls", "stls",
         "--client-tls", "STLS", "--listen", "::")  # fmt: skip
     add(initialised, "b", "--protocol", "smtp", "--target", "[2001:db8::25]")
-    add(initialised, "c", "--protocol", "smtp", "--target", "2001:db8::26")
+    add(initialised, "c", "--protocol", "smtp", "--target", "2001:db8::26", "--port", "2526")
     a, b, c = initialised.toml()["listener"]
     assert (a["target_host"], a["target_port"], a["target_tls"], a["client_tls"]) == (
         "::1", 1110, "starttls", "starttls",
@@ -241,12 +241,14 @@ def test_password_kept_in_secrets_can_be_used(initialised: Cli) -> None:
     assert stat.S_IMODE(initialised.secrets_path.stat().st_mode) == 0o600
 
 
-def test_port_clash_warns(initialised: Cli) -> None:
+def test_port_clash_is_refused(initialised: Cli) -> None:
     add(initialised, "a", "--protocol", "smtp", "--target", "h", "--port", "2525")
     r = initialised("listener", "add", "b", "--protocol", "smtp", "--target", "h", "--port",
                     "2525")  # fmt: skip
-    assert r.exit_code == 0
-    assert "warning" in r.stderr and "'a'" in r.stderr
+    assert r.exit_code == 2
+    assert "'a' already listens on 0.0.0.0 port 2525" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert [x["name"] for x in initialised.toml()["listener"]] == ["a"]
 
 
 def test_config_changes_are_in_the_audit_log_without_the_password(initialised: Cli) -> None:
