@@ -139,6 +139,7 @@ class SmtpRelay(RelayCore):
         self._discard: str | None = None  # why DATA is being consumed but not relayed
         self._archived = False  # the current message's copy is committed
         self._commands = 0
+        self._closing = False  # a final reply of ours is queued: read no more commands
 
     # --- driver interface -------------------------------------------------------
     def actions(self) -> list[Action]:
@@ -320,7 +321,11 @@ class SmtpRelay(RelayCore):
 
     def _flush_local(self) -> None:
         while self._pending and self._pending[0].local is not None:
-            self._send_client(self._pending.popleft().local or b"")
+            p = self._pending.popleft()
+            self._send_client(p.local or b"")
+            if p.kind == "local-close":
+                self._close()
+                return
 
     def _update_reading(self) -> None:
         if self._closed:
@@ -348,7 +353,7 @@ class SmtpRelay(RelayCore):
 
     # --- client side --------------------------------------------------------------
     def _process_client(self) -> None:
-        while not self._closed and self._data is None:
+        while not self._closed and self._data is None and not self._closing:
             if self._pending and self._pending[-1].kind in _BARRIERS:
                 return
             line = self._client.next_line()
@@ -378,7 +383,13 @@ class SmtpRelay(RelayCore):
         self._commands += 1
         if self._commands > self.s.max_commands:
             self._log("warning", "too many commands in one session")
-            self._fatal(R.TOO_MANY_COMMANDS)
+            if self._pending:
+                # Replies to earlier (pipelined) commands are still due: the 421 comes
+                # after them, in command order (RFC 2920 section 3.1), then the close.
+                self._pending.append(_Pending("local-close", local=self._fmt(R.TOO_MANY_COMMANDS)))
+                self._closing = True
+            else:
+                self._fatal(R.TOO_MANY_COMMANDS)
             return False
         return True
 
