@@ -26,6 +26,7 @@ import trio
 from archive.spool import MessageWriter, Spool, SpoolError
 from proxy import actions as A
 from proxy.actions import RelayCore, Side
+from proxy.scrub import scrub_log
 from proxy.tls import wrap
 
 log = logging.getLogger("mailtee.session")
@@ -203,7 +204,7 @@ class Session:
                 self.log.log(
                     logging.getLevelName(level.upper()),
                     "%s listener=%s client=%s",
-                    message,
+                    scrub_log(message),  # an upstream's text may echo an AUTH payload
                     self.env.listener,
                     self.peer_ip,
                 )

@@ -54,6 +54,7 @@ from proxy.actions import (
 )
 from proxy.buffer import TOO_LONG, LineBuffer, has_control_bytes, is_crlf_line
 from proxy.errors import LocalProtocolError, RemoteProtocolError
+from proxy.scrub import Scrubber
 from proxy.settings import RelaySettings
 from proxy.smtp import replies as R
 from proxy.smtp.data import DataReader
@@ -125,6 +126,9 @@ class SmtpRelay(RelayCore):
         self._closed = False
         self._client_tls = settings.client_tls == "implicit"
         self._inject = settings.target_user is not None
+        # A provider echoing our AUTH must not hand the injected password to the client
+        # or the log (proxy/scrub.py).
+        self._scrub = Scrubber([settings.target_password], settings.target_user)
         self._upstream_authed = False
         self._greeting: Reply | None = None
         self._caps: Reply | None = None  # the upstream's last EHLO reply
@@ -182,6 +186,8 @@ class SmtpRelay(RelayCore):
                 if line is TOO_LONG:
                     raise RemoteProtocolError("provider sent an overlong reply line")
                 assert isinstance(line, bytes)
+                if self._scrub.active:
+                    line = self._scrub.relay(line)
                 reply = self._replies.add_line(line.rstrip(b"\r\n"), line)
                 if reply is not None:
                     self._on_reply(reply)
@@ -293,7 +299,7 @@ class SmtpRelay(RelayCore):
         self._out.append(SendUpstream(data))
 
     def _log(self, level: str, message: str) -> None:
-        self._out.append(LogEvent(level, message))
+        self._out.append(LogEvent(level, self._scrub.log(message)))
 
     def _close(self) -> None:
         if not self._closed:
