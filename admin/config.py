@@ -130,6 +130,11 @@ class Limits(_Model):
     connect_timeout: float = Field(default=30.0, gt=0)
     max_line_length: int = Field(default=2048, ge=512)  # RFC 5321 4.5.3.1.4 minimum 512
     max_commands: int = Field(default=10_000, ge=10)
+    #: bytes/s a message must stream at (client DATA, provider RETR/TOP bodies), averaged
+    #: over each DATA_RATE_WINDOW (60 s); 0 = no minimum. Against DATA slowloris.
+    min_data_rate: int = Field(default=256, ge=0)
+    #: seconds one session may last in all; 0 = unlimited
+    max_session_time: float = Field(default=7200.0, ge=0)
 
 
 class DemoConfig(_Model):

@@ -127,6 +127,8 @@ def _build(
         connect_timeout=lim.connect_timeout,
         idle_timeout=lim.idle_timeout,
         upstream_timeout=lim.upstream_timeout,
+        min_data_rate=lim.min_data_rate,
+        max_session_time=lim.max_session_time,
         server_ctx=server_ctx,
         upstream_ctx=upstream_ctx,
         stats=service.stats,
