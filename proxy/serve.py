@@ -42,7 +42,7 @@ from admin.config import (
 from admin.config import state_dir as resolve_state_dir
 from archive.reports import backlog
 from archive.spool import Spool
-from proxy import control, notify
+from proxy import control, memory, notify
 from proxy.actions import RelayCore
 from proxy.alerts import Alerter, watch_disk, watch_stats
 from proxy.errors import ProxyError
@@ -400,6 +400,8 @@ async def serve_listeners(
         for lst, sockets in bound:
             service._start(lst, sockets)
         nursery.start_soon(trio.sleep_forever)  # serve on even when a reload removes all
+        memory.configure()
+        nursery.start_soon(memory.trim_loop)  # RSS follows the live sessions (memory.py)
         task_status.started(service)
 
 

@@ -31,7 +31,10 @@ from proxy.tls import wrap
 
 log = logging.getLogger("mailtee.session")
 
-RECEIVE_SIZE = 256 * 1024
+#: One read. 64 KiB, not more: every read allocates this much before it is shrunk to what
+#: arrived, and under many concurrent sessions larger buffers left RSS fragmented high
+#: (bench/session_memory.py; proxy/memory.py).
+RECEIVE_SIZE = 64 * 1024
 
 #: The window over which `min_data_rate` is averaged while a message streams. A full
 #: minute: an honest client on a poor link stalls for seconds, not for a minute.
