@@ -93,6 +93,10 @@ CLIENT_TOKENS = [
     b"RETR 2\r\n",
     b"RETR 99999999999999999999\r\n",
     b"TOP 1 0\r\n",
+    b"TOP 1 99999999\r\n",  # fetchmail's default: a whole-message TOP, archived
+    b"TOP 1 2\r\n",
+    b"XTND XLST\r\n",  # unknown verb: relayed, then the relay's own NOOP probe
+    b"RETR\x001\r\n",
     b"DELE 1\r\n",
     b"NOOP\r\n",
     b"RSET\r\n",
@@ -111,6 +115,8 @@ UPSTREAM_TOKENS = [
     b"+OK 120 octets\r\n",
     b"+OK 1 uid-one\r\n",
     b"+OK 2 uid-two\r\n",
+    b"+OK 1 120\r\n",  # LIST 1 (asked before a TOP)
+    b"+OK 1 30\r\n",
     b"-ERR no\r\n",
     b"+ \r\n",
     b"+ VXNlcm5hbWU6\r\n",
