@@ -46,9 +46,11 @@ def listener(up: DovecotServer) -> dict[str, object]:
     }
 
 
+@pytest.mark.parametrize("uidl", [False, True], ids=["default", "uidl"])
 async def test_fetchmail_default_config_top_download_is_archived(
-    upstream: DovecotServer, make_proxy, ca_file: Path, tmp_path: Path
+    upstream: DovecotServer, make_proxy, ca_file: Path, tmp_path: Path, uidl: bool
 ) -> None:
+    """No keep, no fetchall (and, by default, no uidl either): fetchmail's defaults."""
     served = [upstream.deliver(USER, data) for data in CONTENT]
     proxy = await make_proxy([listener(upstream)])
     run = await trio.to_thread.run_sync(
@@ -62,6 +64,7 @@ async def test_fetchmail_default_config_top_download_is_archived(
             ca_file=ca_file,
             keep=False,
             fetchall=False,
+            uidl=uidl,
         )
     )
     got = sorted(strip_fetchmail_received(m) for m in run.check().messages)
