@@ -59,6 +59,9 @@ def test_state_dir_modes_under_umask_022(smtp_upstream, tmp_path: Path) -> None:
     state = tmp_path / "state"
     config.parent.mkdir()
     assert admin(config, "init", "--state-dir", str(state)).returncode == 0
+    renewed = admin(config, "tls", "self-signed", "--hostname", "mx.example.org")
+    assert renewed.returncode == 0, renewed.stderr  # rewrites cert.pem and key.pem
+    assert loose_paths(state) == []  # before `run` could repair anything
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
