@@ -18,7 +18,12 @@ def test_mmap_threshold_is_pinned_and_trim_runs() -> None:
 
 async def test_trim_loop_trims_every_interval(monkeypatch, autojump_clock) -> None:
     calls = []
-    monkeypatch.setattr(memory, "trim", lambda: calls.append(1))  # runs in a worker thread
+
+    async def inline(fn, *args):  # no worker thread: the autojump clock stays exact
+        return fn(*args)
+
+    monkeypatch.setattr(memory, "trim", lambda: calls.append(1))
+    monkeypatch.setattr(trio.to_thread, "run_sync", inline)
     if memory._LIBC is None:
         pytest.skip("not glibc: the loop returns at once")
     with trio.move_on_after(memory.TRIM_INTERVAL * 3 + 1):
