@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from admin import filemodes
 from admin.cli_common import (
     CliContext,
     JsonOpt,
@@ -99,6 +100,7 @@ def _root(
 
 def main() -> None:
     """Console-script entry point (`proxy-admin`)."""
+    filemodes.restrict_umask()  # state_dir files 0640, dirs 0750 whatever the umask
     app(prog_name="proxy-admin")
 
 
@@ -221,6 +223,7 @@ def init(
     else:
         os.chmod(spath, 0o600)
         secrets_note = "kept the existing one, mode 0600"
+    filemodes.tighten(sd)  # 0640/0750 even when init runs in-process under umask 022
     c.save_config(config)  # last: a failed init leaves no config behind and can be re-run
 
     fingerprint = tls_certs.describe(cert)["sha256"]
@@ -324,6 +327,12 @@ def run(ctx: typer.Context) -> None:
     import trio
 
     handler = setup_logging(config.log_level)
+    old_umask = filemodes.restrict_umask()  # restored below (in-process callers, tests)
+    loosened = filemodes.tighten(c.state_dir(config))
+    if loosened:
+        logging.getLogger("mailtee").warning(
+            "tightened the modes of %d path(s) under the state dir (0640/0750)", len(loosened)
+        )
     try:
         from functools import partial
 
@@ -343,6 +352,7 @@ def run(ctx: typer.Context) -> None:
         raise
     finally:
         logging.getLogger().removeHandler(handler)
+        os.umask(old_umask)
 
 
 # --- status -------------------------------------------------------------------------

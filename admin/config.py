@@ -155,6 +155,11 @@ class Limits(_Model):
     connect_timeout: float = Field(default=30.0, gt=0)
     max_line_length: int = Field(default=2048, ge=512)  # RFC 5321 4.5.3.1.4 minimum 512
     max_commands: int = Field(default=10_000, ge=10)
+    #: bytes/s a message must stream at (client DATA, provider RETR/TOP bodies), averaged
+    #: over each DATA_RATE_WINDOW (60 s); 0 = no minimum. Against DATA slowloris.
+    min_data_rate: int = Field(default=256, ge=0)
+    #: seconds one session may last in all; 0 = unlimited
+    max_session_time: float = Field(default=7200.0, ge=0)
 
 
 class DemoConfig(_Model):
@@ -440,6 +445,17 @@ class Config(_Model):
                 raise ValueError(f"{net!r} is not a network (e.g. 192.168.0.0/16)") from None
         return v
 
+    @field_validator("hostname")
+    @classmethod
+    def _hostname_is_dns(cls, v: str) -> str:
+        # It goes into EHLO, every reply line and the certificate: a CR/LF here would
+        # split protocol lines (reply injection), anything else non-DNS breaks clients.
+        if not is_dns_name(v):
+            raise ValueError(
+                f"{v!r} is not a host name (letters, digits, '-' in dot-separated labels)"
+            )
+        return v
+
     @model_validator(mode="after")
     def _unique_listeners(self) -> Config:
         seen: set[str] = set()
@@ -447,6 +463,14 @@ class Config(_Model):
             if lst.name in seen:
                 raise ValueError(f"listener name {lst.name!r} is used twice")
             seen.add(lst.name)
+        for i, a in enumerate(self.listener):
+            for b in self.listener[:i]:
+                if binds_clash(a, b):
+                    raise ValueError(
+                        f"listeners {b.name!r} and {a.name!r} both listen on "
+                        f"{a.listen} port {a.port}"
+                        + ("" if a.listen == b.listen else f" ({b.listen} covers it)")
+                    )
         accounts = {a.name for a in self.account}
         if len(accounts) != len(self.account):
             raise ValueError("an account name is used twice")
@@ -480,6 +504,28 @@ class Config(_Model):
 
     def allowed_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(n, strict=False) for n in self.allow_clients]
+
+
+_DNS_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def is_dns_name(name: str) -> bool:
+    """RFC 1123 host name: dot-separated labels of letters, digits and inner '-'."""
+    if not name or len(name) > 253:
+        return False
+    return all(_DNS_LABEL_RE.match(label) for label in name.removesuffix(".").split("."))
+
+
+def binds_clash(a: ListenerConfig, b: ListenerConfig) -> bool:
+    """Would the two listeners fight over one address:port? (port 0 = any free port)"""
+    if a.port != b.port or not a.port:
+        return False
+    ia, ib = ipaddress.ip_address(a.listen), ipaddress.ip_address(b.listen)
+    if ia == ib:
+        return True
+    if ia.version != ib.version:
+        return False
+    return ia.is_unspecified or ib.is_unspecified  # 0.0.0.0 / :: take every address
 
 
 class Secrets(_Model):
@@ -540,6 +586,11 @@ def load_config(path: Path) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    if not data:
+        raise ConfigError(
+            f"{path}: the file is empty (create one with `proxy-admin init`, "
+            "or see docs/configuration.md)"
+        )
     if "target_password" in raw.decode("utf-8", "replace"):
         raise ConfigError(f"{path}: passwords belong in {SECRETS_FILE_NAME}, not config.toml")
     return parse_config(data, str(path))

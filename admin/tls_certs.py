@@ -203,7 +203,7 @@ def make_self_signed(
     )
     # Key first: a cert.pem whose key is missing is worse than a stale pair.
     write_atomic(Path(key_path), _key_pem(key), 0o600)
-    write_atomic(Path(cert_path), cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_atomic(Path(cert_path), cert.public_bytes(serialization.Encoding.PEM), 0o640)
 
 
 def make_csr(key_path: Path, hostname: str) -> bytes:
@@ -281,7 +281,7 @@ def import_pair(cert: Path, key: Path, tls_dir: Path) -> tuple[Path, Path]:
     cert_dst, key_dst = tls_dir / CERT_FILE_NAME, tls_dir / KEY_FILE_NAME
     chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
     write_atomic(key_dst, _key_pem(private_key), 0o600)
-    write_atomic(cert_dst, chain, 0o644)
+    write_atomic(cert_dst, chain, 0o640)
     return cert_dst, key_dst
 
 

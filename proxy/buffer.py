@@ -14,6 +14,7 @@ too long" and resynchronise at the next line feed.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 from proxy.errors import RemoteProtocolError
@@ -91,6 +92,17 @@ class LineBuffer:
         return data
 
     take = take_all
+
+
+#: Control characters a command line must not hold: C0 except TAB, and DEL. NUL is the
+#: sharp one -- a C server cuts the line there (`DATA\x00...` is DATA to Postfix), so
+#: the relay and the server would disagree about which command it was.
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def has_control_bytes(line: bytes) -> bool:
+    """True when `line` (CRLF excluded) holds a control byte other than TAB."""
+    return _CONTROL.search(line[:-2] if line.endswith(b"\r\n") else line) is not None
 
 
 def is_crlf_line(line: bytes) -> bool:

@@ -33,7 +33,7 @@ from admin.config import (
     Secrets,
 )
 from archive.spool import Spool
-from proxy import reload_diff
+from proxy import memory, reload_diff
 from proxy.actions import RelayCore
 from proxy.errors import ProxyError
 from proxy.session import Session, SessionEnv
@@ -119,6 +119,8 @@ def _build(
         connect_timeout=lim.connect_timeout,
         idle_timeout=lim.idle_timeout,
         upstream_timeout=lim.upstream_timeout,
+        min_data_rate=lim.min_data_rate,
+        max_session_time=lim.max_session_time,
         server_ctx=server_ctx,
         upstream_ctx=upstream_ctx,
         stats=service.stats,
@@ -498,4 +500,6 @@ async def serve_listeners(
         for lst, sockets in bound:
             service._start(lst, sockets)
         nursery.start_soon(trio.sleep_forever)  # serve on even when a reload removes all
+        memory.configure()
+        nursery.start_soon(memory.trim_loop)  # RSS follows the live sessions (memory.py)
         task_status.started(service)

@@ -29,11 +29,19 @@ from archive.spool import MessageWriter, Spool, SpoolError
 from proxy import actions as A
 from proxy import tls_hints
 from proxy.actions import RelayCore, Side
+from proxy.scrub import scrub_log
 from proxy.tls import wrap
 
 log = logging.getLogger("mailtee.session")
 
-RECEIVE_SIZE = 256 * 1024
+#: One read. 64 KiB, not more: every read allocates this much before it is shrunk to what
+#: arrived, and under many concurrent sessions larger buffers left RSS fragmented high
+#: (bench/session_memory.py; proxy/memory.py).
+RECEIVE_SIZE = 64 * 1024
+
+#: The window over which `min_data_rate` is averaged while a message streams. A full
+#: minute: an honest client on a poor link stalls for seconds, not for a minute.
+DATA_RATE_WINDOW = 60.0
 
 #: what a broken or reset connection raises while reading or writing
 STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
@@ -58,6 +66,9 @@ class SessionEnv:
     stats: dict[str, Any] = field(default_factory=dict)
     #: the worker's group committer (archive.commit); None = one fsync chain per message
     committer: Any = None
+    #: bytes/s while a message streams (0 = off), and the cap on a whole session (0 = off)
+    min_data_rate: int = 0
+    max_session_time: float = 0.0
 
 
 class Session:
@@ -121,7 +132,12 @@ class Session:
         # The idle/provider timeout runs from the core's last progress (an action: a
         # complete command, reply or data chunk), not from the last byte: a peer that
         # dribbles one byte just inside the timeout (slowloris) is still cut off.
+        # While a message streams, progress alone is not enough: it must also average
+        # min_data_rate over each DATA_RATE_WINDOW (10 bytes every 4 s is progress), and
+        # no session outlives max_session_time.
         progress_at = trio.current_time()
+        ends_at = progress_at + self.env.max_session_time if self.env.max_session_time else None
+        rate = _RateWindow(self.env.min_data_rate)
         while True:
             # Answers to actions (archive_result, tls_started) queue further actions.
             while batch := core.actions():
@@ -143,14 +159,38 @@ class Session:
                 self._lost(side, "connection closed")
                 continue
             limit = self.env.idle_timeout if side is Side.CLIENT else self.env.upstream_timeout
+            deadline = progress_at + limit
+            if ends_at is not None:
+                deadline = min(deadline, ends_at)
+            streaming = self.writer is not None and not self.writer.committed
+            deadline = min(deadline, rate.deadline(streaming, side))
             data: bytes | None = None
-            with trio.move_on_at(progress_at + limit):
+            with trio.move_on_at(deadline):
                 try:
                     data = await stream.receive_some(RECEIVE_SIZE)
                 except STREAM_ERRORS as e:
                     self._lost(side, _reason(e))
                     continue
+            now = trio.current_time()
+            if ends_at is not None and now >= ends_at:
+                self.log.warning(
+                    "session exceeded max_session_time (%gs); closed listener=%s client=%s",
+                    self.env.max_session_time, self.env.listener, self.peer_ip,
+                )  # fmt: skip
+                core.timeout(side)
+                continue
+            if streaming and rate.too_slow(len(data or b""), now):
+                self.log.warning(
+                    "%s too slow while a message streamed: %d bytes in %.0fs "
+                    "(min_data_rate %d B/s); closed listener=%s client=%s",
+                    side.value, rate.last_bytes, rate.last_span, rate.min_rate,
+                    self.env.listener, self.peer_ip,
+                )  # fmt: skip
+                core.timeout(side)
+                continue
             if data is None:
+                if now < progress_at + limit:
+                    continue  # only a rate window ended (and the rate was met): read on
                 core.timeout(side)
             elif side is Side.CLIENT:
                 first, self.client_spoke = not self.client_spoke, True
@@ -221,7 +261,7 @@ class Session:
                 self.log.log(
                     logging.getLevelName(level.upper()),
                     "%s listener=%s client=%s",
-                    message,
+                    scrub_log(message),  # an upstream's text may echo an AUTH payload
                     self.env.listener,
                     self.peer_ip,
                 )
@@ -323,6 +363,40 @@ class Session:
             parts,
             duration,
         )
+
+
+class _RateWindow:
+    """min_data_rate bookkeeping for the side a message streams from."""
+
+    def __init__(self, min_rate: int) -> None:
+        self.min_rate = min_rate
+        self._side: Side | None = None
+        self._start = 0.0
+        self._bytes = 0
+        self.last_bytes = 0
+        self.last_span = 0.0
+
+    def deadline(self, streaming: bool, side: Side) -> float:
+        """When the current window ends (inf when no minimum applies right now)."""
+        if not streaming or not self.min_rate:
+            self._side = None
+            return float("inf")
+        if self._side is not side:
+            self._side, self._start, self._bytes = side, trio.current_time(), 0
+        return self._start + DATA_RATE_WINDOW
+
+    def too_slow(self, received: int, now: float) -> bool:
+        """Count `received`; at the end of a window, judge it and start the next one."""
+        if self._side is None:
+            return False
+        self._bytes += received
+        span = now - self._start
+        if span < DATA_RATE_WINDOW:
+            return False
+        slow = self._bytes < self.min_rate * span
+        self.last_bytes, self.last_span = self._bytes, span
+        self._start, self._bytes = now, 0
+        return slow
 
 
 def coalesce(batch: list[A.Action]) -> list[A.Action]:

@@ -4,6 +4,11 @@ TLS 1.2 is the floor on both sides (RFC 8996 deprecates 1.0/1.1; RFC 8314 4.1). 
 upstream side verifies the provider's certificate and host name by default
 (`target_verify = true`); an operator can add a private CA (`target_ca`) or, knowingly,
 turn verification off for one listener (`--no-verify-target`).
+
+Towards clients, TLS 1.2 offers only forward-secret AEAD suites (ECDHE/DHE with AES-GCM
+or ChaCha20-Poly1305): the CBC suites carry the Lucky13-class padding-oracle risk
+(testssl "LUCKY13 potentially vulnerable"), and every client from the last decade
+(Thunderbird, Outlook 2016+, Apple Mail, Android) negotiates an AEAD suite or TLS 1.3.
 """
 
 from __future__ import annotations
@@ -15,11 +20,16 @@ import trio
 
 from proxy.errors import UpstreamError
 
+#: OpenSSL cipher string for client-side TLS 1.2 (TLS 1.3 suites are all AEAD already).
+CLIENT_SIDE_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL"
+
 
 def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     """The context for TLS towards mail clients (STARTTLS/STLS and implicit TLS)."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(CLIENT_SIDE_CIPHERS)
+    ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     try:
         ctx.load_cert_chain(str(cert), str(key))
     except (OSError, ssl.SSLError) as e:

@@ -28,4 +28,5 @@ pytest_plugins = [
     "fixtures.proxy",
     "fixtures.smtp_upstream",
     "fixtures.smtp_sink",
+    "fixtures.postfix",
 ]

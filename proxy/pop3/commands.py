@@ -19,8 +19,12 @@ from proxy.pop3.sasl import SaslAccount
 
 
 class Kind(enum.Enum):
-    SINGLE = "single"  # one status line (NOOP, DELE, RSET, STAT, LIST n, unknown, ...)
-    MULTI = "multi"  # +OK then data lines (LIST, TOP, AUTH without mechanism)
+    SINGLE = "single"  # one status line (NOOP, DELE, RSET, STAT, unknown, ...)
+    PROBE = "probe"  # the relay's own NOOP after a +OK to an unknown verb (relay.py)
+    MULTI = "multi"  # +OK then data lines (AUTH without mechanism)
+    LIST_ALL = "list-all"  # multi-line "n size" lines, remembered (TOP needs sizes)
+    LIST_ONE = "list-one"  # "+OK n size", remembered
+    TOP = "top"  # multi-line, archived when it turns out to be the whole message (top.py)
     CAPA = "capa"  # multi-line, rewritten (capa.py)
     UIDL_ALL = "uidl-all"  # multi-line "n uid" lines, remembered
     UIDL_ONE = "uidl-one"  # "+OK n uid", remembered
@@ -42,6 +46,8 @@ class Command:
     msg: int | None = None
     #: the account name this command logs in as, recorded only on +OK
     account: str | None = None
+    #: TOP's line count (None: absent or not a number -- treated as "all lines")
+    lines: int | None = None
     sasl: SaslAccount | None = field(default=None, repr=False)
 
 
@@ -59,9 +65,12 @@ def _name(arg: bytes) -> str | None:
 
 def classify(line: bytes) -> Command:
     """Describe one client command line (CRLF included)."""
-    words = line[:-2].split(b" ")
-    verb = words[0].decode("ascii", "replace").upper()
-    args = [w for w in words[1:] if w]
+    # Split on any run of SP or TAB, leading ones included: a server that is lenient
+    # about separators must never see a RETR or TOP the relay took for something else.
+    # (Other control bytes never get here: the relay refuses them.)
+    words = line[:-2].split()
+    verb = words[0].decode("ascii", "replace").upper() if words else ""
+    args = words[1:]
     # PASS arguments may contain spaces (RFC 1939 section 7); they are never looked at.
     kind = Kind.SINGLE
     cmd = Command(kind, verb, line)
@@ -74,12 +83,15 @@ def classify(line: bytes) -> Command:
         cmd.msg = parse_msg_number(args[0]) if len(args) == 1 else None
     elif verb in ("LIST", "UIDL"):
         if not args:
-            cmd.kind = Kind.MULTI if verb == "LIST" else Kind.UIDL_ALL
-        elif verb == "UIDL":
-            cmd.kind = Kind.UIDL_ONE
+            cmd.kind = Kind.LIST_ALL if verb == "LIST" else Kind.UIDL_ALL
+        else:
+            cmd.kind = Kind.LIST_ONE if verb == "LIST" else Kind.UIDL_ONE
             cmd.msg = parse_msg_number(args[0])
     elif verb == "TOP":
-        cmd.kind = Kind.MULTI
+        cmd.kind = Kind.TOP
+        cmd.msg = parse_msg_number(args[0]) if args else None
+        count = args[1] if len(args) > 1 else b""
+        cmd.lines = int(count) if count.isdigit() and len(count) <= 18 else None
     elif verb == "USER":
         cmd.kind = Kind.USER
         cmd.account = _name(line[5:-2]) if len(line) > 7 else None
@@ -100,6 +112,15 @@ def classify(line: bytes) -> Command:
     return cmd
 
 
+def size_pair(line: bytes) -> tuple[int, int] | None:
+    """Parse "n size" (a LIST data line, or a `+OK n size` reply without +OK)."""
+    words = line.split()
+    if len(words) < 2 or not words[1].isdigit() or len(words[1]) > 18:
+        return None
+    n = parse_msg_number(words[0])
+    return None if n is None else (n, int(words[1]))
+
+
 def uidl_pair(line: bytes) -> tuple[int, str] | None:
     """Parse "n unique-id" (a UIDL data line, or a `+OK n unique-id` reply without +OK)."""
     words = line.split()
@@ -112,5 +133,15 @@ def uidl_pair(line: bytes) -> tuple[int, str] | None:
     return n, uid.decode("ascii")
 
 
+#: Verbs known to answer with a single line (RFC 1939, 2449, 6856). A +OK to any other
+#: verb is followed by the relay's own NOOP: if the server was in fact sending data
+#: lines, they arrive where NOOP's status line should be, and the session ends before
+#: the client can be handed a message the relay did not frame (and archive).
+SINGLE_LINE_VERBS = frozenset(
+    {"NOOP", "DELE", "RSET", "STAT", "USER", "PASS", "APOP", "QUIT", "UTF8", "LANG", "LAST"}
+)
+
 #: Kinds whose positive reply is followed by data lines.
-MULTILINE_KINDS = frozenset({Kind.MULTI, Kind.CAPA, Kind.UIDL_ALL, Kind.RETR})
+MULTILINE_KINDS = frozenset(
+    {Kind.MULTI, Kind.CAPA, Kind.UIDL_ALL, Kind.LIST_ALL, Kind.RETR, Kind.TOP}
+)

@@ -37,3 +37,8 @@ OK = b"+OK"
 ERR = b"-ERR"
 #: RFC 5034 section 4: a SASL server challenge starts with "+" SP.
 CONTINUATION = b"+ "
+
+#: A TOP response is captured in memory up to this many octets before the relay opens a
+#: spool file for it: most TOPs (headers for a message list) are small and partial, and
+#: cost no disk I/O; one that grows past this is spooled like a RETR (top.py).
+TOP_HOLD_MAX = 64 * 1024

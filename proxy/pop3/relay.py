@@ -21,7 +21,11 @@ first (asking `UIDL n` itself when the session has not listed it), streams the m
 the client and into the copy, and holds back the final ".\\r\\n" until the driver reports
 the copy durable: a client that has not seen the end of a message never DELEs it
 (DESIGN invariant 1). If the copy fails the connection is dropped (fail closed) unless
-`on_archive_failure = "pass"`. Limits come from `RelaySettings`; see limits.py.
+`on_archive_failure = "pass"`. A TOP is captured the same way and archived when it
+turns out to be the whole message (top.py); the relay asks `LIST n` (and `UIDL n`)
+itself first when it does not know the message's size. Command lines with control bytes
+(NUL, ...) are refused, never relayed: the server might read a different command than
+the one classified here. Limits come from `RelaySettings`; see limits.py.
 
 Peer misbehaviour never raises out of this class: it becomes a log event and `Close`.
 `LocalProtocolError` is raised only when the driver breaks the calling contract.
@@ -48,13 +52,30 @@ from proxy.actions import (
     Side,
     StartTls,
 )
-from proxy.buffer import LineBuffer, LineTooLong, is_crlf_line
+from proxy.buffer import LineBuffer, LineTooLong, has_control_bytes, is_crlf_line
 from proxy.errors import LocalProtocolError, RemoteProtocolError
 from proxy.pop3 import replies
 from proxy.pop3.capa import CapaRewriter
-from proxy.pop3.commands import MULTILINE_KINDS, Command, Kind, classify, uidl_pair
-from proxy.pop3.limits import CONTINUATION, END_LINE, ERR, OK, SASL_LINE_MAX, UIDL_CACHE_MAX
+from proxy.pop3.commands import (
+    MULTILINE_KINDS,
+    SINGLE_LINE_VERBS,
+    Command,
+    Kind,
+    classify,
+    size_pair,
+    uidl_pair,
+)
+from proxy.pop3.limits import (
+    CONTINUATION,
+    END_LINE,
+    ERR,
+    OK,
+    SASL_LINE_MAX,
+    TOP_HOLD_MAX,
+    UIDL_CACHE_MAX,
+)
 from proxy.pop3.multiline import MultilineReader
+from proxy.pop3.top import TopWatch
 from proxy.settings import RelaySettings
 
 
@@ -131,16 +152,22 @@ class Pop3Relay(RelayCore):
         self._commands = 0
         self._greeting = b""
         self._pending: Command | None = None  # the command whose answer is awaited
-        self._after_uidl: Command | None = None  # the RETR waiting for our own UIDL n
+        self._after_uidl: Command | None = None  # the RETR/TOP waiting for our own lookups
+        self._lookups: list[Command] = []  # our own LIST n / UIDL n still to send first
         self._sasl_open = False  # the next client line is a SASL response
         self._user_candidate: str | None = None
         self.account: str | None = None
         self.authenticated = False
         self._uidls: dict[int, str] = {}
+        self._sizes: dict[int, int] = {}  # message number -> LIST size (for TOP)
         self._body: MultilineReader | None = None
         self._capa: CapaRewriter | None = None
         self._uidl_lines: LineBuffer | None = None
-        self._message: dict[str, Any] | None = None  # the RETR being copied
+        self._list_lines: LineBuffer | None = None
+        self._message: dict[str, Any] | None = None  # the RETR (or TOP) being copied
+        self._top: TopWatch | None = None  # the TOP response being watched
+        self._top_held: bytearray | None = None  # its data while not yet spooled
+        self._top_report: dict[str, Any] = {}
         self._status_line = ""  # its +OK line, the report's upstream reply
 
     # --- the RelayCore interface --------------------------------------------------------
@@ -287,7 +314,8 @@ class Pop3Relay(RelayCore):
     def _close(self) -> None:
         self._emit(Close())
         self._enter(State.CLOSED)
-        self._body = self._capa = self._uidl_lines = None
+        self._body = self._capa = self._uidl_lines = self._list_lines = None
+        self._top = self._top_held = None
 
     def _abort_message(self) -> None:
         if self._message is not None and self._state is not State.ARCHIVING:
@@ -400,15 +428,32 @@ class Pop3Relay(RelayCore):
         if not is_crlf_line(line):
             self._send_client(replies.BAD_LINE_ENDING)
             return
+        if has_control_bytes(line):
+            self._emit(LogEvent("warning", "pop3 client sent control bytes in a command; refused"))
+            self._send_client(replies.BAD_COMMAND_BYTES)
+            return
         cmd = classify(line)
         if cmd.kind is Kind.STLS:
             self._client_stls()
             return
-        if cmd.kind is Kind.RETR and cmd.msg is not None and cmd.msg not in self._uidls:
-            # Learn the unique-id first; the client's RETR follows our own UIDL n.
-            self._after_uidl = cmd
-            cmd = Command(Kind.UIDL_ONE, "UIDL", b"UIDL %d\r\n" % cmd.msg, msg=cmd.msg)
+        lookups = self._lookups_for(cmd)
+        if lookups:
+            # Learn what the copy needs first; the client's command follows our own.
+            self._after_uidl, self._lookups = cmd, lookups[1:]
+            cmd = lookups[0]
         self._send_command(cmd)
+
+    def _lookups_for(self, cmd: Command) -> list[Command]:
+        """Our own `LIST n` / `UIDL n` to send before a RETR or TOP of message n."""
+        n = cmd.msg
+        if n is None or cmd.kind not in (Kind.RETR, Kind.TOP):
+            return []
+        out = []
+        if cmd.kind is Kind.TOP and n not in self._sizes:
+            out.append(Command(Kind.LIST_ONE, "LIST", b"LIST %d\r\n" % n, msg=n))
+        if n not in self._uidls:
+            out.append(Command(Kind.UIDL_ONE, "UIDL", b"UIDL %d\r\n" % n, msg=n))
+        return out
 
     def _send_command(self, cmd: Command) -> None:
         self._pending = cmd
@@ -477,16 +522,28 @@ class Pop3Relay(RelayCore):
         status = _status(line)
         if status is None:
             raise UpstreamViolation(f"malformed reply to {cmd.verb[:8]!r}")
-        if self._after_uidl is not None:  # our own UIDL n: not for the client
-            if status == OK and (pair := uidl_pair(line[len(OK) :])) and pair[0] == cmd.msg:
-                self._remember_uidl(*pair)
-            retr, self._after_uidl = self._after_uidl, None
-            self._send_command(retr)
+        if self._after_uidl is not None:  # our own LIST n / UIDL n: not for the client
+            if status == OK:
+                self._learn(cmd, line)
+            if self._lookups:
+                self._send_command(self._lookups.pop(0))
+                return
+            held, self._after_uidl = self._after_uidl, None
+            self._send_command(held)
             return
         if status == OK and cmd.kind in MULTILINE_KINDS:
             self._begin_body(cmd, line)
             return
+        if cmd.kind is Kind.PROBE:  # our own NOOP: a status line, nothing after it
+            if len(self._upstream):
+                raise UpstreamViolation("data lines after a single-line reply")
+            self._pending = None
+            self._enter(State.IDLE)
+            return
         self._send_client(line)
+        if status == OK and cmd.kind is Kind.SINGLE and cmd.verb not in SINGLE_LINE_VERBS:
+            self._send_command(Command(Kind.PROBE, "NOOP", b"NOOP\r\n"))
+            return
         self._pending = None
         if status == OK:
             self._learn(cmd, line)
@@ -509,6 +566,10 @@ class Pop3Relay(RelayCore):
             pair = uidl_pair(line[len(OK) :])
             if pair and pair[0] == cmd.msg:
                 self._remember_uidl(*pair)
+        elif cmd.kind is Kind.LIST_ONE:
+            size = size_pair(line[len(OK) :])
+            if size and size[0] == cmd.msg:
+                self._remember_size(*size)
 
     def _logged_in(self, account: str | None) -> None:
         self.authenticated = True
@@ -517,6 +578,10 @@ class Pop3Relay(RelayCore):
     def _remember_uidl(self, msg: int, uid: str) -> None:
         if msg in self._uidls or len(self._uidls) < UIDL_CACHE_MAX:
             self._uidls[msg] = uid
+
+    def _remember_size(self, msg: int, size: int) -> None:
+        if msg in self._sizes or len(self._sizes) < UIDL_CACHE_MAX:
+            self._sizes[msg] = size
 
     # --- multi-line responses -----------------------------------------------------------
 
@@ -528,6 +593,15 @@ class Pop3Relay(RelayCore):
             self._capa = CapaRewriter(offer_stls=offer, line_limit=self._settings.max_line_length)
         elif cmd.kind is Kind.UIDL_ALL:
             self._uidl_lines = LineBuffer()
+        elif cmd.kind is Kind.LIST_ALL:
+            self._list_lines = LineBuffer()
+        elif cmd.kind is Kind.TOP:
+            n = cmd.msg
+            uid = self._uidls.get(n) if n is not None else None
+            self._top = TopWatch(cmd.lines, self._sizes.get(n) if n is not None else None)
+            self._top_held = bytearray()
+            self._top_report = {"user": self.account, "msg": n, "uidl": uid}
+            self._status_line = _text(status_line)
         elif cmd.kind is Kind.RETR:
             uid = self._uidls.get(cmd.msg) if cmd.msg is not None else None
             self._message = {"user": self.account, "msg": cmd.msg, "uidl": uid, "size": 0}
@@ -549,11 +623,24 @@ class Pop3Relay(RelayCore):
             self._send_client(self._capa.feed(chunk.wire))
         else:
             self._send_client(chunk.wire)
-        if self._message is not None and chunk.data:
-            self._message["size"] += len(chunk.data)
-            self._emit(MessageData(chunk.data))
+        if self._top is not None and chunk.data:
+            self._top.feed(chunk.data)
+            if self._top_held is not None:
+                self._top_held += chunk.data
+                if len(self._top_held) > TOP_HOLD_MAX:
+                    self._spool_top()
+                chunk_data = b""
+            else:
+                chunk_data = chunk.data
+        else:
+            chunk_data = chunk.data
+        if self._message is not None and chunk_data:
+            self._message["size"] += len(chunk_data)
+            self._emit(MessageData(chunk_data))
         if self._uidl_lines is not None:
             self._parse_uidl_lines(chunk.data)
+        if self._list_lines is not None:
+            self._parse_list_lines(chunk.data)
         if chunk.done:
             self._upstream.feed(chunk.rest)
             self._end_body()
@@ -572,6 +659,45 @@ class Pop3Relay(RelayCore):
             if pair := uidl_pair(line):
                 self._remember_uidl(*pair)
 
+    def _parse_list_lines(self, data: bytes) -> None:
+        assert self._list_lines is not None
+        self._list_lines.feed(data)
+        while True:
+            try:
+                line = self._list_lines.take_line(self._settings.max_line_length)
+            except LineTooLong:
+                self._list_lines.discard_line()
+                continue
+            if line is None:
+                return
+            if pair := size_pair(line):
+                self._remember_size(*pair)
+
+    def _spool_top(self) -> None:
+        """Start the copy of a TOP response that may be the whole message."""
+        held, self._top_held = bytes(self._top_held or b""), None
+        report = self._top_report
+        self._message = {**report, "size": len(held), "via": "top"}
+        self._emit(BeginMessage({"direction": "incoming", "pop3": dict(report)}))
+        if held:
+            self._emit(MessageData(held))
+
+    def _end_top(self) -> bool:
+        """The TOP response ended: archive it if whole (True: now ARCHIVING)."""
+        assert self._top is not None
+        whole, self._top = self._top.whole(), None
+        if whole:
+            if self._message is None:
+                self._spool_top()
+            self._emit(CommitMessage(outcome="delivered", reply=self._status_line))
+            self._enter(State.ARCHIVING)
+            return True
+        if self._message is not None:
+            self._emit(AbortMessage())  # partial: the client saw only part of it
+            self._message = None
+        self._top_held = None
+        return False
+
     def _end_body(self) -> None:
         cmd = self._pending
         assert cmd is not None
@@ -580,7 +706,9 @@ class Pop3Relay(RelayCore):
         if self._capa is not None:
             self._send_client(self._capa.finish())
             self._capa = None
-        self._uidl_lines = None
+        self._uidl_lines = self._list_lines = None
+        if self._top is not None and self._end_top():
+            return
         if cmd.kind is Kind.RETR:
             self._emit(CommitMessage(outcome="delivered", reply=self._status_line))
             self._enter(State.ARCHIVING)

@@ -13,6 +13,7 @@ STLS_BEGIN = b"+OK Begin TLS negotiation\r\n"
 STLS_UNAVAILABLE = b"-ERR STLS not available\r\n"
 
 LINE_TOO_LONG = b"-ERR line too long\r\n"
+BAD_COMMAND_BYTES = b"-ERR command contains control characters\r\n"
 BAD_LINE_ENDING = b"-ERR command must end with CRLF and contain no other CR or LF\r\n"
 TOO_MANY_COMMANDS = b"-ERR [SYS/TEMP] too many commands in one session\r\n"
 IDLE_TIMEOUT = b"-ERR [SYS/TEMP] idle timeout\r\n"

@@ -6,6 +6,10 @@ The proxy relays the upstream's EHLO reply except for extensions it must own:
 - AUTH is removed when the proxy injects its own credentials upstream, and hidden on a
   STARTTLS listener until TLS is up (passwords never cross in plaintext).
 - CHUNKING/BINARYMIME: BDAT is not relayed (its chunks would bypass DATA capture).
+- BURL (RFC 4468): the provider would fetch the message from an IMAP URL -- bytes the
+  proxy never sees -- so it is not offered and the command is refused.
+- XCLIENT/XFORWARD (Postfix): a client must not set its own provenance (address, name,
+  login) at the provider; the provider trusts the proxy's address, not the client's word.
 - SIZE is lowered to the proxy's own limit when the upstream's is larger or unlimited.
 Everything else (PIPELINING, 8BITMIME, SMTPUTF8, DSN, ENHANCEDSTATUSCODES, ...) passes.
 """
@@ -16,7 +20,7 @@ from dataclasses import dataclass
 
 from proxy.smtp.replies import Reply, build_reply
 
-_DROP_ALWAYS = {b"STARTTLS", b"CHUNKING", b"BINARYMIME"}
+_DROP_ALWAYS = {b"STARTTLS", b"CHUNKING", b"BINARYMIME", b"BURL", b"XCLIENT", b"XFORWARD"}
 
 
 @dataclass(frozen=True, slots=True)

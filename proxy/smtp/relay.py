@@ -17,6 +17,11 @@ bytes unchanged. It parses just enough to keep the archive honest:
   the end of the message, and only its reply tells the client the outcome.
 - Any failure that costs the upstream connection (archive failure, bare newline,
   oversized message, provider lost) ends the session right after its reply.
+- Only DATA opens a message. Command lines with control bytes (NUL, ...) are refused
+  like bare CR/LF -- a C server cuts `DATA\x00` at the NUL and reads DATA; verbs the
+  core does not know are barriers (nothing after them is relayed before their reply);
+  and a 354 to anything but the core's own DATA closes the provider connection before
+  another byte is relayed. BDAT, BURL, XCLIENT and XFORWARD are refused.
 
 The core is lockstep: `reading` is UPSTREAM while any reply is outstanding, CLIENT
 otherwise. No sockets, no clock, no threads: tests drive it with byte strings.
@@ -47,8 +52,9 @@ from proxy.actions import (
     Side,
     StartTls,
 )
-from proxy.buffer import TOO_LONG, LineBuffer, is_crlf_line
+from proxy.buffer import TOO_LONG, LineBuffer, has_control_bytes, is_crlf_line
 from proxy.errors import LocalProtocolError, RemoteProtocolError
+from proxy.scrub import Scrubber
 from proxy.settings import RelaySettings
 from proxy.smtp import replies as R
 from proxy.smtp.data import DataReader
@@ -63,7 +69,11 @@ _TRACKED = {b"AUTH", b"MAIL", b"RCPT", b"DATA", b"QUIT"}
 #: pending entries whose reply must arrive before anything after them is parsed
 #: (the greeting and TLS setup too: nothing of the client's may precede TLS upstream)
 _BARRIERS = {"EHLO", "EHLO-RSET", "AUTH", "DATA", "QUIT", "archive", "data-end", "inject-auth"}
-_BARRIERS |= {"greeting", "setup-ehlo", "setup-starttls"}
+_BARRIERS |= {"greeting", "setup-ehlo", "setup-starttls", "unknown"}
+#: RFC 5321 commands without a state of their own: relayed and pipelined blindly. Any
+#: other verb is "unknown": relayed, but as a barrier, so that if the provider takes it
+#: for DATA (354) nothing the client sent after it has been relayed.
+_SIMPLE = {b"NOOP", b"VRFY", b"EXPN", b"HELP", b"ETRN", b"RSET"}
 #: commands that must not be parsed while earlier replies are outstanding
 _NEED_IDLE = {b"EHLO", b"HELO", b"STARTTLS", b"AUTH"}
 
@@ -116,6 +126,9 @@ class SmtpRelay(RelayCore):
         self._closed = False
         self._client_tls = settings.client_tls == "implicit"
         self._inject = settings.target_user is not None
+        # A provider echoing our AUTH must not hand the injected password to the client
+        # or the log (proxy/scrub.py).
+        self._scrub = Scrubber([settings.target_password], settings.target_user)
         self._upstream_authed = False
         self._greeting: Reply | None = None
         self._caps: Reply | None = None  # the upstream's last EHLO reply
@@ -130,6 +143,7 @@ class SmtpRelay(RelayCore):
         self._discard: str | None = None  # why DATA is being consumed but not relayed
         self._archived = False  # the current message's copy is committed
         self._commands = 0
+        self._closing = False  # a final reply of ours is queued: read no more commands
 
     # --- driver interface -------------------------------------------------------
     def actions(self) -> list[Action]:
@@ -172,6 +186,8 @@ class SmtpRelay(RelayCore):
                 if line is TOO_LONG:
                     raise RemoteProtocolError("provider sent an overlong reply line")
                 assert isinstance(line, bytes)
+                if self._scrub.active:
+                    line = self._scrub.relay(line)
                 reply = self._replies.add_line(line.rstrip(b"\r\n"), line)
                 if reply is not None:
                     self._on_reply(reply)
@@ -283,7 +299,7 @@ class SmtpRelay(RelayCore):
         self._out.append(SendUpstream(data))
 
     def _log(self, level: str, message: str) -> None:
-        self._out.append(LogEvent(level, message))
+        self._out.append(LogEvent(level, self._scrub.log(message)))
 
     def _close(self) -> None:
         if not self._closed:
@@ -311,7 +327,11 @@ class SmtpRelay(RelayCore):
 
     def _flush_local(self) -> None:
         while self._pending and self._pending[0].local is not None:
-            self._send_client(self._pending.popleft().local or b"")
+            p = self._pending.popleft()
+            self._send_client(p.local or b"")
+            if p.kind == "local-close":
+                self._close()
+                return
 
     def _update_reading(self) -> None:
         if self._closed:
@@ -339,7 +359,7 @@ class SmtpRelay(RelayCore):
 
     # --- client side --------------------------------------------------------------
     def _process_client(self) -> None:
-        while not self._closed and self._data is None:
+        while not self._closed and self._data is None and not self._closing:
             if self._pending and self._pending[-1].kind in _BARRIERS:
                 return
             line = self._client.next_line()
@@ -369,7 +389,13 @@ class SmtpRelay(RelayCore):
         self._commands += 1
         if self._commands > self.s.max_commands:
             self._log("warning", "too many commands in one session")
-            self._fatal(R.TOO_MANY_COMMANDS)
+            if self._pending:
+                # Replies to earlier (pipelined) commands are still due: the 421 comes
+                # after them, in command order (RFC 2920 section 3.1), then the close.
+                self._pending.append(_Pending("local-close", local=self._fmt(R.TOO_MANY_COMMANDS)))
+                self._closing = True
+            else:
+                self._fatal(R.TOO_MANY_COMMANDS)
             return False
         return True
 
@@ -379,6 +405,10 @@ class SmtpRelay(RelayCore):
         if not is_crlf_line(line):
             self._local(R.COMMAND_BARE_NEWLINE)
             return
+        if has_control_bytes(line):
+            self._log("warning", "control bytes in a command (smuggling attempt?); refused")
+            self._local(R.COMMAND_CONTROL_BYTES)
+            return
         handler = self._COMMANDS.get(verb)
         if handler is not None:
             handler(self, line)
@@ -387,7 +417,10 @@ class SmtpRelay(RelayCore):
 
     def _relay(self, verb: bytes, line: bytes, arg: bytes = b"") -> None:
         self._send_upstream(line)
-        kind = verb.decode("ascii") if verb in _TRACKED else "relay"
+        if verb in _TRACKED:
+            kind = verb.decode("ascii")
+        else:
+            kind = "relay" if verb in _SIMPLE else "unknown"
         self._pending.append(_Pending(kind, arg))
 
     def _cmd_ehlo(self, line: bytes) -> None:
@@ -429,6 +462,13 @@ class SmtpRelay(RelayCore):
 
     def _cmd_bdat(self, line: bytes) -> None:
         self._local(R.BDAT_NOT_SUPPORTED)
+
+    def _cmd_burl(self, line: bytes) -> None:
+        self._local(R.BURL_NOT_SUPPORTED)
+
+    def _cmd_provenance(self, line: bytes) -> None:
+        self._log("warning", "client sent XCLIENT/XFORWARD; refused")
+        self._local(R.PROVENANCE_REFUSED)
 
     def _cmd_auth(self, line: bytes) -> None:
         if self._inject:
@@ -494,6 +534,13 @@ class SmtpRelay(RelayCore):
         if self._pending[0].kind == "archive":
             # Nothing was sent that this could answer: the final dot is still held back.
             raise RemoteProtocolError("provider replied before the end of the message")
+        if reply.code == 354 and self._pending[0].kind != "DATA":
+            # The provider is reading a message the core does not know about: whatever
+            # comes next would reach it unarchived. Close before relaying anything more.
+            self._out.append(CloseUpstream())
+            raise RemoteProtocolError(
+                f"provider answered 354 to {self._pending[0].kind!r}, not DATA; closed"
+            )
         p = self._pending.popleft()
         handler = self._REPLIES.get(p.kind)
         if handler is not None:
@@ -696,6 +743,9 @@ class SmtpRelay(RelayCore):
         b"HELO": _cmd_helo,
         b"STARTTLS": _cmd_starttls,
         b"BDAT": _cmd_bdat,
+        b"BURL": _cmd_burl,
+        b"XCLIENT": _cmd_provenance,
+        b"XFORWARD": _cmd_provenance,
         b"AUTH": _cmd_auth,
         b"MAIL": _cmd_mail,
         b"RCPT": _cmd_rcpt,

@@ -495,7 +495,7 @@ async def test_wrong_password_err_is_the_upstreams_verbatim(
 # --- TOP --------------------------------------------------------------------------------------
 
 
-async def test_top_is_relayed_but_not_archived(
+async def test_partial_top_is_relayed_but_not_archived_and_a_whole_one_is(
     upstream: DovecotServer, make_proxy, ca_file: Path
 ) -> None:
     served = [upstream.deliver(USER, data) for data in CONTENT.values()]
@@ -514,17 +514,19 @@ async def test_top_is_relayed_but_not_archived(
     header_end = served[0].index(b"\r\n\r\n") + 4
     assert run.tops[1] == served[0][:header_end]
     assert run.tops[3].startswith(served[2][: served[2].index(b"\r\n\r\n") + 4])
+    assert run.tops[3] != served[2]
     assert run.tops[2] == served[1]  # more lines than the body has: the whole message
-    await trio.sleep(0.3)
-    assert proxy.report_files() == []
-
-    # The same listener does archive a RETR (so the silence above means something).
-    run = await in_thread(
-        poplib_session, proxy.port("pop3"), client_tls="starttls", ca_file=ca_file, retr=[2]
-    )
-    assert run.messages == {2: served[1]}
+    # Only the TOP that returned the whole message is archived (issue 10 item 1).
     (rep,) = await proxy.wait_reports(1)
     check_report(rep, served[1], msg=2, uidl=uidls[2])
+
+    # RETR archives as before.
+    run = await in_thread(
+        poplib_session, proxy.port("pop3"), client_tls="starttls", ca_file=ca_file, retr=[1]
+    )
+    assert run.messages == {1: served[0]}
+    reports = await proxy.wait_reports(2)
+    assert sorted(r["pop3"]["msg"] for r in reports) == [1, 2]
     await sessions_done(proxy)
 
 

@@ -85,6 +85,52 @@ async def test_slowloris_data_is_cut_off(make_proxy, autojump_clock):
         assert proxy.report_files() == []
 
 
+async def test_data_slowloris_inside_the_idle_timeout_is_cut_off(make_proxy, autojump_clock):
+    """10 bytes every 4 s under a 5 s idle timeout (issue 10 item 4): every chunk is
+    progress, so only min_data_rate (default 256 B/s over 60 s) ends it; nothing leaves."""
+    async with fake_smtp() as up:
+        proxy = await make_proxy([listener(up)], idle_timeout=5)
+        data = b"Subject: slow\r\n\r\n" + b"".join(
+            b"%07d slow line of a long message\r\n" % i for i in range(300)
+        )
+        async with smtp_wire(proxy.port()) as w:
+            await w.read_reply(math.inf)
+            for cmd in (b"EHLO c.test", b"MAIL FROM:<a@example.org>", b"RCPT TO:<b@x.test>"):
+                assert (await w.command(cmd, math.inf))[0] == 250
+            assert (await w.command(b"DATA", math.inf))[0] == 354
+            sent = 0
+            try:
+                while sent < len(data):
+                    await w.send(data[sent : sent + 10])
+                    sent += 10
+                    await trio.sleep(4)
+                await w.send(b".\r\n")
+            except trio.BrokenResourceError:
+                pass
+            rest, closed = await w.read_until_eof(math.inf)
+        assert closed and rest.startswith(b"421 4.4.2"), rest
+        assert sent < len(data)
+        assert up.messages == []
+        assert proxy.report_files() == []
+
+
+async def test_session_time_cap_ends_a_slow_but_steady_session(make_proxy, autojump_clock):
+    """NOOP every 4 s never idles out; max_session_time ends it (and frees the slot)."""
+    async with fake_smtp() as up:
+        proxy = await make_proxy([listener(up)], idle_timeout=5, max_session_time=600)
+        async with smtp_wire(proxy.port()) as w:
+            await w.read_reply(math.inf)
+            replies = 0
+            while (reply := await w.command(b"NOOP", math.inf)) is not None:
+                assert reply[0] in (250, 421)
+                if reply[0] == 421:
+                    break
+                replies += 1
+                await trio.sleep(4)
+        assert reply is None or reply[0] == 421
+        assert replies < 1000
+
+
 # --- floods and sizes (real time, real sockets) --------------------------------------
 
 

@@ -115,7 +115,7 @@ class FakePop3:
     """Answers USER/PASS/UIDL/QUIT; RETR sends `cut` bytes of MESSAGE, then `then`."""
 
     cut: int = len(MESSAGE) // 2
-    then: str = "close"  # "close" (hang up) or "stall" (send nothing more)
+    then: str = "close"  # "close" (hang up), "stall" (send nothing more) or "dribble"
     port: int = 0
     commands: list[bytes] = field(default_factory=list)
 
@@ -141,6 +141,12 @@ class FakePop3:
                     await stream.send_all(b"+OK %d octets\r\n" % len(MESSAGE) + stuffed[: self.cut])
                     if self.then == "stall":
                         await trio.sleep_forever()
+                    if self.then == "dribble":  # the rest, 10 bytes every 4 s
+                        rest = stuffed[self.cut :] + b".\r\n"
+                        for i in range(0, len(rest), 10):
+                            await stream.send_all(rest[i : i + 10])
+                            await trio.sleep(4)
+                        continue
                     return
                 elif verb == b"QUIT":
                     await stream.send_all(b"+OK bye\r\n")
@@ -252,6 +258,21 @@ async def test_upstream_stalls_beyond_upstream_timeout(make_proxy, autojump_cloc
     assert 29 <= waited <= 40, waited  # cut off after upstream_timeout, not before
     assert_cut_before_end(received)
     assert b"-ERR" not in received  # mid-message: a status line would corrupt it
+    assert proxy.report_files() == []
+
+
+async def test_provider_dribbling_a_retr_inside_its_timeout_is_cut_off(make_proxy, autojump_clock):
+    """A provider body at 10 bytes every 4 s under a 5 s upstream_timeout (issue 10 item
+    4): progress every time, but far below min_data_rate -- the client is dropped before
+    the end of the message and nothing is archived."""
+    async with fake_pop3(then="dribble", cut=100) as up:
+        proxy = await make_proxy([listener(up.port)], upstream_timeout=5, idle_timeout=30)
+        async with pop3_wire(proxy.port("pop3")) as w:
+            await login(w, max_wait=math.inf)
+            assert (await w.command(b"RETR 1", max_wait=math.inf) or b"").startswith(b"+OK")
+            received = await w.until_eof(max_wait=100_000)
+    assert_cut_before_end(received)
+    assert len(received) < len(MESSAGE) // 2
     assert proxy.report_files() == []
 
 

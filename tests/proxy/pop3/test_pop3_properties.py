@@ -57,8 +57,8 @@ def valid_session(body1: bytes, body2: bytes) -> tuple[list[bytes], list[bytes]]
         b"+OK\r\n1 uid-one\r\n.\r\n",  # message 2's UIDL is not listed: asked for
         b"+OK 2 messages\r\n1 10\r\n2 20\r\n.\r\n",
         b"+OK message follows\r\n" + stuff(body1) + b".\r\n",
-        b"+OK\r\nSubject: x\r\n\r\n.\r\n",
-        b"+OK 2 uid-two\r\n",
+        b"+OK 2 uid-two\r\n",  # asked before TOP 2 (its size is listed: no LIST 2)
+        b"+OK\r\nSubject: x\r\n\r\n.\r\n",  # partial (0 lines, short of 20): no copy
         b"+OK\r\n" + stuff(body2) + b".\r\n",
         b"+OK deleted\r\n",
         b"+OK bye\r\n",

@@ -89,11 +89,33 @@ def test_pipelined_commands_wait_for_their_turn() -> None:
 
 @pytest.mark.parametrize(
     "line",
-    [b"NOOP\r\n", b"RSET\r\n", b"DELE 1\r\n", b"LIST 2\r\n", b"XTND XMIT\r\n", b"utf8\r\n"],
+    [b"NOOP\r\n", b"RSET\r\n", b"DELE 1\r\n", b"LIST 2\r\n", b"utf8\r\n"],
 )
 def test_single_line_commands_and_unknown_ones_pass_verbatim(line: bytes) -> None:
     actions = drive([line], [[GREETING], [b"+OK whatever\r\n"]])
     assert actions[1:] == [SendUpstream(line), SendClient(b"+OK whatever\r\n")]
+
+
+def test_unknown_verb_is_relayed_then_probed_with_noop() -> None:
+    actions = drive([b"XTND XMIT\r\n"], [[GREETING], [b"+OK whatever\r\n"], [b"+OK\r\n"]])
+    assert actions[1:] == [
+        SendUpstream(b"XTND XMIT\r\n"),
+        SendClient(b"+OK whatever\r\n"),
+        SendUpstream(b"NOOP\r\n"),  # its answer is ours, not the client's
+    ]
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["same-segment", "later-segment"])
+def test_multiline_answer_to_an_unclassified_verb_ends_the_session(split: bool) -> None:
+    """A server that answers an unknown verb with data lines (a message!) cannot slip
+    them past the relay: whether they come with the +OK or later, the NOOP probe or the
+    unsolicited-data check ends the session before the client gets a data line."""
+    body = b"Subject: x\r\n\r\nsecret\r\n.\r\n"
+    reply = [[b"+OK here it is\r\n"], [body]] if split else [[b"+OK here it is\r\n" + body]]
+    actions = drive([b"XRETR 1\r\n", b"DELE 1\r\n"], [[GREETING], *reply, [b"+OK\r\n"]])
+    assert b"secret" not in to_client(actions)
+    assert b"DELE" not in to_upstream(actions)
+    assert actions[-1] == Close()
 
 
 def test_quit_reply_then_close() -> None:
@@ -422,11 +444,72 @@ def test_negative_retr_is_relayed_and_nothing_is_archived() -> None:
     assert driver.log == [SendClient(b"-ERR no such message\r\n")]
 
 
-def test_top_is_relayed_but_not_archived() -> None:
-    reply = b"+OK\r\nSubject: x\r\n\r\n..line\r\n.\r\n"
-    actions = drive([*LOGIN, b"TOP 1 1\r\n"], [[GREETING], *LOGIN_REPLIES, [reply]])
-    assert to_client(actions).endswith(reply)
+def test_partial_top_is_relayed_but_not_archived() -> None:
+    reply = b"+OK\r\nSubject: x\r\n\r\n..line\r\nmore\r\n.\r\n"
+    actions = drive(
+        [*LOGIN, b"TOP 1 1\r\n"],
+        [[GREETING], *LOGIN_REPLIES, [b"+OK 1 500\r\n"], [b"+OK 1 u1\r\n"], [reply]],
+    )
+    assert to_upstream(actions).endswith(b"LIST 1\r\nUIDL 1\r\nTOP 1 1\r\n")
+    assert to_client(actions).endswith(b"+OK Logged in.\r\n" + reply)  # lookups hidden
     assert not of_type(actions, BeginMessage) and not of_type(actions, MessageData)
+
+
+TOP_WHOLE = b"Subject: x\r\n\r\n.line\r\ntwo\r\n"
+
+
+@pytest.mark.parametrize(
+    ("top", "size"),
+    [
+        (b"TOP 1 99999999\r\n", 500),  # fetchmail: the body ends before the count
+        (b"TOP 1 2\r\n", len(TOP_WHOLE)),  # exactly the body's lines: the size decides
+        (b"TOP 1\r\n", 500),  # no count: never under-archive
+    ],
+)
+def test_whole_top_is_archived_and_its_terminator_waits(top: bytes, size: int) -> None:
+    reply = b"+OK\r\n" + TOP_WHOLE.replace(b"\n.", b"\n..") + b".\r\n"
+    driver = greeted()
+    driver.archive_ok = False  # withheld: on failure the client never sees the end
+    actions = driver.run(
+        [*LOGIN, top], [*LOGIN_REPLIES, [b"+OK 1 %d\r\n" % size], [b"+OK 1 u1\r\n"], [reply]]
+    )
+    (rep,) = reports(actions)
+    assert rep["pop3"] == {"user": "alice", "uidl": "u1", "msg": 1}
+    assert message_data(actions) == TOP_WHOLE
+    commit = actions.index(next(a for a in actions if isinstance(a, CommitMessage)))
+    assert not to_client(actions[commit:]).endswith(b".\r\n")
+    assert to_client(actions).endswith(reply[:-3])
+    assert actions[-1] == Close()
+
+
+def test_top_learns_sizes_from_the_clients_own_list() -> None:
+    listing = b"+OK 1 messages\r\n1 %d\r\n.\r\n" % len(TOP_WHOLE)
+    reply = b"+OK\r\n" + TOP_WHOLE.replace(b"\n.", b"\n..") + b".\r\n"
+    actions = drive(
+        [b"LIST\r\n", b"UIDL 1\r\n", b"TOP 1 2\r\n"],
+        [[GREETING], [listing], [b"+OK 1 u1\r\n"], [reply]],
+    )
+    assert b"LIST 1" not in to_upstream(actions)  # nothing to ask: the size was listed
+    assert message_data(actions) == TOP_WHOLE
+    assert to_client(actions).endswith(reply)  # archived, then the terminator
+
+
+def test_big_partial_top_is_spooled_then_aborted() -> None:
+    body = b"Subject: big\r\n\r\n" + (b"x" * 100 + b"\r\n") * 1000
+    reply = b"+OK\r\n" + body + b".\r\n"  # > TOP_HOLD_MAX, partial (size short)
+    actions = drive(
+        [b"TOP 1 1000\r\n"],
+        [[GREETING], [b"+OK 1 999999999\r\n"], [b"+OK 1 u1\r\n"], [reply]],
+    )
+    assert len(of_type(actions, BeginMessage)) == 1 and of_type(actions, AbortMessage)
+    assert not of_type(actions, CommitMessage)
+    assert to_client(actions).endswith(reply)
+
+
+def test_control_bytes_in_a_command_are_refused_not_relayed() -> None:
+    actions = drive([b"RETR\x001\r\n", b"TOP 1\x0b5\r\n"], [[GREETING]])
+    assert to_upstream(actions) == b""
+    assert to_client(actions) == GREETING + b"-ERR command contains control characters\r\n" * 2
 
 
 def test_list_and_uidl_are_relayed_whole() -> None:

@@ -178,7 +178,7 @@ def test_rset_clears_the_envelope() -> None:
         (b"VRFY root\r\n", b"252 2.0.0 root\r\n"),
         (b"HELP\r\n", b"214-2.0.0 Commands:\r\n214 2.0.0 HELO EHLO MAIL\r\n"),
         (b"EXPN staff\r\n", b"502 5.5.2 Error: command not recognized\r\n"),
-        (b"XCLIENT NAME=x\r\n", b"550 5.7.0 Error: insufficient authorization\r\n"),
+        (b"XUNKNOWN x\r\n", b"502 5.5.2 Error: command not recognized\r\n"),
         (b"noop\r\n", b"250 2.0.0 Ok\r\n"),
         (b"\r\n", b"500 5.5.2 Error: bad syntax\r\n"),
     ],
@@ -427,7 +427,52 @@ def test_bdat_refused_not_relayed() -> None:
     assert b"CHUNKING" not in to_client(actions)
 
 
+@pytest.mark.parametrize(
+    ("command", "reply"),
+    [
+        (b"BURL imap://u@h/INBOX/;uid=1/;urlauth=x LAST\r\n", b"502 5.5.1 BURL not supported"),
+        (b"XCLIENT ADDR=192.0.2.1\r\n", b"550 5.7.0 XCLIENT/XFORWARD not permitted"),
+        (b"xforward NAME=spoof\r\n", b"550 5.7.0 XCLIENT/XFORWARD not permitted"),
+    ],
+)
+def test_burl_xclient_xforward_refused_not_relayed(command: bytes, reply: bytes) -> None:
+    ehlo = (
+        b"250-up\r\n250-BURL imap\r\n250-XCLIENT NAME ADDR\r\n250-XFORWARD NAME\r\n250 8BITMIME\r\n"
+    )
+    actions = drive([b"EHLO pc\r\n", command], [GREETING, ehlo])
+    assert to_upstream(actions) == b"EHLO pc\r\n"
+    assert to_client(actions).endswith(reply + b"\r\n")
+    shown_ehlo = to_client(actions)[: -len(reply) - 2]
+    assert shown_ehlo.endswith(b"250-up\r\n250 8BITMIME\r\n")
+    for keyword in (b"BURL", b"XCLIENT", b"XFORWARD"):
+        assert keyword not in shown_ehlo
+
+
 # --- command hygiene -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "command", [b"DATA\x00\r\n", b"DATA\x00x\r\n", b"RCPT TO:<a\x01@x>\r\n", b"DATA\x7f\r\n"]
+)
+def test_control_bytes_in_command_refused_not_relayed(command: bytes) -> None:
+    actions = drive([b"EHLO pc\r\n", command + b"NOOP\t\r\n"], [GREETING, EHLO_REPLY, OK])
+    assert to_upstream(actions) == b"EHLO pc\r\nNOOP\t\r\n"  # TAB is allowed
+    assert to_client(actions).endswith(b"500 5.5.2 Error: control characters in command\r\n" + OK)
+
+
+def test_354_to_anything_but_data_closes_the_provider_first() -> None:
+    """An unknown verb is a barrier: nothing after it is relayed before its reply, and a
+    354 to it closes the provider connection before anything more is relayed."""
+    client = [b"EHLO pc\r\n", b"MAIL FROM:<a@x>\r\n", b"XDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n"]
+    replies = [GREETING, EHLO_REPLY, OK, b"354 go ahead\r\n"]
+    actions = drive(client, replies)
+    assert to_upstream(actions).endswith(b"MAIL FROM:<a@x>\r\nXDATA\r\n")
+    assert CloseUpstream() in actions
+    assert b"354" not in to_client(actions)
+    assert to_client(actions).endswith(
+        b"421 4.4.0 mailtee.localdomain Provider sent an invalid reply, closing\r\n"
+    )
+    assert actions[-1] == Close()
+
+
 @pytest.mark.parametrize(
     "command",
     [b"MAIL FROM:<a@x>\rRCPT TO:<v@y>\r\n", b"NOOP\n", b"RCPT TO:<a\r@x>\r\n", b"NOOP\r\r\n"],
