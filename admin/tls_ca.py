@@ -93,7 +93,7 @@ def make_ca(hostname: str, ca_cert: Path, ca_key: Path) -> None:
         .sign(key, hashes.SHA256())
     )
     write_atomic(Path(ca_key), _key_pem(key), 0o600)
-    write_atomic(Path(ca_cert), cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_atomic(Path(ca_cert), cert.public_bytes(serialization.Encoding.PEM), 0o640)
 
 
 def ensure_ca(hostname: str, ca_cert: Path, ca_key: Path) -> bool:
@@ -180,7 +180,7 @@ def issue_server_cert(
     )
     pem = serialization.Encoding.PEM
     write_atomic(Path(key_path), _key_pem(key), 0o600)
-    write_atomic(Path(cert_path), cert.public_bytes(pem) + ca.public_bytes(pem), 0o644)
+    write_atomic(Path(cert_path), cert.public_bytes(pem) + ca.public_bytes(pem), 0o640)
 
 
 def issued_by(cert_path: Path, ca_cert: Path) -> bool:
