@@ -25,7 +25,7 @@ from admin.cli import app
 from admin.config import load_config, load_secrets
 from fixtures import thunderbird as tb
 from fixtures.dovecot import start_dovecot
-from fixtures.proxy import read_reports
+from fixtures.proxy import read_reports, wait_for_reports
 from proxy.service import run_service
 
 pytestmark = pytest.mark.e2e
@@ -108,7 +108,7 @@ async def test_thunderbird_with_the_appliance_ca_uses_pop3_tls_and_smtp_starttls
         fetched, sent = await trio.to_thread.run_sync(with_ca)
         assert fetched == {"code": 0, "total": 1, "error": None}, fetched
         assert sent["code"] == 0, sent
-        reports = read_reports(state / "reports")
+        reports = await wait_for_reports(state / "reports", 2)
         by_proto = {r["protocol"]: r for r in reports}
         assert by_proto["pop3"].eml == SERVED
         assert by_proto["pop3"]["client"]["tls"] in ("TLSv1.2", "TLSv1.3")

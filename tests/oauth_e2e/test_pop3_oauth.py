@@ -14,7 +14,7 @@ import trio
 
 from fixtures.dovecot_oauth import start_oauth_dovecot
 from fixtures.pop3_clients import run_mpop
-from fixtures.proxy import read_reports
+from fixtures.proxy import wait_for_reports
 
 from .conftest import LOCAL_PASSWORDS, Deployment
 from .oauth_env import (
@@ -82,7 +82,7 @@ async def test_pop3_local_login_through_dovecot_oauth2(
         assert got == shared_msgs
 
         # Each RETR left an .eml/.mpr pair, as for any POP3 listener.
-        reports = read_reports(d.reports_dir)
+        reports = await wait_for_reports(d.reports_dir, 2 + 2 + 3)
         assert len(reports) == 2 + 2 + 3
         by_user = sorted({(r["listener"], r["pop3"]["user"]) for r in reports})
         # The local user is recorded (whether the login was typed as name or address).

@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from fixtures import mails
-from fixtures.proxy import read_reports
+from fixtures.proxy import wait_for_reports
 from fixtures.smtp_clients import msmtp, require_swaks_tls, smtplib_session, swaks
 
 from .conftest import LOCAL_PASSWORDS, Deployment
@@ -89,7 +89,7 @@ async def test_smtp_oauth_account_and_local_login_through_postfix(
         log = postfix.log_text()
         users = re.findall(r"sasl_method=XOAUTH2, sasl_username=(\S+)", log)
         assert sorted(users) == ["alice@example.test"] * 3 + ["shared@example.test"] * 3
-        reports = read_reports(d.reports_dir)
+        reports = await wait_for_reports(d.reports_dir, 6)
         assert len(reports) == 6
         assert all(r["upstream"]["outcome"] == "delivered" for r in reports)
         assert sorted(str(r["smtp"]["auth_user"]) for r in reports) == (
