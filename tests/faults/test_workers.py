@@ -371,8 +371,18 @@ def test_workers_stop_when_the_supervisor_dies(smtp_upstream, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert wait_until(lambda: not any(_alive(p) for p in pids), 30), log.read_text()
-    with socket.socket() as s:  # the port is free again
-        s.bind(("127.0.0.1", port))
+    assert wait_until(lambda: _port_free(port), 10)  # the port is free again
+
+
+def _port_free(port: int) -> bool:
+    """Can a new socket bind the port? (The last worker's exit may take a moment to
+    release it after its pid is gone.)"""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def test_sigterm_to_every_process_stops_cleanly(smtp_upstream, tmp_path):
