@@ -76,6 +76,12 @@ app = typer.Typer(
 #: `init --demo` listeners: the proxy's ports in front of the demo provider's.
 DEMO_SMTP_PORT = 2525
 DEMO_POP3_PORT = 2110
+#: `init --demo` web access (loopback only) and the demo login it creates: an archive
+#: user who owns the demo mail sent to alice@example.com, role admin so that every page
+#: can be tried. A fixed, printed password is fine for a loopback-only demo; a real
+#: installation creates its users with `user add` + `user passwd`.
+DEMO_WEB_PORT = 8443
+DEMO_LOGIN = ("alice", "mailtee-demo")
 #: How long `status` waits for a port to accept a connection.
 PROBE_TIMEOUT = 0.5
 
@@ -197,6 +203,12 @@ def init(
             ),
         ]
 
+    if demo:
+        config.web.enabled = True
+        config.web.listen = "127.0.0.1"
+        config.web.port = DEMO_WEB_PORT
+        config.web.workers = 1
+
     sd = c.state_dir(config)
     for sub in ("", "reports", "archive", tls_certs.TLS_DIR_NAME):
         (sd / sub).mkdir(parents=True, exist_ok=True)
@@ -223,6 +235,8 @@ def init(
     else:
         os.chmod(spath, 0o600)
         secrets_note = "kept the existing one, mode 0600"
+    if demo:
+        _create_demo_login(sd)
     filemodes.tighten(sd)  # 0640/0750 even when init runs in-process under umask 022
     c.save_config(config)  # last: a failed init leaves no config behind and can be re-run
 
@@ -241,6 +255,46 @@ def init(
     _print_next_steps(c, config, demo)
 
 
+def _create_demo_login(state_dir: Path) -> None:
+    """The demo's web login (DEMO_LOGIN): kept if it exists (init --force keeps the archive)."""
+    from archive.logins import set_password, set_role
+    from archive.store import Archive
+    from archive.users import UserSpec, add_user
+
+    name, password = DEMO_LOGIN
+    archive = Archive(state_dir)
+    try:
+        if archive.catalog.one("SELECT 1 FROM users WHERE name = ?", (name,)) is None:
+            add_user(archive.catalog, UserSpec(name, ["alice@example.com"], "Alice (demo)",
+                                               ["alice@example.com"]))  # fmt: skip
+        set_password(archive.catalog, name, password)
+        set_role(archive.catalog, name, "admin")
+    finally:
+        archive.close()
+
+
+def web_url(config: Config) -> str:
+    """Where the web side answers (the listen address, or the hostname for a wildcard)."""
+    host = config.web.listen
+    if host in ("0.0.0.0", "::", ""):
+        host = config.hostname
+    return f"https://{hostport(host, config.web.port)}/"
+
+
+def _web_lines(config: Config) -> list[str]:
+    """What `init --demo` and `run` print about web access (nothing when it is off)."""
+    if not config.web.enabled:
+        return []
+    lines = [f"Web access: {web_url(config)}"]
+    if config.demo.enabled:
+        name, password = DEMO_LOGIN
+        lines.append(
+            f"  demo login: {name} / {password}  (the browser warns about the appliance CA: "
+            "accept it, or import `proxy-admin tls ca`)"
+        )
+    return lines
+
+
 def _print_next_steps(c: CliContext, config: Config, demo: bool) -> None:
     """What to type next: shell lines that work as printed from the user's directory
     (admin_command; comments after `#`), the same set-up as README.md/docs/install.md."""
@@ -257,6 +311,8 @@ def _print_next_steps(c: CliContext, config: Config, demo: bool) -> None:
                 f"Listener {lst.name}: 127.0.0.1:{lst.bind_port} -> "
                 f"{hostport(lst.target_host, lst.upstream_port)}"
             )
+        for line in _web_lines(config):
+            typer.echo(line)
         typer.echo("\nNext:")
         typer.echo(f"  {pa}run   # `make run` starts it for you; Ctrl-C stops it")
         typer.echo("Then, in a second terminal:")
@@ -339,6 +395,8 @@ def run(ctx: typer.Context) -> None:
         from proxy.workers import worker_count
 
         run_service = partial(service.run_service, workers=worker_count(config))
+        for line in _web_lines(config):
+            typer.echo(line, err=True)
         trio.run(run_service, config, secrets, c.config_path)
         # SIGINT (Ctrl-C) and SIGTERM are caught by the service, which stops cleanly
         typer.echo("proxy-admin: stopped", err=True)

@@ -22,10 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.https_client import Client
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXED_PORTS = ("2525", "2110", "2526", "2111")
+FIXED_PORTS = ("2525", "2110", "2526", "2111", "8443")
 
 
 def _free_ports(n: int) -> list[str]:
@@ -67,8 +69,14 @@ def test_every_suggested_command_works_as_printed(tmp_path: Path) -> None:
     assert any(c.startswith("swaks ") for c in commands)
     assert all("proxy-admin" not in c or c.startswith(".venv/bin/proxy-admin") for c in commands)
 
+    # The demo has web access, and init says where and with which login.
+    (web_line,) = [ln for ln in init.stdout.splitlines() if ln.startswith("Web access: ")]
+    (login_line,) = [ln for ln in init.stdout.splitlines() if "demo login: " in ln]
+    name, password = login_line.split("demo login: ", 1)[1].split("  ", 1)[0].split(" / ")
+    assert web_line == "Web access: https://127.0.0.1:8443/"
+
     # Move the demo off its fixed ports, in the config and in the printed commands alike.
-    ports = dict(zip(FIXED_PORTS, _free_ports(4), strict=True))
+    ports = dict(zip(FIXED_PORTS, _free_ports(len(FIXED_PORTS)), strict=True))
     config = clone / "var" / "config.toml"
     text = config.read_text()
     for old, new in ports.items():
@@ -103,6 +111,19 @@ def test_every_suggested_command_works_as_printed(tmp_path: Path) -> None:
                 results[command] = sh(command)
         for command, r in results.items():
             assert r.returncode == 0, (command, r.stdout, r.stderr)
+        # The printed demo login works at the printed address (moved to its free port),
+        # over HTTPS with the appliance CA, and finds the swaks message.
+        web = Client(int(ports["8443"]), clone / "var" / "tls" / "ca.pem")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                reply = web.login(name, password)
+                break
+            except OSError:  # the web child is still starting
+                assert time.monotonic() < deadline, "the web side did not come up"
+                time.sleep(0.3)
+        assert reply.status == 303, reply.text
+        assert "alice@example.com" in web.get("/search?q=test").text
         curl = next(r for c, r in results.items() if c.startswith("curl"))
         assert "To: alice@example.com" in curl.stdout
         status = next(r for c, r in results.items() if c.endswith(" status"))

@@ -11,16 +11,12 @@ session token was ever logged.
 
 from __future__ import annotations
 
-import http.client
 import os
 import socket
-import ssl
 import subprocess
 import sys
 import time
-import urllib.parse
-from dataclasses import dataclass, field
-from http.cookies import SimpleCookie
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +27,8 @@ import trustme
 from archive.logins import set_password, set_role
 from archive.store import Archive
 from archive.users import UserSpec, add_user
+from fixtures.https_client import Client as _Client
+from fixtures.https_client import Reply  # noqa: F401 - the web tests use it
 
 sys.path.insert(0, str(Path(__file__).parent))
 import web_mails  # noqa: E402
@@ -51,71 +49,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    cookies: list[str] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
-
-
-class Client:
-    """HTTPS with the test CA and a cookie jar (http.client: nothing else to install)."""
-
-    def __init__(self, port: int, ca_file: Path) -> None:
-        self.port = port
-        self.ctx = ssl.create_default_context(cafile=str(ca_file))
-        self.jar: dict[str, str] = {}
-
-    def request(
-        self, method: str, path: str, form: dict[str, Any] | None = None, **headers: str
-    ) -> Reply:
-        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=60)
-        hdrs = {k.replace("_", "-"): v for k, v in headers.items()}
-        if self.jar:
-            hdrs["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.jar.items())
-        body = None
-        if form is not None:
-            body = urllib.parse.urlencode(form, doseq=True).encode()
-            hdrs["Content-Type"] = "application/x-www-form-urlencoded"
-        try:
-            conn.request(method, path, body=body, headers=hdrs)
-            resp = conn.getresponse()
-            data = resp.read()
-            cookies = resp.headers.get_all("Set-Cookie") or []
-            for raw in cookies:
-                jar = SimpleCookie()
-                jar.load(raw)
-                for k, morsel in jar.items():
-                    if morsel["max-age"] == "0" or not morsel.value or morsel.value == '""':
-                        self.jar.pop(k, None)
-                    else:
-                        self.jar[k] = morsel.value
-            return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data, cookies)
-        finally:
-            conn.close()
-
-    def get(self, path: str, **headers: str) -> Reply:
-        return self.request("GET", path, **headers)
-
-    def post(self, path: str, form: dict[str, Any], **headers: str) -> Reply:
-        return self.request("POST", path, form, **headers)
-
-    def csrf(self, path: str = "/search") -> str:
-        text = self.get(path).text
-        marker = 'name="csrf" value="'
-        start = text.index(marker) + len(marker)
-        return text[start : text.index('"', start)]
+class Client(_Client):
+    """The HTTPS client; `login` defaults to the test users' password."""
 
     def login(self, name: str, password: str = PASSWORD) -> Reply:
-        token = self.csrf("/login")
-        return self.post(
-            "/login", {"csrf": token, "login": name, "password": password, "next": "/search"}
-        )
+        return super().login(name, password)
 
 
 @dataclass
