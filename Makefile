@@ -27,6 +27,7 @@ test: venv
 lint: venv
 	$(BIN)/ruff check proxy archive admin accounts web tests bench fuzz
 	$(BIN)/ruff format --check proxy archive admin accounts web tests bench fuzz
+	$(BIN)/mypy proxy archive accounts
 
 ## fuzz: >= 1,000,000 executions each through the SMTP and POP3 cores (not in CI; atheris
 ## gives coverage guidance when installed, random token splicing otherwise)

@@ -47,6 +47,8 @@ class Endpoints:
 def endpoints(acc: AccountConfig) -> Endpoints:
     """The effective endpoints of `acc`: its own settings over the provider's defaults."""
     flow = acc.flow or DEFAULT_FLOW[acc.provider]
+    authorize_url: str | None
+    device_url: str | None
     if acc.provider == "microsoft":
         tenant = acc.tenant or ("organizations" if flow != "client-credentials" else None)
         if tenant is None:

@@ -179,8 +179,8 @@ def backup(archive: Archive, dest: Path, progress: Progress | None = None) -> Ba
         str(dest),
         messages,
         len(files),
-        sum(int(f["size"]) for f in files),  # type: ignore[call-overload]
-        manifest["chain_head"],  # type: ignore[arg-type]
+        sum(int(f["size"]) for f in files),
+        manifest["chain_head"],
     )
     audit(archive, "backup", result.as_dict())
     return result

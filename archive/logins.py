@@ -103,7 +103,7 @@ def get_role(cat: Catalog, name: str) -> Role:
         "SELECT l.role FROM logins l JOIN users u ON u.id = l.user WHERE u.name = ?", (name,)
     )
     role = row["role"] if row is not None and row["role"] else DEFAULT_ROLE
-    return role if role in ROLES else DEFAULT_ROLE  # type: ignore[return-value]
+    return role if role in ROLES else DEFAULT_ROLE
 
 
 def has_password(cat: Catalog, name: str) -> bool:

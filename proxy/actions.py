@@ -22,6 +22,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from proxy.login import VerifyLogin  # the local-login action (proxy/login.py)
+
 
 class Side(enum.Enum):
     CLIENT = "client"
@@ -116,6 +118,7 @@ Action = (  # noqa: UP007 - a union alias for type hints
     | Close
     | LogTransaction
     | LogEvent
+    | VerifyLogin
 )
 
 

@@ -97,7 +97,10 @@ async def serve(
     ino = os.stat(path).st_ino
     try:
         task_status.started(path)
-        await trio.serve_listeners(lambda s: _serve_one(handler, s), [listener])
+        await trio.serve_listeners(
+            lambda s: _serve_one(handler, s),  # type: ignore[arg-type]  # a SocketStream
+            [listener],
+        )
     finally:
         _remove_if_ours(path, ino)
 

@@ -131,7 +131,7 @@ class JournalSession:
                 if scope.cancelled_caught:
                     self.core.timeout()
                     continue
-                self.core.receive(data)
+                self.core.receive(bytes(data))
         except STREAM_ERRORS:
             pass
         finally:

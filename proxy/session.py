@@ -167,7 +167,7 @@ class Session:
             data: bytes | None = None
             with trio.move_on_at(deadline):
                 try:
-                    data = await stream.receive_some(RECEIVE_SIZE)
+                    data = await stream.receive_some(RECEIVE_SIZE)  # type: ignore[assignment]
                 except STREAM_ERRORS as e:
                     self._lost(side, _reason(e))
                     continue
@@ -229,7 +229,8 @@ class Session:
             case A.StartTls(side):
                 if await self._start_tls(side):
                     core.tls_started(
-                        side, self.client_tls if side is Side.CLIENT else self.upstream_tls or ""
+                        side,
+                        (self.client_tls if side is Side.CLIENT else self.upstream_tls) or "",
                     )
             case A.BeginMessage(report):
                 self.message_started = time.monotonic()

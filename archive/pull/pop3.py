@@ -194,7 +194,7 @@ def _retr_all(
             mw = w.open("", {"uidl": uidl, "msg": n})
             head = bytearray()
 
-            def write(chunk: bytes, mw=mw, head: bytearray = head) -> None:  # type: ignore[no-untyped-def]
+            def write(chunk: bytes, mw=mw, head: bytearray = head) -> None:
                 if len(head) < HEAD_BYTES:
                     head.extend(chunk[: HEAD_BYTES - len(head)])
                 mw.write(chunk)

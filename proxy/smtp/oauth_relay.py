@@ -235,5 +235,6 @@ class OAuthSmtpRelay(SmtpRelay):
             return
         SmtpRelay._cmd_mail(self, line)
 
-    _COMMANDS = {**SmtpRelay._COMMANDS, b"AUTH": _cmd_auth_local, b"MAIL": _cmd_mail_local}
-    _REPLIES = {**SmtpRelay._REPLIES, "inject-auth": _reply_oauth}
+    # The base class's dispatch tables with this subclass's handlers (typed for SmtpRelay).
+    _COMMANDS = {**SmtpRelay._COMMANDS, b"AUTH": _cmd_auth_local, b"MAIL": _cmd_mail_local}  # type: ignore[dict-item]
+    _REPLIES = {**SmtpRelay._REPLIES, "inject-auth": _reply_oauth}  # type: ignore[dict-item]
