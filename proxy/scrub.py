@@ -65,6 +65,22 @@ class Scrubber:
     def active(self) -> bool:
         return bool(self._secrets)
 
+    def add_sasl_response(self, response: bytes) -> None:
+        """Also hide an injected base64 SASL response (OAuth2: XOAUTH2/OAUTHBEARER) and
+        the bearer token inside it, in every form: the base64 text, and any base64
+        token decoding to something that contains the bearer token."""
+        raw = _decode(response.strip())
+        secrets = [response.strip()]
+        if raw is not None:
+            m = re.search(rb"auth=Bearer ([^\x01]+)", raw)
+            if m:
+                secrets.append(m.group(1))
+        for secret in secrets:
+            if secret and secret not in self._secrets:
+                self._secrets.append(secret)
+                self._forms.append(secret)
+        self._forms.sort(key=len, reverse=True)
+
     def relay(self, data: bytes) -> bytes:
         """Upstream bytes for the client, with the injected password in no form."""
         if not self._secrets:

@@ -91,6 +91,9 @@ class OAuthSmtpRelay(SmtpRelay):
         self._send_oauth(result)
 
     def _send_oauth(self, result: LoginResult) -> None:
+        # A provider that echoes the AUTH line must not hand the token to the client
+        # or the log (proxy/scrub.py).
+        self._scrub.add_sasl_response(result.response)
         self._send_upstream(b"AUTH " + result.mechanism + b" " + result.response + b"\r\n")
         self._pending.append(_Pending("inject-auth", b"oauth"))
 

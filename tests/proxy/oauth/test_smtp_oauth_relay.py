@@ -130,3 +130,21 @@ def test_local_mode_refusals() -> None:
     p.client(plain)
     reply = b"535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled\r\n"
     assert to_client(p.upstream(reply)) == reply and not closed(p)
+
+
+def test_an_echoed_token_reaches_neither_the_client_nor_the_log() -> None:
+    """A provider that quotes the AUTH line back (#10 item 5, for OAuth2 tokens)."""
+    token = b"ya29.Secret-Bearer-Token"
+    response = base64.b64encode(b"user=shared@ex.test\x01auth=Bearer " + token + b"\x01\x01")
+    d = account_core(LoginResult("ok", user="shared", response=response, account="shared"))
+    d.client(b"EHLO pc\r\n")
+    assert to_upstream(d.upstream(EHLO)) == b"AUTH XOAUTH2 " + response + b"\r\n"
+    for echo in (
+        b"334 you sent " + token + b"\r\n",  # a challenge: relayed nowhere but logged
+        b"535-5.7.8 bad token " + token + b"\r\n535 5.7.8 in AUTH XOAUTH2 " + response + b"\r\n",
+    ):
+        d.upstream(echo)
+    out = to_client(d.log)
+    assert token not in out and response not in out
+    logs = " ".join(str(getattr(a, "message", "")) for a in d.log)
+    assert token.decode() not in logs and response.decode() not in logs
