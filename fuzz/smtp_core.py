@@ -96,7 +96,7 @@ def feed(reader: DataReader, chunks: list[bytes]) -> tuple[bytes, bytes, bool, b
     wire, message, rest, done = [], [], b"", False
     for i, chunk in enumerate(chunks):
         out = reader.feed(chunk)
-        assert len(reader._carry) <= 6
+        assert len(reader._held) <= 4
         wire.append(out.wire)
         message.append(out.message)
         if out.done:

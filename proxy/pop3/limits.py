@@ -27,7 +27,7 @@ UIDL_CACHE_MAX = 100_000
 
 #: RFC 1939 section 3: a multi-line response ends with CRLF "." CRLF; the first CRLF is
 #: the end of the last data line (or of the status line when there is no data).
-TERMINATOR = b"\r\n.\r\n"
+from proxy.dotstuff import TERMINATOR  # noqa: E402,F401 - one definition
 
 #: RFC 1939 section 3: what is sent after the data lines to end a multi-line response.
 END_LINE = b".\r\n"
