@@ -3,8 +3,8 @@
 Theory of operation. Per account it keeps the refresh token encrypted with AES-GCM
 (`cryptography`), the account name as associated data (a record copied to another
 account does not decrypt), and the account's state for `account show` (ok, or what the
-last failure was and what to do). Access tokens are never written: they live minutes and
-stay in the service's memory.
+last failure was and what to do), and the current access token, sealed the same way
+(never plaintext; see "Worker processes" below).
 
 Keys. A listener account (`protect = "secrets"`) is encrypted with a random 256-bit key
 kept in secrets.toml (`[accounts] key`): the service can refresh it unattended, and
@@ -18,11 +18,11 @@ Concurrency: the CLI and the service both write; each change is a read-modify-wr
 under an exclusive `flock` on `tokens.json.lock`, replaced atomically (temp file, fsync,
 rename; 0600).
 
-Worker processes (`workers` > 1) share one store and must behave like one process: one
+Worker processes. Workers (`workers` > 1) share one store and must behave like one process: one
 token request per expiry, and never two refreshes with the same (rotating) refresh
 token, where the loser would get `invalid_grant`. So the current access token is kept
 here too, sealed with the same key as the refresh token (`access`: AES-GCM over a JSON
-of token and expiry, associated data `mailtee-token-access:NAME`; never plaintext), and
+of token and expiry, associated data `mailtee-access:NAME`; never plaintext), and
 a refresh happens only inside `refreshing(name)`: an exclusive `flock` on
 `tokens/refresh-<hash of name>.lock`, held across the token request, inside which the
 record is read again -- a worker that waited finds the token another one just stored
@@ -51,7 +51,7 @@ from argon2.low_level import Type, hash_secret_raw
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from archive.durable import write_atomic
+from archive.durable import fsync_dir, write_atomic
 
 STORE_DIR = "tokens"
 STORE_NAME = "tokens.json"
@@ -197,6 +197,9 @@ class TokenStore:
             body = json.dumps({"version": 1, "accounts": accounts}, indent=1, sort_keys=True)
             try:
                 write_atomic(self.path, body.encode() + b"\n", 0o600)
+                # the rename itself durable: a rotated refresh token lost in a power
+                # cut would leave only the old, now revoked, one
+                fsync_dir(self.path.parent)
             except OSError as e:
                 raise StoreError(f"{self.path}: cannot write: {e.strerror}") from None
             self._same_owner(self.path)
