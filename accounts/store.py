@@ -3,8 +3,8 @@
 Theory of operation. Per account it keeps the refresh token encrypted with AES-GCM
 (`cryptography`), the account name as associated data (a record copied to another
 account does not decrypt), and the account's state for `account show` (ok, or what the
-last failure was and what to do). Access tokens are never written: they live minutes and
-stay in the service's memory.
+last failure was and what to do), and the current access token, sealed the same way
+(never plaintext; see "Worker processes" below).
 
 Keys. A listener account (`protect = "secrets"`) is encrypted with a random 256-bit key
 kept in secrets.toml (`[accounts] key`): the service can refresh it unattended, and
@@ -15,7 +15,22 @@ while that person logs in, and a stolen disk yields nothing usable without the p
 A wrong key or password gives `WrongKey`, never garbage.
 
 Concurrency: the CLI and the service both write; each change is a read-modify-write
-under an exclusive `flock` on `tokens.json.lock`, replaced atomically.
+under an exclusive `flock` on `tokens.json.lock`, replaced atomically (temp file, fsync,
+rename; 0600).
+
+Worker processes. Workers (`workers` > 1) share one store and must behave like one process: one
+token request per expiry, and never two refreshes with the same (rotating) refresh
+token, where the loser would get `invalid_grant`. So the current access token is kept
+here too, sealed with the same key as the refresh token (`access`: AES-GCM over a JSON
+of token and expiry, associated data `mailtee-access:NAME`; never plaintext), and
+a refresh happens only inside `refreshing(name)`: an exclusive `flock` on
+`tokens/refresh-<hash of name>.lock`, held across the token request, inside which the
+record is read again -- a worker that waited finds the token another one just stored
+and asks nobody. The refresh lock is per account (one slow provider does not hold up
+the others) and separate from `tokens.json.lock` (held only for the short write, so the
+CLI never waits for a provider). Chosen over having the supervisor refresh for its
+workers: no new control-socket protocol, and it keeps working for the CLI and for a
+worker whose supervisor is busy or restarting.
 """
 
 from __future__ import annotations
@@ -23,6 +38,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import secrets as pysecrets
@@ -35,7 +51,7 @@ from argon2.low_level import Type, hash_secret_raw
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from archive.durable import write_atomic
+from archive.durable import fsync_dir, write_atomic
 
 STORE_DIR = "tokens"
 STORE_NAME = "tokens.json"
@@ -82,20 +98,21 @@ def password_key(password: str, salt: bytes) -> bytes:
     )
 
 
-def _aad(name: str) -> bytes:
-    return f"mailtee-token:{name}".encode()
+def _aad(name: str, kind: str = "token") -> bytes:
+    # `kind` keeps a sealed access token from being passed off as the refresh token
+    return f"mailtee-{kind}:{name}".encode()
 
 
-def seal(name: str, key: bytes, plaintext: str) -> dict[str, str]:
+def seal(name: str, key: bytes, plaintext: str, kind: str = "token") -> dict[str, str]:
     nonce = pysecrets.token_bytes(NONCE_BYTES)
-    ct = AESGCM(key).encrypt(nonce, plaintext.encode(), _aad(name))
+    ct = AESGCM(key).encrypt(nonce, plaintext.encode(), _aad(name, kind))
     return {"nonce": _b64(nonce), "ct": _b64(ct)}
 
 
-def unseal(name: str, key: bytes, record: dict[str, Any]) -> str:
+def unseal(name: str, key: bytes, record: dict[str, Any], kind: str = "token") -> str:
     try:
-        pt = AESGCM(key).decrypt(_unb64(record["nonce"]), _unb64(record["ct"]), _aad(name))
-    except (InvalidTag, KeyError, ValueError):
+        pt = AESGCM(key).decrypt(_unb64(record["nonce"]), _unb64(record["ct"]), _aad(name, kind))
+    except (InvalidTag, KeyError, ValueError, TypeError):
         raise WrongKey(f"account {name}: the stored token does not decrypt with this key") from None
     return pt.decode()
 
@@ -139,8 +156,8 @@ class TokenStore:
         return accounts if isinstance(accounts, dict) else {}
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        lock = self.path.with_name(self.path.name + ".lock")
+    def _locked(self, lock: Path | None = None) -> Iterator[None]:
+        lock = lock or self.path.with_name(self.path.name + ".lock")
         try:
             if not self.path.parent.is_dir():
                 self.path.parent.mkdir(mode=0o700, parents=True)
@@ -180,9 +197,18 @@ class TokenStore:
             body = json.dumps({"version": 1, "accounts": accounts}, indent=1, sort_keys=True)
             try:
                 write_atomic(self.path, body.encode() + b"\n", 0o600)
+                # the rename itself durable: a rotated refresh token lost in a power
+                # cut would leave only the old, now revoked, one
+                fsync_dir(self.path.parent)
             except OSError as e:
                 raise StoreError(f"{self.path}: cannot write: {e.strerror}") from None
             self._same_owner(self.path)
+
+    def refreshing(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """Hold account `name`'s refresh lock (blocking: call in a worker thread). Every
+        process that refreshes this account's token does it inside; see the top."""
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        return self._locked(self.path.with_name(f"refresh-{digest}.lock"))
 
     def get(self, name: str) -> dict[str, Any]:
         return dict(self.load().get(name) or {})
@@ -219,6 +245,43 @@ class TokenStore:
             return {**old, "state": state, "message": message[:300], "updated_at": _now()}
 
         self.update(name, change)
+
+    def save_tokens(
+        self,
+        name: str,
+        key: bytes,
+        used: dict[str, Any],
+        access: dict[str, Any],
+        refresh_token: str | None,
+    ) -> bool:
+        """After a refresh: store the access token `access` (a JSON-able dict) sealed,
+        and a rotated refresh token, state ok. `used` is the record the refresh started
+        from; if its refresh token was replaced meanwhile (an `account reauth`), the new
+        sign-in wins and nothing is written (returns False)."""  # fmt: skip
+        written = [False]
+
+        def change(old: dict[str, Any]) -> dict[str, Any] | None:
+            if old.get("ct") != used.get("ct") or old.get("salt") != used.get("salt"):
+                return old or None
+            rec = dict(old)
+            if refresh_token is not None:
+                rec.update(seal(name, key, refresh_token))
+            rec["access"] = seal(name, key, json.dumps(access), "access")
+            rec.update(state="ok", message="", updated_at=_now())
+            written[0] = True
+            return rec
+
+        self.update(name, change)
+        return written[0]
+
+    @staticmethod
+    def access_of(name: str, key: bytes, record: dict[str, Any]) -> dict[str, Any] | None:
+        """The access token stored in `record` (see `save_tokens`), or None."""
+        sealed = record.get("access")
+        if not isinstance(sealed, dict):
+            return None
+        data = json.loads(unseal(name, key, sealed, "access"))
+        return data if isinstance(data, dict) else None
 
     def refresh_token(self, name: str, key: bytes) -> str | None:
         rec = self.get(name)

@@ -5,8 +5,15 @@ token. A token is handed out while it has more than `ahead` seconds left (a quar
 its lifetime, at most five minutes), so no session starts with a token that dies during
 its AUTH. Past that, the first asker takes the account's `trio.Lock` and refreshes; the
 others wait on the same lock and get the new token -- one token request per expiry, not
-one per session. The HTTP call (Authlib + requests) runs in a worker thread, so the Trio
-loop and every other session go on meanwhile.
+one per session. The refresh (lock file, store read, HTTP call through Authlib +
+requests, store write) runs in a worker thread, so the Trio loop and every other session
+go on meanwhile.
+
+Worker processes: the refresh runs under the account's cross-process lock in the token
+store, which also holds the current access token, sealed (accounts/store.py). The first
+worker to need a new token requests it and stores it; the others, waiting on the lock or
+coming later, re-read the store and take that token -- one request per expiry whatever
+the number of workers, and a rotated refresh token is never used twice.
 
 Failures: `invalid_grant` (revoked or expired sign-in) and an unreachable endpoint both
 raise `TokenUnavailable` (the sessions fail closed), record the state in the token store
@@ -17,12 +24,14 @@ until shortly before it expires (what refreshing ahead buys).
 
 Keys: a listener account's refresh token is decrypted with the secrets.toml key; a
 per-person account's only with the key derived from its owner's local password, which a
-session supplies while that person logs in. The decrypted refresh token and the derived
-key then stay in this process's memory (never on disk) so refreshes need no password.
+session supplies while that person logs in. The key (the derived one: never on disk)
+then stays in this process's memory so refreshes need no password; the tokens are read
+from the store, decrypted, at each refresh.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,8 +40,8 @@ from typing import Any
 import trio
 
 from accounts import flows
-from accounts.providers import ProviderError, endpoints
-from accounts.store import StoreError, TokenStore, WrongKey, password_key, store_key
+from accounts.providers import Endpoints, ProviderError, endpoints
+from accounts.store import StoreError, TokenStore, WrongKey, password_key, store_key, unseal
 from admin.config import AccountConfig, Config, Secrets
 
 #: never hand out a token with less than this share of its lifetime left ...
@@ -62,11 +71,28 @@ class _State:
     lock: trio.Lock = field(default_factory=trio.Lock)
     token: flows.Token | None = None
     lifetime: float = 0.0
-    refresh_token: str | None = field(default=None, repr=False)
     key: bytes | None = field(default=None, repr=False)
     failed: str | None = None
     failed_at: float = 0.0
     message: str = ""
+
+
+@dataclass
+class _Outcome:
+    """What one pass through the refresh lock gave (`_shared_refresh`)."""
+
+    token: flows.Token | None
+    lifetime: float
+    requested: bool  # a token request was made (False: another worker's token)
+    error: flows.FlowError | None = None
+    #: the access token found in the store, if any (fallback while refreshing fails)
+    stored: tuple[flows.Token, float] | None = None
+    store_error: str | None = None
+
+
+def _ahead(lifetime: float) -> float:
+    """Seconds before expiry from which a token is no longer handed out."""
+    return min(AHEAD_MAX, AHEAD_SHARE * lifetime)
 
 
 def reauth_hint(name: str) -> str:
@@ -132,8 +158,7 @@ class TokenManager:
         tok = st.token
         if tok is None:
             return None
-        ahead = min(AHEAD_MAX, AHEAD_SHARE * st.lifetime)
-        return tok if tok.expires_at - ahead > self.clock() else None
+        return tok if tok.expires_at - _ahead(st.lifetime) > self.clock() else None
 
     async def token(self, name: str, password: str | None = None) -> flows.Token:
         """A valid access token for account `name` (see the module docstring)."""
@@ -168,40 +193,95 @@ class TokenManager:
         client = flows.Client(
             acc.client_id, self.secrets.account.get(acc.name, {}).get("client_secret"), acc.ca
         )
-        if ep.flow != "client-credentials" and st.refresh_token is None:
-            await self._unlock(acc, st, password)
-        self.requests[acc.name] = self.requests.get(acc.name, 0) + 1
-        started = self.clock()
+        cached_key = st.key is not None
+        if st.key is None:
+            await self._unlock(acc, st, password, needed=ep.flow != "client-credentials")
         try:
-            tok = await trio.to_thread.run_sync(
-                flows.fetch, client, ep, st.refresh_token, abandon_on_cancel=True
+            out = await trio.to_thread.run_sync(
+                self._shared_refresh, acc.name, client, ep, st.key, abandon_on_cancel=True
             )
-        except flows.FlowError as e:
-            await self._failed(acc, st, e.kind, str(e))
+        except WrongKey as e:
+            st.key = None
+            if cached_key and acc.protect == "password" and password is not None:
+                return await self._refresh(acc, st, password)  # signed in again: new salt
+            await self._failed(acc, st, "invalid_grant", str(e))
+            raise TokenUnavailable("reauth", str(e)) from None
+        except StoreError as e:
+            raise TokenUnavailable("temp", str(e)) from None
+        if out.requested:
+            self.requests[acc.name] = self.requests.get(acc.name, 0) + 1
+        newer = out.stored is not None and (
+            st.token is None or out.stored[0].expires_at > st.token.expires_at
+        )
+        if newer and out.stored is not None:
+            st.token, st.lifetime = out.stored  # another worker's, maybe in its last minutes
+        if out.error is not None:
+            await self._failed(acc, st, out.error.kind, str(out.error))
             if (still := self._still_valid(st)) is not None:
                 return still
             raise TokenUnavailable(
-                "reauth" if e.kind == "invalid_grant" else "temp", str(e)
-            ) from None
-        st.lifetime = max(0.0, tok.expires_at - started)
-        try:
-            if tok.refresh_token and tok.refresh_token != st.refresh_token and st.key:
-                # The provider rotated the refresh token (Microsoft does): keep the new one.
-                await trio.to_thread.run_sync(
-                    self.store.save_refresh, acc.name, st.key, tok.refresh_token
-                )
-            elif st.failed:
-                await trio.to_thread.run_sync(self.store.set_state, acc.name, "ok", "")
-        except StoreError as e:
+                "reauth" if out.error.kind == "invalid_grant" else "temp", str(out.error)
+            )
+        assert out.token is not None
+        if out.store_error and self.alert is not None:
             # The token works; only the disk copy is stale. Say so, keep serving.
-            if self.alert is not None:
-                self.alert("account", f"account {acc.name}: token store not writable", str(e))
-        st.refresh_token = tok.refresh_token or st.refresh_token
-        st.token, st.failed, st.message = tok, None, ""
-        return tok
+            self.alert("account", f"account {acc.name}: token store not writable", out.store_error)
+        if st.failed and not out.requested:
+            with contextlib.suppress(StoreError):
+                await trio.to_thread.run_sync(self.store.set_state, acc.name, "ok", "")
+        st.token, st.lifetime = out.token, out.lifetime
+        st.failed, st.message = None, ""
+        return out.token
 
-    async def _unlock(self, acc: AccountConfig, st: _State, password: str | None) -> None:
-        """Decrypt the stored refresh token into memory (with which key: see the top)."""
+    def _shared_refresh(
+        self, name: str, client: flows.Client, ep: Endpoints, key: bytes | None
+    ) -> _Outcome:
+        """Blocking, in a worker thread: under the account's cross-process refresh lock,
+        take the access token another worker stored if it is fresh, else refresh with the
+        refresh token stored now (another worker may have rotated it) and store the
+        result. See accounts/store.py for why."""
+        with self.store.refreshing(name):
+            rec = self.store.get(name)
+            stored = None
+            if key is not None:
+                try:
+                    data = self.store.access_of(name, key, rec)
+                except (WrongKey, ValueError):
+                    data = None  # sealed before a new sign-in: ignore it
+                if data is not None:
+                    tok = flows.Token(str(data["access_token"]), float(data["expires_at"]), None)
+                    stored = tok, float(data["lifetime"])
+                    if tok.expires_at - _ahead(stored[1]) > self.clock():
+                        return _Outcome(tok, stored[1], requested=False)
+            rt = None
+            if ep.flow != "client-credentials":
+                if key is None or "ct" not in rec:
+                    raise WrongKey(f"account {name}: never signed in")
+                rt = unseal(name, key, rec)
+            started = self.clock()
+            try:
+                tok = flows.fetch(client, ep, rt)
+            except flows.FlowError as e:
+                return _Outcome(None, 0.0, requested=True, error=e, stored=stored)
+            lifetime = max(0.0, tok.expires_at - started)
+            out = _Outcome(tok, lifetime, requested=True)
+            if key is None:
+                return out  # client credentials without a store key: nothing to share
+            access = {"access_token": tok.access_token, "expires_at": tok.expires_at,
+                      "lifetime": lifetime}  # fmt: skip
+            rotated = tok.refresh_token if tok.refresh_token != rt else None
+            try:
+                self.store.save_tokens(name, key, rec, access, rotated)
+            except StoreError as e:
+                out.store_error = str(e)
+            return out
+
+    async def _unlock(
+        self, acc: AccountConfig, st: _State, password: str | None, *, needed: bool = True
+    ) -> None:
+        """Find the key of the account's record (which key: see the top); the key stays
+        in memory, the tokens are read from the store at each refresh. `needed` False
+        (client credentials): without a key the access token is just not shared."""
         try:
             if acc.protect == "password":
                 if password is None:
@@ -215,26 +295,24 @@ class TokenManager:
             else:
                 secret = self.secrets.accounts.get("key")
                 if not secret:
+                    if not needed:
+                        return
                     raise WrongKey("secrets.toml has no [accounts] key")
                 key = store_key(secret)
-            rt = await trio.to_thread.run_sync(self.store.refresh_token, acc.name, key)
         except WrongKey as e:
             await self._failed(acc, st, "invalid_grant", str(e))
             raise TokenUnavailable("reauth", str(e)) from None
         except StoreError as e:
+            if not needed:
+                return
             raise TokenUnavailable("temp", str(e)) from None
-        if rt is None:
-            msg = f"account {acc.name}: never signed in"
-            await self._failed(acc, st, "invalid_grant", msg)
-            raise TokenUnavailable("reauth", msg)
-        st.refresh_token, st.key = rt, key
+        st.key = key
 
     async def _failed(self, acc: AccountConfig, st: _State, kind: str, message: str) -> None:
         first = st.failed != kind
         st.failed, st.failed_at = kind, self.clock()
         if kind == "invalid_grant":
-            st.token = None
-            st.refresh_token = None  # dead; a reauth writes a new one to the store
+            st.token = None  # the refresh token is dead; a reauth writes a new one
             state, what = "reauth", f"sign-in no longer valid ({message}); {reauth_hint(acc.name)}"
         else:
             state, what = "error", f"token endpoint failed ({message}); mail waits until it works"

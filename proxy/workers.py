@@ -265,6 +265,9 @@ class Supervisor:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+        for w in self.workers:  # a cancelled keep_worker did not get to close it
+            if w.proc is not None and w.proc.stdin is not None:
+                w.proc.stdin.close()
 
     async def ask(self, w: _Worker, command: str, wait: float = 10.0) -> dict[str, Any] | None:
         path = worker_socket(self.state, w.index)
@@ -526,7 +529,7 @@ async def run_worker(
     from archive.commit import recover, spool_area
     from proxy.alerts import Alerter, watch_stats
     from proxy.serve import serve_listeners
-    from proxy.service_common import describe, load_pair
+    from proxy.service_common import describe, load_pair, token_store
 
     state = resolve_state_dir(config, config_path)
     counts = await trio.to_thread.run_sync(recover, state / "reports", spool_area(state, index))
@@ -550,6 +553,9 @@ async def run_worker(
                     worker=index,
                     reuse_port=True,
                     port_map=read_ports(state),
+                    # the store beside secrets.toml, shared by every worker (see
+                    # accounts/store.py: one refresh per expiry for all of them)
+                    token_store=token_store(config_path),
                 )
             )
             nursery.start_soon(alerter.run)
