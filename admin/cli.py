@@ -239,6 +239,8 @@ def init(
         _create_demo_login(sd)
     filemodes.tighten(sd)  # 0640/0750 even when init runs in-process under umask 022
     c.save_config(config)  # last: a failed init leaves no config behind and can be re-run
+    if c.config_path.resolve().is_relative_to(sd.resolve()):
+        os.chmod(c.config_path, 0o640)  # inside the state dir (make run): 0640 like the rest
 
     fingerprint = tls_certs.describe(cert)["sha256"]
     typer.echo(f"Created {c.config_path}")

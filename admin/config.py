@@ -634,7 +634,13 @@ def config_to_dict(config: Config) -> dict:
 
 
 def save_config(config: Config, path: Path) -> None:
-    write_atomic(path, tomli_w.dumps(config_to_dict(config)).encode(), 0o644)
+    """Write config.toml (no secrets in it: 0644 when new) keeping an existing file's
+    mode, so a config kept inside the state dir (`make run`'s var/) stays 0640."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = 0o644
+    write_atomic(path, tomli_w.dumps(config_to_dict(config)).encode(), mode)
 
 
 def save_secrets(secrets: Secrets, config_path: Path) -> None:
