@@ -13,7 +13,6 @@ makes it work. Slow (two Thunderbird start-ups, ~20-40 s).
 from __future__ import annotations
 
 import logging
-import socket
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from admin.cli import app
 from admin.config import load_config, load_secrets
 from fixtures import thunderbird as tb
 from fixtures.dovecot import start_dovecot
+from fixtures.net import free_port as _free_port
 from fixtures.proxy import read_reports, wait_for_reports
 from proxy.service import run_service
 
@@ -40,12 +40,6 @@ SENT = (
     "Subject: from Thunderbird via mailtee\r\nMessage-ID: <thunderbird-test@example.com>\r\n"
     "Date: Tue, 01 Dec 2026 10:00:00 +0000\r\n\r\nsent over SMTP with STARTTLS\r\n"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cli(config: Path, *args: str, input: str | None = None) -> str:

@@ -29,18 +29,13 @@ from pathlib import Path
 import pytest
 
 from admin.config import Config, ListenerConfig, save_config
+from fixtures.net import free_port
 from fixtures.smtp_upstream import wait_until
 
 PROXY_ADMIN = str(Path(sys.executable).with_name("proxy-admin"))
 THREADS = 6
 #: acknowledged messages to see before the kill (the kill lands mid-load, not after it)
 ACKS_BEFORE_KILL = 40
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def listening(port: int) -> bool:

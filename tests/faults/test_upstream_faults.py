@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import socket
 import ssl
 import warnings
 
@@ -18,16 +17,11 @@ import trio
 from fakes import fake_smtp
 
 from fixtures import mails
+from fixtures.net import free_port
 from fixtures.smtp_clients import smtp_wire
 from fixtures.smtp_upstream import server_context
 
 MAIL = mails.plain()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def send_mail(port: int, mail=MAIL, max_wait: float = 10_000.0) -> list[tuple[int, bytes]]:

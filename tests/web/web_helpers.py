@@ -33,6 +33,8 @@ from fixtures.https_client import Reply  # noqa: F401 - the web tests use it
 sys.path.insert(0, str(Path(__file__).parent))
 import web_mails  # noqa: E402
 
+from fixtures.net import free_port  # noqa: F401 - the web tests import it from here
+
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse 12"
 USERS = {
@@ -41,12 +43,6 @@ USERS = {
     "audra": ("audra@example.jp", "auditor"),
     "root": ("root@example.jp", "admin"),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Client(_Client):
