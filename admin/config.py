@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from admin.paths import (  # noqa: F401 - re-exported: the path rules live in admin.paths
     DEFAULT_CONFIG_PATH,
@@ -43,6 +52,23 @@ LISTENER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 #: smtp-journal: receive-only journal listener (archive/pull/journal.py), no target
 Protocol = Literal["smtp", "pop3", "smtp-journal"]
 TlsMode = Literal["none", "starttls", "implicit"]
+
+
+def _stls_alias(v: object) -> object:
+    # POP3 people say "stls"; accept it as the same thing as starttls.
+    return "starttls" if v == "stls" else v
+
+
+def _safe_name(v: str) -> str:
+    if not LISTENER_NAME_RE.match(v):
+        raise ValueError("must be 1-32 characters of letters, digits, '-' or '_'")
+    return v
+
+
+#: a TLS mode as configured ("stls" accepted for starttls)
+TlsSetting = Annotated[TlsMode, BeforeValidator(_stls_alias)]
+#: a listener, account or mailbox name: safe in file names, TOML keys and log lines
+SafeName = Annotated[str, AfterValidator(_safe_name)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 DEFAULT_PORTS = {
@@ -68,15 +94,15 @@ class _Model(BaseModel):
 class ListenerConfig(_Model):
     """One `[[listener]]`: where clients connect and which provider it relays to."""
 
-    name: str
+    name: SafeName
     protocol: Protocol
     listen: str = "0.0.0.0"
     #: 0 = any free port (tests); the bound port is reported by the service
     port: Annotated[int, Field(ge=0, le=65535)] | None = None
-    client_tls: TlsMode = "none"
+    client_tls: TlsSetting = "none"
     target_host: str = ""
     target_port: Port | None = None
-    target_tls: TlsMode = "none"
+    target_tls: TlsSetting = "none"
     target_verify: bool = True
     target_ca: str | None = None
     target_user: str | None = None
@@ -87,13 +113,6 @@ class ListenerConfig(_Model):
     #: None (unset) is false and keeps config.toml and `--json` output of other listeners
     local_login: bool | None = None
 
-    @field_validator("name")
-    @classmethod
-    def _name_is_safe(cls, v: str) -> str:
-        if not LISTENER_NAME_RE.match(v):
-            raise ValueError("must be 1-32 characters of letters, digits, '-' or '_'")
-        return v
-
     @field_validator("listen")
     @classmethod
     def _listen_is_ip(cls, v: str) -> str:
@@ -102,12 +121,6 @@ class ListenerConfig(_Model):
         except ValueError:
             raise ValueError(f"{v!r} is not an IP address") from None
         return v
-
-    @field_validator("client_tls", "target_tls", mode="before")
-    @classmethod
-    def _stls_alias(cls, v: object) -> object:
-        # POP3 people say "stls"; accept it as the same thing as starttls.
-        return "starttls" if v == "stls" else v
 
     @model_validator(mode="after")
     def _fill_ports(self) -> ListenerConfig:
@@ -179,7 +192,7 @@ class AlertsConfig(_Model):
     #: the SMTP relay that delivers alert mail ("" = log only)
     smtp_host: str = ""
     smtp_port: Port = 25
-    smtp_tls: TlsMode = "none"
+    smtp_tls: TlsSetting = "none"
     smtp_verify: bool = True
     smtp_timeout: float = Field(default=30.0, gt=0)
     #: envelope and header sender; "" = mailtee@<hostname>
@@ -191,11 +204,6 @@ class AlertsConfig(_Model):
     min_interval: float = Field(default=900.0, ge=0)
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
-
-    @field_validator("smtp_tls", mode="before")
-    @classmethod
-    def _stls_alias(cls, v: object) -> object:
-        return "starttls" if v == "stls" else v
 
     @field_validator("to")
     @classmethod
@@ -217,7 +225,7 @@ class AccountConfig(_Model):
     in secrets.toml, the tokens in the 0600 token store beside it.
     """
 
-    name: str
+    name: SafeName
     provider: Literal["microsoft", "google", "generic"]
     email: str
     flow: Literal["device", "auth-code", "client-credentials"] | None = None
@@ -235,13 +243,6 @@ class AccountConfig(_Model):
     protect: Literal["secrets", "password"] = "secrets"
     #: upstream SASL mechanism
     sasl: Literal["xoauth2", "oauthbearer"] = "xoauth2"
-
-    @field_validator("name")
-    @classmethod
-    def _name_is_safe(cls, v: str) -> str:
-        if not LISTENER_NAME_RE.match(v):
-            raise ValueError("must be 1-32 characters of letters, digits, '-' or '_'")
-        return v
 
     @field_validator("email")
     @classmethod
@@ -283,11 +284,11 @@ class MailboxConfig(_Model):
     The password lives in secrets.toml (`[mailbox.NAME] password`). See docs/mailboxes.md.
     """
 
-    name: str
+    name: SafeName
     protocol: MailboxProtocol
     server: str
     port: Port | None = None
-    tls: TlsMode = "implicit"
+    tls: TlsSetting = "implicit"
     #: verify the server's certificate (against `ca`, or the system's CAs)
     verify: bool = True
     ca: str | None = None
@@ -303,18 +304,6 @@ class MailboxConfig(_Model):
     interval: str | None = None
     #: delete at the source mail older than N days once archived and verified; unset = never
     delete_after_days: int | None = Field(default=None, ge=1)
-
-    @field_validator("name")
-    @classmethod
-    def _name_is_safe(cls, v: str) -> str:
-        if not LISTENER_NAME_RE.match(v):
-            raise ValueError("must be 1-32 characters of letters, digits, '-' or '_'")
-        return v
-
-    @field_validator("tls", mode="before")
-    @classmethod
-    def _stls_alias(cls, v: object) -> object:
-        return "starttls" if v == "stls" else v
 
     @field_validator("interval")
     @classmethod
