@@ -25,6 +25,7 @@ from typing import Any
 
 import trio
 
+from archive.commit import GroupCommitter
 from archive.spool import MessageWriter, Spool, SpoolError
 from proxy import actions as A
 from proxy import tls_hints
@@ -63,9 +64,9 @@ class SessionEnv:
     upstream_timeout: float
     server_ctx: ssl.SSLContext | None
     upstream_ctx: ssl.SSLContext | None
+    #: the worker's group committer: every copy is made durable through it
+    committer: GroupCommitter
     stats: dict[str, Any] = field(default_factory=dict)
-    #: the worker's group committer (archive.commit); None = one fsync chain per message
-    committer: Any = None
     #: bytes/s while a message streams (0 = off), and the cap on a whole session (0 = off)
     min_data_rate: int = 0
     max_session_time: float = 0.0
@@ -246,10 +247,7 @@ class Session:
                     self.writer = None
             case A.RecordOutcome(outcome, reply):
                 if self.writer is not None and self.writer.committed:
-                    if self.env.committer is not None:
-                        self.env.committer.record_outcome(self.writer, outcome, reply)
-                    else:
-                        await trio.to_thread.run_sync(self.writer.set_outcome, outcome, reply)
+                    self.env.committer.record_outcome(self.writer, outcome, reply)
             case A.CloseUpstream():
                 if self.upstream is not None:
                     await trio.aclose_forcefully(self.upstream)
@@ -329,11 +327,8 @@ class Session:
             self.core.archive_result(False, "no message file")
             return
         try:
-            if self.env.committer is not None:
-                # returns once the group barrier covering this message has completed
-                await self.env.committer.commit(writer, outcome, reply)
-            else:
-                await trio.to_thread.run_sync(writer.commit, outcome, reply)
+            # returns once the group barrier covering this message has completed
+            await self.env.committer.commit(writer, outcome, reply)
         except SpoolError as e:
             self.env.stats["archive_failures"] = self.env.stats.get("archive_failures", 0) + 1
             self.env.stats["last_error"] = str(e)
