@@ -92,21 +92,10 @@ def syncfs_fd(fd: int) -> bool:
 
 def syncfs(path: Path) -> None:
     """Flush the file system holding `path` (Linux syncfs(2); os.sync() elsewhere)."""
-    global _libc
-    if _libc is None:
-        try:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            _libc.syncfs  # noqa: B018 - probe
-        except (OSError, AttributeError):
-            _libc = False
-    if not _libc:
-        os.sync()
-        return
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        if _libc.syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
+        if not syncfs_fd(fd):
+            os.sync()
     finally:
         os.close(fd)
 
