@@ -22,6 +22,7 @@ from authlib.common.security import generate_token
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 
+from accounts.errors import AccountError
 from accounts.providers import Endpoints
 
 # Authlib's debug log lines quote token responses: never let them reach the journal,
@@ -33,7 +34,7 @@ HTTP_TIMEOUT = 20.0
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
-class FlowError(Exception):
+class FlowError(AccountError):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind

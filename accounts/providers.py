@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from accounts.errors import AccountError
 from admin.config import AccountConfig
 
 MS_LOGIN = "https://login.microsoftonline.com"
@@ -30,7 +31,7 @@ DEFAULT_REDIRECT = "http://localhost:1"
 DEFAULT_FLOW = {"microsoft": "device", "google": "auth-code", "generic": "device"}
 
 
-class ProviderError(Exception):
+class ProviderError(AccountError):
     """An account's provider settings are incomplete; one line naming what is missing."""
 
 

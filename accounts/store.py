@@ -42,7 +42,6 @@ import hashlib
 import json
 import os
 import secrets as pysecrets
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,9 @@ from argon2.low_level import Type, hash_secret_raw
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from accounts.errors import AccountError
 from archive.durable import fsync_dir, write_atomic
+from archive.timefmt import now_iso
 
 STORE_DIR = "tokens"
 STORE_NAME = "tokens.json"
@@ -64,7 +65,7 @@ KDF_MEMORY_KIB = 64 * 1024
 KDF_PARALLELISM = 1
 
 
-class StoreError(Exception):
+class StoreError(AccountError):
     """The token store cannot be read or written; one line."""
 
 
@@ -125,10 +126,6 @@ def store_key(secret: str) -> bytes:
     if len(key) != KEY_BYTES:
         raise StoreError("secrets.toml: [accounts] key is not a base64 256-bit key")
     return key
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class TokenStore:
@@ -227,14 +224,14 @@ class TokenStore:
                 rec["salt"] = _b64(salt)
             elif "salt" in old:
                 rec["salt"] = old["salt"]
-            rec.setdefault("signed_in_at", _now())
-            rec.update(state="ok", message="", updated_at=_now())
+            rec.setdefault("signed_in_at", now_iso(digits=0))
+            rec.update(state="ok", message="", updated_at=now_iso(digits=0))
             return rec
 
         self.update(name, change)
 
     def mark_signed_in(self, name: str) -> None:
-        self.update(name, lambda old: {**old, "signed_in_at": _now()})
+        self.update(name, lambda old: {**old, "signed_in_at": now_iso(digits=0)})
 
     def set_state(self, name: str, state: str, message: str) -> None:
         """Record a failure (or recovery) for `account show`; tokens stay as they are."""
@@ -242,7 +239,12 @@ class TokenStore:
         def change(old: dict[str, Any]) -> dict[str, Any] | None:
             if not old and state == "ok":
                 return None
-            return {**old, "state": state, "message": message[:300], "updated_at": _now()}
+            return {
+                **old,
+                "state": state,
+                "message": message[:300],
+                "updated_at": now_iso(digits=0),
+            }
 
         self.update(name, change)
 
@@ -267,7 +269,7 @@ class TokenStore:
             if refresh_token is not None:
                 rec.update(seal(name, key, refresh_token))
             rec["access"] = seal(name, key, json.dumps(access), "access")
-            rec.update(state="ok", message="", updated_at=_now())
+            rec.update(state="ok", message="", updated_at=now_iso(digits=0))
             written[0] = True
             return rec
 

@@ -40,6 +40,7 @@ from typing import Any
 import trio
 
 from accounts import flows
+from accounts.errors import AccountError
 from accounts.providers import Endpoints, ProviderError, endpoints
 from accounts.store import StoreError, TokenStore, WrongKey, password_key, store_key, unseal
 from admin.config import AccountConfig, Config, Secrets
@@ -57,7 +58,7 @@ MIN_LEFT = 30.0
 Alert = Callable[[str, str, str], Any]
 
 
-class TokenUnavailable(Exception):
+class TokenUnavailable(AccountError):
     """No access token: `outcome` is "reauth" (sign-in dead), "temp" (endpoint down) or
     "no_account"; the message is one line without secrets."""
 

@@ -52,15 +52,12 @@ from admin.cli_common import (
     print_fields,
     print_json,
     print_table,
-    register_error,
     setup_logging,
 )
 from admin.paths import resolve_config_path, secrets_path
 
 if TYPE_CHECKING:
     from admin.config import Config
-
-register_error("admin.tls_certs:CertError", 1)
 
 app = typer.Typer(
     cls=ProxyAdminGroup,
@@ -378,11 +375,9 @@ def run(ctx: typer.Context) -> None:
     secrets = c.load_secrets(strict_mode=True)
     check_secrets(config, secrets)
     _preflight_tls(c, config)
-    from proxy import service
-    from proxy.errors import ProxyError
-
-    register_error(ProxyError, 1)  # e.g. a port in use: one line, exit 1
     import trio
+
+    from proxy import service
 
     handler = setup_logging(config.log_level)
     old_umask = filemodes.restrict_umask()  # restored below (in-process callers, tests)

@@ -30,10 +30,6 @@ from admin.cli_common import (
     warn,
 )
 
-register_error("archive.store:ArchiveError", 1)
-register_error("archive.packs:PackError", 1)
-register_error("archive.ldap_sync:LdapSyncError", 1)
-register_error("archive.users:UserError", 1)
 register_error("archive.query:QueryError", 2)
 register_error("archive.importer:ImportSourceError", 2)
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import typer
 
@@ -265,34 +266,68 @@ def _summary(box: MailboxConfig) -> str:
 # --- mailbox add / set / remove / list / show ---------------------------------------
 
 
+class _Given(NamedTuple):
+    """The raw values of the options `mailbox add` and `mailbox set` share (checked by
+    `_options`, in this order)."""
+
+    protocol: str | None
+    server: str | None
+    tls: str | None
+    user: str | None
+    folders: list[str] | None
+    exclude_folders: list[str] | None
+    archive_user: str | None
+    multidrop: bool | None
+    interval: str | None
+    delete_after_days: int | None
+    ca: str | None
+    no_verify: bool | None
+
+
+def _settings_command(
+    body: Callable[[typer.Context, str, bool, _Given], None],
+) -> Callable[..., None]:
+    """`body(ctx, name, password_stdin, given)` as a command with the shared options,
+    declared once (typer reads the options from this signature, the help from `body`)."""
+
+    def command(
+        ctx: typer.Context,
+        name: NameArg,
+        protocol: ProtocolOpt = None,
+        server: ServerOpt = None,
+        tls: TlsOpt = None,
+        user: UserOpt = None,
+        password_stdin: PasswordStdinOpt = False,
+        folders: FoldersOpt = None,
+        exclude_folders: ExcludeOpt = None,
+        archive_user: ArchiveUserOpt = None,
+        multidrop: MultidropOpt = None,
+        interval: IntervalOpt = None,
+        delete_after_days: DeleteOpt = None,
+        ca: CaOpt = None,
+        no_verify: NoVerifyOpt = None,
+    ) -> None:
+        given = _Given(protocol, server, tls, user, folders, exclude_folders, archive_user,
+                       multidrop, interval, delete_after_days, ca, no_verify)  # fmt: skip
+        body(ctx, name, password_stdin, given)
+
+    command.__name__, command.__doc__ = body.__name__, body.__doc__
+    return command
+
+
 @mailbox_app.command("add")
-def mailbox_add(
-    ctx: typer.Context,
-    name: NameArg,
-    protocol: ProtocolOpt = None,
-    server: ServerOpt = None,
-    tls: TlsOpt = None,
-    user: UserOpt = None,
-    password_stdin: PasswordStdinOpt = False,
-    folders: FoldersOpt = None,
-    exclude_folders: ExcludeOpt = None,
-    archive_user: ArchiveUserOpt = None,
-    multidrop: MultidropOpt = None,
-    interval: IntervalOpt = None,
-    delete_after_days: DeleteOpt = None,
-    ca: CaOpt = None,
-    no_verify: NoVerifyOpt = None,
-) -> None:
+@_settings_command
+def mailbox_add(ctx: typer.Context, name: str, password_stdin: bool, given: _Given) -> None:
     """Add a mailbox to archive with `proxy-admin pull` (password from stdin)."""
     c = context(ctx)
     check_listener_name(name)
-    for opt, value in (("--protocol", protocol), ("--server", server), ("--user", user)):
+    for opt, value in (("--protocol", given.protocol), ("--server", given.server),
+                       ("--user", given.user)):  # fmt: skip
         if value is None:
             fail(f"{opt}: required", 2)
     if not password_stdin:
         fail("--password-stdin: required (the password is read from stdin)", 2)
-    ch = _options(protocol, server, tls, user, folders, exclude_folders, archive_user,
-                  multidrop, interval, delete_after_days, ca, no_verify)  # fmt: skip
+    ch = _options(*given)
     box = _build({"name": name, **ch})
     config = c.load_config()
     if any(b.name == name for b in config.mailbox):
@@ -309,29 +344,13 @@ def mailbox_add(
 
 
 @mailbox_app.command("set")
-def mailbox_set(
-    ctx: typer.Context,
-    name: NameArg,
-    protocol: ProtocolOpt = None,
-    server: ServerOpt = None,
-    tls: TlsOpt = None,
-    user: UserOpt = None,
-    password_stdin: PasswordStdinOpt = False,
-    folders: FoldersOpt = None,
-    exclude_folders: ExcludeOpt = None,
-    archive_user: ArchiveUserOpt = None,
-    multidrop: MultidropOpt = None,
-    interval: IntervalOpt = None,
-    delete_after_days: DeleteOpt = None,
-    ca: CaOpt = None,
-    no_verify: NoVerifyOpt = None,
-) -> None:
+@_settings_command
+def mailbox_set(ctx: typer.Context, name: str, password_stdin: bool, given: _Given) -> None:
     """Change a mailbox's settings (only the options given)."""
     c = context(ctx)
     config = c.load_config()
     i = _find(config, name)
-    ch = _options(protocol, server, tls, user, folders, exclude_folders, archive_user,
-                  multidrop, interval, delete_after_days, ca, no_verify)  # fmt: skip
+    ch = _options(*given)
     if not ch and not password_stdin:
         fail("nothing to change (see `proxy-admin mailbox set --help`)", 2)
     old = config.mailbox[i].model_dump()

@@ -22,16 +22,12 @@ from admin.cli_common import (
     print_json,
     print_table,
     progress,
-    register_error,
     show_progress,
     warn,
 )
 
 if TYPE_CHECKING:
     from archive import maintenance as mt
-
-register_error("archive.store:ArchiveError", 1)
-register_error("archive.packs:PackError", 1)
 
 
 index_app = typer.Typer(help="The search index (rebuildable from packs + catalog).")

@@ -18,15 +18,12 @@ from admin.cli_common import (
     fail,
     print_fields,
     print_json,
-    register_error,
     reload_hint,
     warn,
 )
 
 if TYPE_CHECKING:
     from admin.config import Config
-
-register_error("admin.tls_certs:CertError", 1)
 
 tls_app = typer.Typer(
     help="The proxy's own TLS certificate (state_dir/tls/cert.pem and key.pem).",

@@ -6,9 +6,7 @@ import logging
 
 import typer
 
-from admin.cli_common import context, fail, register_error, setup_logging
-
-register_error("web.server:WebError", 1)
+from admin.cli_common import context, fail, setup_logging
 
 web_app = typer.Typer(
     help="Browser access to the archive over HTTPS (see docs/web.md).",

@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from admin.errors import AdminError
 from admin.paths import (  # noqa: F401 - re-exported: the path rules live in admin.paths
     DEFAULT_CONFIG_PATH,
     SECRETS_FILE_NAME,
@@ -79,7 +80,7 @@ DEFAULT_PORTS = {
 }
 
 
-class ConfigError(Exception):
+class ConfigError(AdminError):
     """A configuration problem, described in one line that names the key at fault."""
 
 

@@ -24,7 +24,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from admin.errors import AdminError
 from archive.durable import write_atomic
+from archive.timefmt import utc_iso
 
 TLS_DIR_NAME = "tls"
 CERT_FILE_NAME = "cert.pem"
@@ -37,7 +39,7 @@ SELF_SIGNED_DAYS = 3650
 BACKDATE = dt.timedelta(hours=1)
 
 
-class CertError(Exception):
+class CertError(AdminError):
     """A certificate or key problem, described in one line (never containing key bytes)."""
 
 
@@ -223,10 +225,6 @@ def _fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex(":").upper()
 
 
-def _iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def describe(cert_path: Path) -> dict[str, Any]:
     """The facts an operator checks about a certificate file (the first cert of a chain)."""
     certs = _load_certs(Path(cert_path))
@@ -243,8 +241,8 @@ def describe(cert_path: Path) -> dict[str, Any]:
         "issuer": cert.issuer.rfc4514_string(),
         "sans": sans,
         "serial": format(cert.serial_number, "x"),
-        "not_before": _iso(cert.not_valid_before_utc),
-        "not_after": _iso(cert.not_valid_after_utc),
+        "not_before": utc_iso(cert.not_valid_before_utc),
+        "not_after": utc_iso(cert.not_valid_after_utc),
         "expired": cert.not_valid_after_utc < now,
         "self_signed": cert.subject == cert.issuer,
         "chain_length": len(certs),
@@ -271,9 +269,9 @@ def import_pair(cert: Path, key: Path, tls_dir: Path) -> tuple[Path, Path]:
         raise CertError(f"{key}: this key does not belong to the certificate in {cert}")
     now = dt.datetime.now(dt.UTC)
     if leaf.not_valid_after_utc < now:
-        raise CertError(f"{cert}: certificate expired on {_iso(leaf.not_valid_after_utc)}")
+        raise CertError(f"{cert}: certificate expired on {utc_iso(leaf.not_valid_after_utc)}")
     if leaf.not_valid_before_utc > now + BACKDATE:
-        start = _iso(leaf.not_valid_before_utc)
+        start = utc_iso(leaf.not_valid_before_utc)
         raise CertError(f"{cert}: certificate is not valid before {start}")
     tls_dir = Path(tls_dir)
     tls_dir.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,6 @@ a lock because a Trio service calls it from worker threads.
 
 from __future__ import annotations
 
-import datetime as dt
 import getpass
 import hashlib
 import json
@@ -30,6 +29,7 @@ if TYPE_CHECKING:
     import sqlite_utils
 
 from .origin import origin_keys
+from .timefmt import now_iso
 
 SCHEMA_VERSION = 3  # 2: `logins` (local passwords, roles); 3: reports.mailbox/folder/archive_user
 GENESIS = "0" * 64
@@ -138,10 +138,6 @@ _INDEXES = [
 
 
 _SQL = {int: "INTEGER", str: "TEXT"}
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def chain_link(prev: str, blob_sha256: str, report_hash: str) -> str:

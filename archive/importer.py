@@ -17,13 +17,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from archive.errors import ArchiveError
+
 from .catalog import now_iso
 from .reports import Item, Provenance
 
 IMPORT_NS = uuid.UUID("6d2b7f8e-3c1a-4f0e-9a57-1f4e2b9c0d11")
 
 
-class ImportSourceError(ValueError):
+class ImportSourceError(ArchiveError, ValueError):
     """PATH is not something `import` understands."""
 
 

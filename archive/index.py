@@ -24,6 +24,8 @@ from pathlib import Path
 
 import tantivy
 
+from archive.errors import ArchiveError
+
 from .origin import query_key
 from .query import ORIGIN_FIELD_NAMES, Clause, ParsedQuery
 
@@ -103,7 +105,7 @@ def _schema() -> tantivy.Schema:
     return b.build()
 
 
-class IndexSchemaError(Exception):
+class IndexSchemaError(ArchiveError):
     """The index on disk has another schema: it must be rebuilt."""
 
 

@@ -13,13 +13,16 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 
+from archive.errors import ArchiveError
+from archive.errtext import describe
+
 from .catalog import Catalog
 from .users import ImportResult, UserError, UserSpec, apply_specs, check_address, check_name
 
 PAGE_SIZE = 500
 
 
-class LdapSyncError(Exception):
+class LdapSyncError(ArchiveError):
     """The directory could not be read; one line, never containing the password."""
 
 
@@ -96,7 +99,7 @@ def fetch(settings: LdapSettings) -> tuple[list[UserSpec], list[str]]:
         conn.bind()
     except LDAPException as e:
         _close(conn)
-        raise LdapSyncError(f"{settings.url}: cannot bind: {_describe(e)}") from None
+        raise LdapSyncError(f"{settings.url}: cannot bind: {describe(e, limit=200)}") from None
     specs: list[UserSpec] = []
     problems: list[str] = []
     try:
@@ -132,7 +135,7 @@ def fetch(settings: LdapSettings) -> tuple[list[UserSpec], list[str]]:
                 accounts = [str(v) for v in mail_values("", _all(raw, settings.pop3_attr))]
             specs.append(UserSpec(name, addrs, _first(raw, settings.display_attr), accounts))
     except LDAPException as e:
-        raise LdapSyncError(f"{settings.url}: search failed: {_describe(e)}") from None
+        raise LdapSyncError(f"{settings.url}: search failed: {describe(e, limit=200)}") from None
     finally:
         _close(conn)
     return specs, problems
@@ -150,11 +153,6 @@ def _close(conn: object) -> None:
             sock.close()
         except OSError:
             pass
-
-
-def _describe(e: Exception) -> str:
-    text = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return text[:200]
 
 
 def sync(cat: Catalog, settings: LdapSettings, *, prune: bool = True) -> ImportResult:

@@ -27,6 +27,8 @@ from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
 
+from archive.errors import ArchiveError
+
 #: Bound the text indexed per message (the archived bytes are never cut).
 MAX_BODY_CHARS = 200_000
 #: ... and per text attachment (CSV exports, logs).
@@ -293,7 +295,7 @@ def _split_head(data: bytes) -> tuple[bytes, bytes]:
     return data, b""
 
 
-class _Odd(Exception):
+class _Odd(ArchiveError):
     """The fast splitter declines; use the full stdlib parser."""
 
 

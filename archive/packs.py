@@ -30,6 +30,7 @@ from pathlib import Path
 import zstandard
 
 from archive.durable import fsync_dir
+from archive.errors import ArchiveError
 
 FILE_MAGIC = b"MTPACK1\n"
 RECORD_MAGIC = b"MTC1"
@@ -44,7 +45,7 @@ MAX_PACK_BYTES = 1 << 30
 ZSTD_LEVEL = 3
 
 
-class PackError(Exception):
+class PackError(ArchiveError):
     """A blob cannot be read back intact (missing pack, bad record, hash mismatch)."""
 
 

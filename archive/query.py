@@ -19,6 +19,8 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from archive.errors import ArchiveError
+
 TEXT_FIELD_NAMES = ("from", "to", "cc", "bcc", "subject", "body", "attachment")
 #: exact-match fields about where pulled mail came from (archive/origin.py)
 ORIGIN_FIELD_NAMES = ("folder", "mailbox")
@@ -26,7 +28,7 @@ _SIZE = re.compile(r"^size(>=|<=|>|<)(\d+(?:\.\d+)?)([kmg]?)b?$", re.I)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 
-class QueryError(ValueError):
+class QueryError(ArchiveError, ValueError):
     """The query cannot be understood; the message says which part and why."""
 
 

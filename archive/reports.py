@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from archive.errors import ArchiveError
+
 from .origin import origin_keys
 
 STEM_RE = re.compile(
@@ -27,7 +29,7 @@ STEM_RE = re.compile(
 )
 
 
-class ReportError(Exception):
+class ReportError(ArchiveError):
     """A report pair that cannot be ingested (unreadable, not a mailtee-mpr document)."""
 
 

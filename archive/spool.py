@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from archive.durable import fsync_dir, write_file
+from archive.errors import ArchiveError
+from archive.timefmt import iso_millis
 
 MPR_FORMAT = "mailtee-mpr"
 MPR_VERSION = 1
@@ -37,16 +39,12 @@ SPILL_BYTES = 256 * 1024
 REPORT_MODE = 0o640
 
 
-class SpoolError(Exception):
+class SpoolError(ArchiveError):
     """The copy could not be made durable. The message text never contains secrets."""
 
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def iso_millis(t: dt.datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
 @dataclass

@@ -13,7 +13,6 @@ are serialised by an internal lock, the SQLite connection by the catalog's lock.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import fcntl
 import json
 import os
@@ -24,8 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from archive.timefmt import utc_iso
+
 from . import ingest as _ingest  # BATCH_* read at call time (tests lower them)
 from .catalog import GENESIS, Catalog, chain_link
+from .errors import ArchiveError
 from .importer import detect, items
 from .index import IndexSchemaError, MessageIndex
 from .ingest import document_for, ingest_batch
@@ -36,10 +38,6 @@ from .reports import IngestStats, Item, ReportError, ReportRef, read_report, sca
 Progress = Callable[[int, int], None]
 #: Rescan the report directory at least this often even when its mtime did not move.
 FULL_SCAN_INTERVAL = 30.0
-
-
-class ArchiveError(Exception):
-    """An archive operation failed; the message is one line for the operator."""
 
 
 class ArchiveBusy(ArchiveError):
@@ -93,7 +91,7 @@ def iso_utc(epoch: int | None) -> str:
     if not epoch:
         return ""
     try:
-        return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return utc_iso(epoch)
     except (OverflowError, OSError, ValueError):
         return ""
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from archive.errors import ArchiveError
+
 from .catalog import Catalog, now_iso
 
 NAME_RE = re.compile(r"^[^\s/\\:]{1,128}$")
@@ -29,7 +31,7 @@ EMAIL_RE = re.compile(r"^[^@\s<>(),;:\"]+@[^@\s<>(),;:\"]+\.[^@\s<>(),;:\"]+$")
 CSV_COLUMNS = ("name", "email", "display_name", "pop3_account")
 
 
-class UserError(ValueError):
+class UserError(ArchiveError, ValueError):
     """A user operation was refused; the message is one line."""
 
 

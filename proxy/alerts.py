@@ -33,6 +33,9 @@ from typing import Any
 import trio
 
 from admin.config import AlertsConfig
+from archive.errtext import describe
+from archive.timefmt import now_iso
+from proxy.stats import ServiceStats
 
 log = logging.getLogger("mailtee.alerts")
 
@@ -128,7 +131,7 @@ class Alerter:
         log.error("alert %s: %s%s", kind, summary, f" ({detail})" if detail else "")
         self.recent.append(
             {
-                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "at": now_iso(digits=0),
                 "kind": kind,
                 "summary": summary,
             }
@@ -158,7 +161,7 @@ class Alerter:
                 await trio.to_thread.run_sync(self.sender, cfg, msg, abandon_on_cancel=True)
             except (OSError, smtplib.SMTPException, ssl.SSLError) as e:
                 self.mail_failures += 1
-                reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+                reason = describe(e)
                 log.error(
                     "could not mail alert via %s:%d: %s", cfg.smtp_host, cfg.smtp_port, reason
                 )
@@ -167,17 +170,17 @@ class Alerter:
                 log.info("alert mailed to %s: %s", ", ".join(cfg.to), msg["Subject"])
 
 
-async def watch_stats(alerter: Alerter, stats: dict[str, Any], interval: float = 1.0) -> None:
-    """One `archive` alert per check in which `stats["archive_failures"]` grew."""
-    seen = stats.get("archive_failures", 0)
+async def watch_stats(alerter: Alerter, stats: ServiceStats, interval: float = 1.0) -> None:
+    """One `archive` alert per check in which `stats.archive_failures` grew."""
+    seen = stats.archive_failures
     while True:
         await trio.sleep(interval)
-        now = stats.get("archive_failures", 0)
+        now = stats.archive_failures
         if now > seen:
             alerter.alert(
                 "archive",
                 f"{now - seen} message(s) could not be archived",
-                f"last error: {stats.get('last_error') or 'unknown'}",
+                f"last error: {stats.last_error or 'unknown'}",
             )
         seen = now
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import trio
 
+from proxy.errors import ProxyError
+
 log = logging.getLogger("mailtee.control")
 
 SOCKET_NAME = "control.sock"
@@ -30,7 +32,7 @@ REQUEST_TIMEOUT = 5.0
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-class ControlError(Exception):
+class ControlError(ProxyError):
     """The control socket could not be reached or answered nonsense."""
 
 

@@ -211,8 +211,7 @@ class JournalSession:
                 partial(archive_journal_message, self.env.spool, self.tmp, self.envelope, context)
             )
         except (SpoolError, OSError, ssl.SSLError) as e:
-            self.env.stats["archive_failures"] = self.env.stats.get("archive_failures", 0) + 1
-            self.env.stats["last_error"] = str(e)
+            self.env.stats.archive_failed(str(e))
             log.error("journal message not archived (451 to the sender): %s", e)
             return False
         finally:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,6 @@ class OAuthBinding:
     backend: LoginBackend
     target_host: str
     target_port: int
-    stats: dict[str, Any] = field(default_factory=dict)
 
     @property
     def smtp_mode(self) -> str:

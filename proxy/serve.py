@@ -33,11 +33,13 @@ from admin.config import (
     Secrets,
 )
 from archive.spool import Spool
+from archive.timefmt import utc_iso
 from proxy import memory, reload_diff
 from proxy.actions import RelayCore
 from proxy.errors import ProxyError
 from proxy.session import Session, SessionEnv
 from proxy.settings import RelaySettings
+from proxy.stats import ServiceStats
 from proxy.tls import server_context, upstream_context
 
 log = logging.getLogger("mailtee.serve")
@@ -171,7 +173,7 @@ class ProxyService:
     state_dir: Path
     ports: dict[str, int] = field(default_factory=dict)
     active: dict[str, int] = field(default_factory=dict)
-    stats: dict[str, Any] = field(default_factory=dict)
+    stats: ServiceStats = field(default_factory=ServiceStats)
     reloads: int = 0
     last_reload: dict[str, Any] | None = None
     #: listener name -> why a reload could not bind it (shown by `status`)
@@ -308,7 +310,7 @@ class ProxyService:
             if self.tokens is not None:
                 self.tokens.configure(config, secrets)
             self.reloads += 1
-            self.last_reload = {"at": _utc(time.time()), **result}
+            self.last_reload = {"at": utc_iso(time.time()), **result}
             log.info(
                 "configuration reloaded: added=%s removed=%s changed=%s settings=%s errors=%d",
                 ",".join(result["added"]) or "-",
@@ -346,23 +348,19 @@ class ProxyService:
         draining = {n: c for n, c in self.active.items() if n not in self._bound and c}
         return {
             "pid": os.getpid(),
-            "started_at": _utc(self.started_at),
+            "started_at": utc_iso(self.started_at),
             "listeners": listeners,
             "configured": [lc.name for lc in self.config.listener],
             "bind_errors": dict(self.bind_errors),
             "draining": draining,
             "active_sessions": sum(self.active.values()),
-            "archive_failures": self.stats.get("archive_failures", 0),
-            "last_archive_error": self.stats.get("last_error"),
+            "archive_failures": self.stats.archive_failures,
+            "last_archive_error": self.stats.last_error,
             "reloads": self.reloads,
             "last_reload": self.last_reload,
             "accounts": self.tokens.snapshot() if self.tokens is not None else [],
             "commit": self.committer.snapshot() if self.committer is not None else None,
         }
-
-
-def _utc(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 async def _open(lc: ListenerConfig) -> list[trio.SocketListener]:

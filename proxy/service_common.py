@@ -21,6 +21,7 @@ from typing import Any
 import trio
 
 from admin.config import Config, ConfigError, Secrets, check_secrets, load_config, load_secrets
+from archive.errtext import describe
 from archive.reports import backlog
 from archive.spool import Spool
 from proxy import notify
@@ -135,12 +136,6 @@ def token_store(config_path: Path) -> Any:
     from admin.config import secrets_path
 
     return TokenStore.beside(secrets_path(config_path))
-
-
-def describe(e: BaseException) -> str:
-    if isinstance(e, OSError) and e.strerror:
-        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
-    return str(e) or type(e).__name__
 
 
 def start_service_tasks(

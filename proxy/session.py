@@ -31,6 +31,7 @@ from proxy import actions as A
 from proxy import tls_hints
 from proxy.actions import RelayCore, Side
 from proxy.scrub import scrub_log
+from proxy.stats import ServiceStats
 from proxy.tls import wrap
 
 log = logging.getLogger("mailtee.session")
@@ -66,7 +67,7 @@ class SessionEnv:
     upstream_ctx: ssl.SSLContext | None
     #: the worker's group committer: every copy is made durable through it
     committer: GroupCommitter
-    stats: dict[str, Any] = field(default_factory=dict)
+    stats: ServiceStats = field(default_factory=ServiceStats)
     #: bytes/s while a message streams (0 = off), and the cap on a whole session (0 = off)
     min_data_rate: int = 0
     max_session_time: float = 0.0
@@ -330,8 +331,7 @@ class Session:
             # returns once the group barrier covering this message has completed
             await self.env.committer.commit(writer, outcome, reply)
         except SpoolError as e:
-            self.env.stats["archive_failures"] = self.env.stats.get("archive_failures", 0) + 1
-            self.env.stats["last_error"] = str(e)
+            self.env.stats.archive_failed(str(e))
             self.core.archive_result(False, str(e))
             return
         self.core.archive_result(True)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import trio
 
+from archive.tls_client import client_context
 from proxy.errors import UpstreamError
 
 #: OpenSSL cipher string for client-side TLS 1.2 (TLS 1.3 suites are all AEAD already).
@@ -39,15 +40,9 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
 
 def upstream_context(verify: bool = True, ca_file: str | None = None) -> ssl.SSLContext:
     """The context for TLS towards the provider."""
-    try:
-        ctx = ssl.create_default_context(cafile=ca_file or None)
-    except (OSError, ssl.SSLError) as e:
-        raise UpstreamError(f"cannot load target_ca {ca_file}: {e}") from None
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if not verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+    return client_context(
+        verify, ca_file, lambda why: UpstreamError(f"cannot load target_ca {ca_file}: {why}")
+    )
 
 
 async def wrap(

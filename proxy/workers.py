@@ -42,6 +42,7 @@ import trio
 
 from admin.config import Config, ListenerConfig, Secrets
 from admin.config import state_dir as resolve_state_dir
+from archive.timefmt import utc_iso
 from proxy import control, notify
 from proxy.errors import ProxyError
 from proxy.ports import bind_reuseport
@@ -302,7 +303,7 @@ class Supervisor:
                 "pid": w.proc.pid if w.proc is not None else None,
                 "alive": alive,
                 "answering": snap is not None,
-                "started_at": _utc(w.started_at) if w.started_at else None,
+                "started_at": utc_iso(w.started_at) if w.started_at else None,
                 "restarts": w.restarts,
                 "active_sessions": 0,
                 "sessions": {},
@@ -345,7 +346,7 @@ class Supervisor:
             )
         return {
             "pid": os.getpid(),
-            "started_at": _utc(self.started_at),
+            "started_at": utc_iso(self.started_at),
             "listeners": out_listeners,
             "draining": draining,
             "active_sessions": sum(e["active_sessions"] for e in workers),
@@ -377,15 +378,11 @@ class Supervisor:
                     merged[k] = first["reload"].get(k, [])
             merged["errors"] = list(dict.fromkeys(errors))
             self.reloads += 1
-            self.last_reload = {"at": _utc(time.time()), **merged}
+            self.last_reload = {"at": utc_iso(time.time()), **merged}
             log.info(
                 "configuration reloaded in %d worker(s): errors=%d", len(self.workers), len(errors)
             )
             return merged
-
-
-def _utc(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _exit_text(code: int | None) -> str:

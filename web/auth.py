@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from admin.config import LdapConfig
 from archive.catalog import Catalog
 from archive.logins import get_role, has_password, resolve_login, verify_password
+from web.errors import WebError
 
 log = logging.getLogger("mailtee.web")
 
@@ -134,5 +135,5 @@ def ldap_bind(cfg: LdapConfig, bind_password: str | None, name: str, password: s
                     pass
 
 
-class _Refused(Exception):
+class _Refused(WebError):
     pass

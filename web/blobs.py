@@ -22,13 +22,14 @@ import zstandard
 
 from archive.packs import ENTRY, RECORD_HEADER, RECORD_MAGIC, pack_name
 from archive.store import Archive, ArchiveError
+from web.errors import WebError
 
 #: Messages up to this size are read whole (and hash-checked before use).
 SMALL_BLOB = 4 * 1024 * 1024
 CHUNK = 64 * 1024
 
 
-class BlobHashError(ArchiveError):
+class BlobHashError(WebError, ArchiveError):
     """The bytes read back do not match the message's SHA-256 (damaged pack)."""
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from archive.errtext import describe
 from archive.users import list_users
 
 from . import views
@@ -65,7 +66,7 @@ async def admin_status(request: Request) -> Response:
     try:
         status = await run(_status, context_of(request).state_dir)
     except Exception as e:  # the service may be down; show why, do not fail the page
-        error = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        error = describe(e, limit=200)
     return render(
         request, "admin.html", session=session, tab="status", status=status, status_error=error
     )

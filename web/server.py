@@ -19,14 +19,11 @@ from hypercorn.trio import serve as hyper_serve
 
 from admin.config import Config, Secrets
 from admin.config import state_dir as resolve_state_dir
+from web.errors import WebError
 
 from .app import create_app
 
 log = logging.getLogger("mailtee.web")
-
-
-class WebError(Exception):
-    """The web side cannot start (one line for the operator)."""
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

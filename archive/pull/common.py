@@ -8,6 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from archive import tls_client
+from archive.errors import ArchiveError
+from archive.timefmt import utc_iso
+
 #: socket timeout for every server read/write (a stalled server fails the mailbox)
 SERVER_TIMEOUT = 120.0
 #: fetch messages in batches of at most this many messages / bytes (memory bound)
@@ -24,7 +28,7 @@ HEAD_BYTES = 256 * 1024
 Progress = Callable[[int, int], None]
 
 
-class PullError(Exception):
+class PullError(ArchiveError):
     """A mailbox could not be pulled; one line, never a password."""
 
 
@@ -37,25 +41,14 @@ def scrub(text: str, secret: str | None) -> str:
 
 
 def client_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
-    try:
-        ctx = ssl.create_default_context(cafile=ca_file or None)
-    except (OSError, ssl.SSLError) as e:
-        raise PullError(f"cannot load CA file {ca_file}: {e}") from None
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if not verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+    """The context for TLS towards the mailbox's server (archive/tls_client.py)."""
+    return tls_client.client_context(
+        verify, ca_file, lambda why: PullError(f"cannot load CA file {ca_file}: {why}")
+    )
 
 
 def iso(t: dt.datetime | float | None) -> str | None:
-    if t is None:
-        return None
-    if isinstance(t, int | float):
-        t = dt.datetime.fromtimestamp(t, dt.UTC)
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if t is None else utc_iso(t)
 
 
 @dataclass

@@ -455,7 +455,7 @@ async def test_unwritable_report_dir_keeps_the_message_on_the_server(
     # (fetchmail streams the body into its MDA as it arrives, so the test MDA's file
     # has the bytes; fetchmail itself reports the failure and does not DELE.)
     assert proxy.reports_dir.read_bytes() == b"not a directory\n"
-    assert proxy.service.stats.get("archive_failures", 0) == 1
+    assert proxy.service.stats.archive_failures == 1
 
 
 # --- wrong password ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from fixtures import mails
 from fixtures.smtp_clients import smtplib_session
 from proxy import alerts
 from proxy.service import run_service
+from proxy.stats import ServiceStats
 
 
 @pytest.fixture
@@ -149,11 +150,11 @@ async def test_send_does_not_block_the_trio_loop(nursery):
 
 async def test_watch_stats_turns_failures_into_one_alert_per_check(autojump_clock):
     a = alerts.Alerter(AlertsConfig(), "gw")
-    stats: dict = {}
+    stats = ServiceStats()
     async with trio.open_nursery() as n:
         n.start_soon(alerts.watch_stats, a, stats, 1.0)
         await trio.sleep(0.5)
-        stats.update(archive_failures=3, last_error="reports: Not a directory")
+        stats.archive_failures, stats.last_error = 3, "reports: Not a directory"
         await trio.sleep(1)
         await trio.sleep(5)  # no new failures: no new alert
         n.cancel_scope.cancel()
@@ -228,7 +229,7 @@ async def test_broken_report_dir_mails_one_alert(smtp_upstream, short_dir, nurse
     res = await smtplib_session(service.ports["smtp"], [mails.plain(3)])
     await trio.sleep(1.5)
     assert len(sink.transactions) == 1
-    assert service.stats["archive_failures"] == 3
+    assert service.stats.archive_failures == 3
 
 
 async def test_low_disk_alert_from_the_service(smtp_upstream, short_dir, nursery):
