@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import typer
 
@@ -385,35 +386,73 @@ def _summary(lst: ListenerConfig) -> str:
     )
 
 
+class _Given(NamedTuple):
+    """The raw values of the options `listener add` and `listener set` share."""
+
+    protocol: str | None
+    target: str | None
+    listen: str | None
+    port: int | None
+    client_tls: str | None
+    target_tls: str | None
+    verify: bool | None
+    target_ca: str | None
+    target_user: str | None
+    target_account: str | None
+    local_login: bool | None
+
+    def changes(self) -> dict[str, Any]:
+        """The ListenerConfig fields the given options set, each checked (exit 2)."""
+        ch = _changes(
+            protocol=self.protocol, target=self.target, listen=self.listen, port=self.port,
+            client_tls=self.client_tls, target_tls=self.target_tls, verify=self.verify,
+            target_ca=self.target_ca, target_user=self.target_user,
+        )  # fmt: skip
+        ch.update(_oauth_changes(self.target_account, self.local_login))
+        return ch
+
+
+def _settings_command(
+    body: Callable[[typer.Context, str, bool, _Given], None],
+) -> Callable[..., None]:
+    """`body(ctx, name, password_stdin, given)` as a command with the shared options,
+    declared once (typer reads the options from this signature, the help from `body`)."""
+
+    def command(
+        ctx: typer.Context,
+        name: NameArg,
+        protocol: ProtocolOpt = None,
+        target: TargetOpt = None,
+        listen: ListenOpt = None,
+        port: PortOpt = None,
+        client_tls: ClientTlsOpt = None,
+        target_tls: TargetTlsOpt = None,
+        verify: VerifyOpt = None,
+        target_ca: TargetCaOpt = None,
+        target_user: TargetUserOpt = None,
+        password_stdin: PasswordStdinOpt = False,
+        target_account: TargetAccountOpt = None,
+        local_login: LocalLoginOpt = None,
+    ) -> None:
+        given = _Given(protocol, target, listen, port, client_tls, target_tls, verify,
+                       target_ca, target_user, target_account, local_login)  # fmt: skip
+        body(ctx, name, password_stdin, given)
+
+    command.__name__, command.__doc__ = body.__name__, body.__doc__
+    return command
+
+
 @listener_app.command("add")
-def listener_add(
-    ctx: typer.Context,
-    name: NameArg,
-    protocol: ProtocolOpt = None,
-    target: TargetOpt = None,
-    listen: ListenOpt = None,
-    port: PortOpt = None,
-    client_tls: ClientTlsOpt = None,
-    target_tls: TargetTlsOpt = None,
-    verify: VerifyOpt = None,
-    target_ca: TargetCaOpt = None,
-    target_user: TargetUserOpt = None,
-    password_stdin: PasswordStdinOpt = False,
-    target_account: TargetAccountOpt = None,
-    local_login: LocalLoginOpt = None,
-) -> None:
+@_settings_command
+def listener_add(ctx: typer.Context, name: str, password_stdin: bool, given: _Given) -> None:
     """Add a listener: a local port whose sessions are relayed to a provider and archived."""
     c = context(ctx)
     check_listener_name(name)
-    if protocol is None:
+    if given.protocol is None:
         fail("--protocol: required (smtp or pop3)", 2)
-    if target is None and protocol != "smtp-journal":
+    if given.target is None and given.protocol != "smtp-journal":
         fail("--target: required (HOST[:PORT] of the provider)", 2)
-    ch = _changes(
-        protocol=protocol, target=target, listen=listen, port=port, client_tls=client_tls,
-        target_tls=target_tls, verify=verify, target_ca=target_ca, target_user=target_user,
-    )  # fmt: skip
-    ch.update(_oauth_changes(target_account, local_login))
+    ch = given.changes()
     lst = _build_listener({"name": name, **ch})
     config = c.load_config()
     _check_account(config, lst)
@@ -459,29 +498,11 @@ def _find(config: Config, name: str) -> int:
 
 
 @listener_app.command("set")
-def listener_set(
-    ctx: typer.Context,
-    name: NameArg,
-    protocol: ProtocolOpt = None,
-    target: TargetOpt = None,
-    listen: ListenOpt = None,
-    port: PortOpt = None,
-    client_tls: ClientTlsOpt = None,
-    target_tls: TargetTlsOpt = None,
-    verify: VerifyOpt = None,
-    target_ca: TargetCaOpt = None,
-    target_user: TargetUserOpt = None,
-    password_stdin: PasswordStdinOpt = False,
-    target_account: TargetAccountOpt = None,
-    local_login: LocalLoginOpt = None,
-) -> None:
+@_settings_command
+def listener_set(ctx: typer.Context, name: str, password_stdin: bool, given: _Given) -> None:
     """Change options of a listener; options not given keep their value."""
     c = context(ctx)
-    ch = _changes(
-        protocol=protocol, target=target, listen=listen, port=port, client_tls=client_tls,
-        target_tls=target_tls, verify=verify, target_ca=target_ca, target_user=target_user,
-    )  # fmt: skip
-    ch.update(_oauth_changes(target_account, local_login))
+    ch = given.changes()
     if not ch and not password_stdin:
         fail("nothing to change: give at least one option (see `listener set --help`)", 2)
     config = c.load_config()

@@ -60,6 +60,14 @@ def _stls_alias(v: object) -> object:
     return "starttls" if v == "stls" else v
 
 
+def _ip_address(v: str) -> str:
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        raise ValueError(f"{v!r} is not an IP address") from None
+    return v
+
+
 def _safe_name(v: str) -> str:
     if not LISTENER_NAME_RE.match(v):
         raise ValueError("must be 1-32 characters of letters, digits, '-' or '_'")
@@ -71,6 +79,8 @@ TlsSetting = Annotated[TlsMode, BeforeValidator(_stls_alias)]
 #: a listener, account or mailbox name: safe in file names, TOML keys and log lines
 SafeName = Annotated[str, AfterValidator(_safe_name)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+#: an address to listen on (a listener's, the web side's): an IP address, not a name
+IpAddress = Annotated[str, AfterValidator(_ip_address)]
 
 DEFAULT_PORTS = {
     ("smtp", False): 25,
@@ -97,7 +107,7 @@ class ListenerConfig(_Model):
 
     name: SafeName
     protocol: Protocol
-    listen: str = "0.0.0.0"
+    listen: IpAddress = "0.0.0.0"
     #: 0 = any free port (tests); the bound port is reported by the service
     port: Annotated[int, Field(ge=0, le=65535)] | None = None
     client_tls: TlsSetting = "none"
@@ -113,15 +123,6 @@ class ListenerConfig(_Model):
     #: smtp-journal listener: AUTH required);
     #: None (unset) is false and keeps config.toml and `--json` output of other listeners
     local_login: bool | None = None
-
-    @field_validator("listen")
-    @classmethod
-    def _listen_is_ip(cls, v: str) -> str:
-        try:
-            ipaddress.ip_address(v)
-        except ValueError:
-            raise ValueError(f"{v!r} is not an IP address") from None
-        return v
 
     @model_validator(mode="after")
     def _fill_ports(self) -> ListenerConfig:
@@ -330,7 +331,7 @@ class WebConfig(_Model):
     """`[web]`: browser access to the archive over HTTPS (web/, docs/web.md)."""
 
     enabled: bool = False
-    listen: str = "0.0.0.0"
+    listen: IpAddress = "0.0.0.0"
     #: 0 = any free port (tests); the bound port is logged
     port: Annotated[int, Field(ge=0, le=65535)] = 8443
     #: a session ends this long after login, however active (seconds)
@@ -348,15 +349,6 @@ class WebConfig(_Model):
     #: web worker processes `run` starts; they share the port (SO_REUSEPORT) and the
     #: session store
     workers: int = Field(default=2, ge=1, le=16)
-
-    @field_validator("listen")
-    @classmethod
-    def _listen_is_ip(cls, v: str) -> str:
-        try:
-            ipaddress.ip_address(v)
-        except ValueError:
-            raise ValueError(f"{v!r} is not an IP address") from None
-        return v
 
     @field_validator("time_zone")
     @classmethod

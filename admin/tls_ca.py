@@ -25,16 +25,17 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from admin.tls_certs import (
-    BACKDATE,
     RSA_KEY_BITS,
     CertError,
-    _general_names,
+    _builder,
     _key_pem,
+    _key_usage,
     _load_certs,
     _load_key,
+    _server_extensions,
     _subject,
     check_hostname,
     tls_dir,
@@ -54,20 +55,6 @@ def ca_paths(state_dir: Path) -> tuple[Path, Path]:
     return d / CA_CERT_FILE_NAME, d / CA_KEY_FILE_NAME
 
 
-def _key_usage(*, ca: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        key_encipherment=not ca,
-        content_commitment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
 def make_ca(hostname: str, ca_cert: Path, ca_key: Path) -> None:
     """Write a new CA key (0600) and self-signed CA certificate named after `hostname`."""
     hostname = check_hostname(hostname)
@@ -80,13 +67,7 @@ def make_ca(hostname: str, ca_cert: Path, ca_key: Path) -> None:
         ]
     )
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + dt.timedelta(days=CA_DAYS))
+        _builder(name, name, key, now, now + dt.timedelta(days=CA_DAYS))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(ca=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
@@ -157,21 +138,9 @@ def issue_server_cert(
     key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_BITS)
     now = dt.datetime.now(dt.UTC)
     not_after = min(now + dt.timedelta(days=days), ca.not_valid_after_utc)
+    builder = _builder(_subject(hostname), ca.subject, key, now, not_after)
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(_subject(hostname))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(not_after)
-        .add_extension(
-            x509.SubjectAlternativeName(_general_names(hostname, extra_names)), critical=False
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(ca=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        _server_extensions(builder, hostname, extra_names, key)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_private.public_key()),
             critical=False,

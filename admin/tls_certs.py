@@ -157,6 +157,56 @@ def _subject(hostname: str) -> x509.Name:
 # --- the library API ----------------------------------------------------------------
 
 
+def _key_usage(*, ca: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        key_encipherment=not ca,
+        content_commitment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _builder(
+    subject: x509.Name, issuer: x509.Name, key: rsa.RSAPrivateKey, now: dt.datetime,
+    not_after: dt.datetime,
+) -> x509.CertificateBuilder:  # fmt: skip
+    """What every certificate mailtee makes starts with: names, key, a random serial, and
+    validity from BACKDATE before `now` (clients whose clock runs behind) to `not_after`."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(not_after)
+    )
+
+
+def _server_extensions(
+    builder: x509.CertificateBuilder,
+    hostname: str,
+    extra_names: tuple[str, ...],
+    key: rsa.RSAPrivateKey,
+) -> x509.CertificateBuilder:
+    """The extensions of a server (leaf) certificate, self-signed or CA-issued: its names,
+    not a CA, TLS server use only."""
+    return (
+        builder.add_extension(
+            x509.SubjectAlternativeName(_general_names(hostname, extra_names)), critical=False
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(ca=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+
+
 def make_self_signed(
     hostname: str,
     cert_path: Path,
@@ -173,36 +223,8 @@ def make_self_signed(
     key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_BITS)
     now = dt.datetime.now(dt.UTC)
     name = _subject(hostname)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(
-            x509.SubjectAlternativeName(_general_names(hostname, extra_names)), critical=False
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_encipherment=True,
-                content_commitment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    builder = _builder(name, name, key, now, now + dt.timedelta(days=days))
+    cert = _server_extensions(builder, hostname, extra_names, key).sign(key, hashes.SHA256())
     # Key first: a cert.pem whose key is missing is worse than a stale pair.
     write_atomic(Path(key_path), _key_pem(key), 0o600)
     write_atomic(Path(cert_path), cert.public_bytes(serialization.Encoding.PEM), 0o640)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import sqlite_utils
 
 from .origin import origin_keys
+from .sqltx import immediate
 from .timefmt import now_iso
 
 SCHEMA_VERSION = 3  # 2: `logins` (local passwords, roles); 3: reports.mailbox/folder/archive_user
@@ -206,14 +207,8 @@ class Catalog:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self.lock:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
+        with immediate(self.conn, self.lock) as conn:
+            yield conn
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self.lock:

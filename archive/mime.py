@@ -244,6 +244,18 @@ class _Walker:
         self.size = 0
         self.parts = 0
 
+    def note_attachment(self, part: Message, ctype: str) -> tuple[str | None, bool]:
+        """Record `part` as an attachment if it is one (a file name, `Content-Disposition:
+        attachment`, a forwarded message); (its file name, whether it is one)."""
+        name = _filename(part)
+        attached = bool(name) or part.get_content_disposition() == "attachment"
+        if attached or ctype == "message/rfc822":
+            self.out.has_attachment = True
+            if name:
+                self.out.attachments.append(name)
+            return name, True
+        return name, False
+
     def add_text(self, text: str) -> None:
         if self.size < MAX_BODY_CHARS:
             text = text[: MAX_BODY_CHARS - self.size]
@@ -268,19 +280,10 @@ class _Walker:
                 for child in children:
                     self.walk(child)
             return
-        name = _filename(part)
-        disposition = part.get_content_disposition()
-        maintype = part.get_content_maintype()
-        if name or disposition == "attachment" or ctype == "message/rfc822":
-            self.out.has_attachment = True
-            if name:
-                self.out.attachments.append(name)
-            if maintype != "text":
-                return
-            self.add_text(_payload_text(part)[:MAX_ATTACHMENT_CHARS])
-            return
-        if maintype == "text":
-            self.add_text(_payload_text(part))
+        _name, attached = self.note_attachment(part, ctype)
+        if part.get_content_maintype() == "text":
+            text = _payload_text(part)
+            self.add_text(text[:MAX_ATTACHMENT_CHARS] if attached else text)
 
 
 def _split_head(data: bytes) -> tuple[bytes, bytes]:
@@ -373,16 +376,8 @@ class _Splitter(_Walker):
             self.out.has_attachment = True
             self.split(body, depth + 1)
             return
-        name = _filename(part)
-        disposition = part.get_content_disposition()
-        maintype = part.get_content_maintype()
-        if name or disposition == "attachment" or ctype == "message/rfc822":
-            self.out.has_attachment = True
-            if name:
-                self.out.attachments.append(name)
-            if maintype != "text":
-                return
-        if maintype == "text" and self.size < MAX_BODY_CHARS:
+        name, _attached = self.note_attachment(part, ctype)
+        if part.get_content_maintype() == "text" and self.size < MAX_BODY_CHARS:
             payload = _decode_payload(part, body)
             text = decode_bytes(payload, part.get_content_charset())
             if part.get_content_subtype() == "html":

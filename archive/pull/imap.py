@@ -207,10 +207,11 @@ def pull(
             if progress:
                 progress(0, total)
             w = writer(tls_version(c))
+            run = _Run(c, box, state, w, result, total, progress)
             try:
                 done = 0
                 for p in plans:
-                    done = _pull_folder(c, box, state, w, p, result, done, total, progress)
+                    done = _pull_folder(run, p, done)
             finally:
                 w.close()
         finally:
@@ -219,28 +220,32 @@ def pull(
         raise PullError(scrub(f"{box.server}:{box.port}: {e}", password)) from None
 
 
-def _pull_folder(
-    c: IMAPClient,
-    box: MailboxConfig,
-    state: PullState,
-    w: PullWriter,
-    p: FolderPlan,
-    result: BoxResult,
-    done: int,
-    total: int,
-    progress: Progress | None,
-) -> int:
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """What one pull of a mailbox hands from folder to folder."""
+
+    c: IMAPClient
+    box: MailboxConfig
+    state: PullState
+    w: PullWriter
+    result: BoxResult
+    total: int
+    progress: Progress | None
+
+
+def _pull_folder(run: _Run, p: FolderPlan, done: int) -> int:
+    c, box, state, progress = run.c, run.box, run.state, run.progress
     if p.uids:
         info = c.select_folder(p.name, readonly=True)
         if int(info[b"UIDVALIDITY"]) != p.uidvalidity:
             raise PullError(f"{p.path}: UIDVALIDITY changed during the pull; run pull again")
         known = state.known_shas(box.name, p.path) if p.rescan else set()
-        pipe = Pipeline(box, state, w, result)
+        pipe = Pipeline(box, state, run.w, run.result)
         try:
-            done = _fetch_folder(c, box, state, w, p, result, done, total, progress, pipe, known)
+            done = _fetch_folder(run, p, done, pipe, known)
             done += pipe.flush()
             if progress:
-                progress(done, total)
+                progress(done, run.total)
         finally:
             pipe.close()
     # every UID below the UIDNEXT seen in the first pass is now archived
@@ -248,20 +253,10 @@ def _pull_folder(
     return done
 
 
-def _fetch_folder(
-    c: IMAPClient,
-    box: MailboxConfig,
-    state: PullState,
-    w: PullWriter,
-    p: FolderPlan,
-    result: BoxResult,
-    done: int,
-    total: int,
-    progress: Progress | None,
-    pipe: Pipeline,
-    known: set[str],
-) -> int:
+def _fetch_folder(run: _Run, p: FolderPlan, done: int, pipe: Pipeline, known: set[str]) -> int:
     """Fetch the folder's new UIDs batch by batch into the pipeline; returns `done`."""
+    c, box, state, w, result = run.c, run.box, run.state, run.w, run.result
+    total, progress = run.total, run.progress
     for batch in _batches(c, p.uids):
         small = [uid for uid, size, _ in batch if size <= PARTIAL_OVER]
         bodies = c.fetch(small, ["BODY.PEEK[]"]) if small else {}

@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from archive.sqltx import immediate
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS folders (
     mailbox TEXT NOT NULL, folder TEXT NOT NULL, uidvalidity INTEGER, hwm INTEGER NOT NULL,
@@ -74,14 +76,8 @@ class PullState:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
+        with immediate(self.conn, self._lock) as conn:
+            yield conn
 
     # --- folders ---------------------------------------------------------------------
 
