@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
@@ -26,6 +25,7 @@ from admin.cli_common import (
     print_table,
     reload_hint,
 )
+from admin.cli_optionset import option_set
 from admin.paths import secrets_path
 
 if TYPE_CHECKING:
@@ -387,19 +387,22 @@ def _summary(lst: ListenerConfig) -> str:
 
 
 class _Given(NamedTuple):
-    """The raw values of the options `listener add` and `listener set` share."""
+    """The arguments and options `listener add` and `listener set` share, declared once
+    (admin/cli_optionset.py)."""
 
-    protocol: str | None
-    target: str | None
-    listen: str | None
-    port: int | None
-    client_tls: str | None
-    target_tls: str | None
-    verify: bool | None
-    target_ca: str | None
-    target_user: str | None
-    target_account: str | None
-    local_login: bool | None
+    name: NameArg
+    protocol: ProtocolOpt = None
+    target: TargetOpt = None
+    listen: ListenOpt = None
+    port: PortOpt = None
+    client_tls: ClientTlsOpt = None
+    target_tls: TargetTlsOpt = None
+    verify: VerifyOpt = None
+    target_ca: TargetCaOpt = None
+    target_user: TargetUserOpt = None
+    password_stdin: PasswordStdinOpt = False
+    target_account: TargetAccountOpt = None
+    local_login: LocalLoginOpt = None
 
     def changes(self) -> dict[str, Any]:
         """The ListenerConfig fields the given options set, each checked (exit 2)."""
@@ -412,41 +415,12 @@ class _Given(NamedTuple):
         return ch
 
 
-def _settings_command(
-    body: Callable[[typer.Context, str, bool, _Given], None],
-) -> Callable[..., None]:
-    """`body(ctx, name, password_stdin, given)` as a command with the shared options,
-    declared once (typer reads the options from this signature, the help from `body`)."""
-
-    def command(
-        ctx: typer.Context,
-        name: NameArg,
-        protocol: ProtocolOpt = None,
-        target: TargetOpt = None,
-        listen: ListenOpt = None,
-        port: PortOpt = None,
-        client_tls: ClientTlsOpt = None,
-        target_tls: TargetTlsOpt = None,
-        verify: VerifyOpt = None,
-        target_ca: TargetCaOpt = None,
-        target_user: TargetUserOpt = None,
-        password_stdin: PasswordStdinOpt = False,
-        target_account: TargetAccountOpt = None,
-        local_login: LocalLoginOpt = None,
-    ) -> None:
-        given = _Given(protocol, target, listen, port, client_tls, target_tls, verify,
-                       target_ca, target_user, target_account, local_login)  # fmt: skip
-        body(ctx, name, password_stdin, given)
-
-    command.__name__, command.__doc__ = body.__name__, body.__doc__
-    return command
-
-
 @listener_app.command("add")
-@_settings_command
-def listener_add(ctx: typer.Context, name: str, password_stdin: bool, given: _Given) -> None:
+@option_set(_Given)
+def listener_add(ctx: typer.Context, given: _Given) -> None:
     """Add a listener: a local port whose sessions are relayed to a provider and archived."""
     c = context(ctx)
+    name, password_stdin = given.name, given.password_stdin
     check_listener_name(name)
     if given.protocol is None:
         fail("--protocol: required (smtp or pop3)", 2)
@@ -498,10 +472,11 @@ def _find(config: Config, name: str) -> int:
 
 
 @listener_app.command("set")
-@_settings_command
-def listener_set(ctx: typer.Context, name: str, password_stdin: bool, given: _Given) -> None:
+@option_set(_Given)
+def listener_set(ctx: typer.Context, given: _Given) -> None:
     """Change options of a listener; options not given keep their value."""
     c = context(ctx)
+    name, password_stdin = given.name, given.password_stdin
     ch = given.changes()
     if not ch and not password_stdin:
         fail("nothing to change: give at least one option (see `listener set --help`)", 2)

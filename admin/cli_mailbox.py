@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
@@ -29,6 +28,7 @@ from admin.cli_common import (
     warn,
 )
 from admin.cli_listener import check_listener_name, parse_target, parse_tls_mode
+from admin.cli_optionset import option_set
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -267,59 +267,38 @@ def _summary(box: MailboxConfig) -> str:
 
 
 class _Given(NamedTuple):
-    """The raw values of the options `mailbox add` and `mailbox set` share (checked by
-    `_options`, in this order)."""
+    """The arguments and options `mailbox add` and `mailbox set` share, declared once
+    (admin/cli_optionset.py)."""
 
-    protocol: str | None
-    server: str | None
-    tls: str | None
-    user: str | None
-    folders: list[str] | None
-    exclude_folders: list[str] | None
-    archive_user: str | None
-    multidrop: bool | None
-    interval: str | None
-    delete_after_days: int | None
-    ca: str | None
-    no_verify: bool | None
+    name: NameArg
+    protocol: ProtocolOpt = None
+    server: ServerOpt = None
+    tls: TlsOpt = None
+    user: UserOpt = None
+    password_stdin: PasswordStdinOpt = False
+    folders: FoldersOpt = None
+    exclude_folders: ExcludeOpt = None
+    archive_user: ArchiveUserOpt = None
+    multidrop: MultidropOpt = None
+    interval: IntervalOpt = None
+    delete_after_days: DeleteOpt = None
+    ca: CaOpt = None
+    no_verify: NoVerifyOpt = None
 
-
-def _settings_command(
-    body: Callable[[typer.Context, str, bool, _Given], None],
-) -> Callable[..., None]:
-    """`body(ctx, name, password_stdin, given)` as a command with the shared options,
-    declared once (typer reads the options from this signature, the help from `body`)."""
-
-    def command(
-        ctx: typer.Context,
-        name: NameArg,
-        protocol: ProtocolOpt = None,
-        server: ServerOpt = None,
-        tls: TlsOpt = None,
-        user: UserOpt = None,
-        password_stdin: PasswordStdinOpt = False,
-        folders: FoldersOpt = None,
-        exclude_folders: ExcludeOpt = None,
-        archive_user: ArchiveUserOpt = None,
-        multidrop: MultidropOpt = None,
-        interval: IntervalOpt = None,
-        delete_after_days: DeleteOpt = None,
-        ca: CaOpt = None,
-        no_verify: NoVerifyOpt = None,
-    ) -> None:
-        given = _Given(protocol, server, tls, user, folders, exclude_folders, archive_user,
-                       multidrop, interval, delete_after_days, ca, no_verify)  # fmt: skip
-        body(ctx, name, password_stdin, given)
-
-    command.__name__, command.__doc__ = body.__name__, body.__doc__
-    return command
+    def changes(self) -> dict[str, Any]:
+        """The changed fields, each option checked with a one-line error (exit 2)."""
+        return _options(self.protocol, self.server, self.tls, self.user, self.folders,
+                        self.exclude_folders, self.archive_user, self.multidrop,
+                        self.interval, self.delete_after_days, self.ca,
+                        self.no_verify)  # fmt: skip
 
 
 @mailbox_app.command("add")
-@_settings_command
-def mailbox_add(ctx: typer.Context, name: str, password_stdin: bool, given: _Given) -> None:
+@option_set(_Given)
+def mailbox_add(ctx: typer.Context, given: _Given) -> None:
     """Add a mailbox to archive with `proxy-admin pull` (password from stdin)."""
     c = context(ctx)
+    name, password_stdin = given.name, given.password_stdin
     check_listener_name(name)
     for opt, value in (("--protocol", given.protocol), ("--server", given.server),
                        ("--user", given.user)):  # fmt: skip
@@ -327,7 +306,7 @@ def mailbox_add(ctx: typer.Context, name: str, password_stdin: bool, given: _Giv
             fail(f"{opt}: required", 2)
     if not password_stdin:
         fail("--password-stdin: required (the password is read from stdin)", 2)
-    ch = _options(*given)
+    ch = given.changes()
     box = _build({"name": name, **ch})
     config = c.load_config()
     if any(b.name == name for b in config.mailbox):
@@ -344,13 +323,14 @@ def mailbox_add(ctx: typer.Context, name: str, password_stdin: bool, given: _Giv
 
 
 @mailbox_app.command("set")
-@_settings_command
-def mailbox_set(ctx: typer.Context, name: str, password_stdin: bool, given: _Given) -> None:
+@option_set(_Given)
+def mailbox_set(ctx: typer.Context, given: _Given) -> None:
     """Change a mailbox's settings (only the options given)."""
     c = context(ctx)
+    name, password_stdin = given.name, given.password_stdin
     config = c.load_config()
     i = _find(config, name)
-    ch = _options(*given)
+    ch = given.changes()
     if not ch and not password_stdin:
         fail("nothing to change (see `proxy-admin mailbox set --help`)", 2)
     old = config.mailbox[i].model_dump()
