@@ -86,6 +86,20 @@ def _empty_dir(path: Path) -> bool:
     return not path.exists() or (path.is_dir() and not any(path.iterdir()))
 
 
+@dataclass
+class _Tally:
+    """Bytes copied so far, reported as `progress(copied, total)` after each chunk."""
+
+    total: int
+    progress: Progress | None
+    copied: int = 0
+
+    def __call__(self, n: int) -> None:
+        self.copied += n
+        if self.progress is not None:
+            self.progress(self.copied, self.total)
+
+
 def _copy(src: Path, dst: Path, limit: int | None, tick: Any = None) -> tuple[int, str]:
     """Copy (the first `limit` bytes of) `src` to `dst`, fsync'd; (size, sha256)."""
     h = hashlib.sha256()
@@ -142,13 +156,7 @@ def backup(archive: Archive, dest: Path, progress: Progress | None = None) -> Ba
         files = [{"path": "archive/catalog.sqlite", **_describe(cat_dst)}]
         numbers = sorted(set(archive.packs.numbers()) | set(ends))
         total = sum(ends.get(n, len(FILE_MAGIC)) for n in numbers)
-        copied = 0
-
-        def tick(n: int) -> None:
-            nonlocal copied
-            copied += n
-            if progress is not None:
-                progress(copied, total)
+        tick = _Tally(total, progress)
 
         for n in numbers:
             rel = f"archive/packs/{pack_name(n)}"
@@ -221,13 +229,7 @@ def restore(src: Path, state_dir: Path, progress: Progress | None = None) -> Res
     shutil.rmtree(staging, ignore_errors=True)
     files = manifest["files"]
     total = sum(int(f["size"]) for f in files)
-    copied = 0
-
-    def tick(n: int) -> None:
-        nonlocal copied
-        copied += n
-        if progress is not None:
-            progress(copied, total)
+    tick = _Tally(total, progress)
 
     try:
         for f in files:
