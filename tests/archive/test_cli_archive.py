@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from archive_helpers import JP_SUBJECT, jp_message, make_message, write_report
+from maintenance_helpers import one_line_error
 from typer.testing import CliRunner
 
 from admin.cli import app
@@ -37,14 +38,6 @@ def make_message_bytes_of(cli: Cli, subject: str) -> bytes:
         p for p in (cli.state / "reports").glob("*.eml") if subject.encode() in p.read_bytes()
     ]
     return mpr.read_bytes()
-
-
-def one_line_error(r: Any, code: int, needle: str) -> None:
-    assert r.exit_code == code, (r.exit_code, r.output)
-    assert "Traceback" not in r.output
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("proxy-admin: error: "), r.stderr
-    assert needle in lines[0], lines[0]
 
 
 @pytest.fixture
