@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +52,7 @@ class BackupResult:
     chain_head: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "messages": self.messages,
-            "files": self.files,
-            "bytes": self.bytes,
-            "chain_head": self.chain_head,
-        }
+        return asdict(self)  # every field, in order (plain values only)
 
 
 @dataclass
