@@ -36,7 +36,7 @@ echo "build-deb: mailtee $version ($arch) with $PYTHON ($pyver) in $work"
 
 # 1. Sources: only what the wheel is built from (no build/ or *.egg-info in the checkout).
 mkdir -p "$src"
-(cd "$top" && cp -a pyproject.toml README.md proxy archive admin accounts "$src/")
+(cd "$top" && cp -a pyproject.toml README.md proxy archive admin accounts web "$src/")
 find "$src" -name __pycache__ -prune -exec rm -rf {} +
 
 # 2. The virtualenv, with the project and its dependencies (wheels from PyPI).
