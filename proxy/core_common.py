@@ -8,11 +8,11 @@ the cores share no protocol logic) for the four things that must behave alike:
 - the "closed" guard: `close()` emits `Close` exactly once, `closed` says whether it has;
   every driver entry point of a closed core is a no-op;
 - command counting: `count_command()` is False once a session exceeds `max_commands`
-  (each core then refuses in its own words; SMTP queues its 421 behind the replies
-  still due, POP3 is lockstep and has none);
+  (each core then logs and refuses in its own words; SMTP queues its 421 behind the
+  replies still due, POP3 is lockstep and has none);
 - the archive-failure policy: `archive_failed()` decides, from `on_archive_failure`,
   whether a message whose copy failed is relayed anyway ("pass") or refused ("reject",
-  fail closed, DESIGN invariant 1), and logs the decision in one wording.
+  fail closed, DESIGN invariant 1), and logs the decision as an error.
 
 No sockets, no clock, no threads (the cores' rule; tests/proxy/test_sans_io_imports.py).
 """
@@ -32,15 +32,12 @@ def _same(message: str) -> str:
 class CoreCommon:
     """The action queue, closed guard, command count and archive-failure policy of one core."""
 
-    def __init__(
-        self, settings: RelaySettings, scrub: Callable[[str], str] = _same, prefix: str = ""
-    ) -> None:
+    def __init__(self, settings: RelaySettings, scrub: Callable[[str], str] = _same) -> None:
         self.settings = settings
         self.closed = False
         self.commands = 0
         self._out: list[Action] = []
         self._scrub = scrub  # SMTP: never log the injected credentials (proxy/scrub.py)
-        self._prefix = prefix  # e.g. "pop3 ": the core's name in its log lines
 
     # --- the action queue ---------------------------------------------------------
     def emit(self, action: Action) -> None:
@@ -67,21 +64,13 @@ class CoreCommon:
     def count_command(self) -> bool:
         """Count one client command; False once the session is past `max_commands`."""
         self.commands += 1
-        if self.commands <= self.settings.max_commands:
-            return True
-        self.log("warning", f"{self._prefix}client exceeded max_commands; session closed")
-        return False
+        return self.commands <= self.settings.max_commands
 
     # --- the archive-failure policy -----------------------------------------------
-    def archive_failed(self, what: str, error: str | None, refusal: str) -> bool:
-        """The copy of `what` failed: True to relay it anyway (on_archive_failure =
-        "pass", logged as an error), False to refuse it (`refusal` says how)."""
-        if self.settings.on_archive_failure == "pass":
-            self.log(
-                "error",
-                f"{self._prefix}{what} NOT archived ({error}); "
-                "relayed anyway (on_archive_failure = pass)",
-            )
-            return True
-        self.log("error", f"{self._prefix}{what} not archived ({error}); {refusal}")
-        return False
+    def archive_failed(self, relayed: str, refused: str) -> bool:
+        """A copy failed: True to relay the message anyway (on_archive_failure = "pass"),
+        False to refuse it (fail closed). Logs `relayed` or `refused` as an error: the
+        operator must learn either way (the cores keep their own, documented wording)."""
+        passed = self.settings.on_archive_failure == "pass"
+        self.log("error", relayed if passed else refused)
+        return passed

@@ -134,7 +134,8 @@ def of_type(actions: Iterable[object], kind: type) -> list[Action]:
 
 
 def reports(actions: Iterable[object]) -> list[dict[str, object]]:
-    return [a.report for a in actions if isinstance(a, BeginMessage)]
+    """The cores' part of each report, as the `.mpr` JSON holds it."""
+    return [a.report.to_json() for a in actions if isinstance(a, BeginMessage)]
 
 
 def chunked(data: bytes, cuts: Iterable[int]) -> list[bytes]:

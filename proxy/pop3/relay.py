@@ -37,6 +37,7 @@ import enum
 from collections.abc import Callable
 from typing import Any
 
+from archive.report_sections import MessageStart, Pop3Section
 from proxy.actions import (
     AbortMessage,
     Action,
@@ -142,7 +143,7 @@ def _text(line: bytes) -> str:
 class Pop3Relay(RelayCore):
     def __init__(self, settings: RelaySettings) -> None:
         self._settings = settings
-        self._common = CoreCommon(settings, prefix="pop3 ")
+        self._common = CoreCommon(settings)
         self._state = State.NEW
         self.reading: Side | None = Side.UPSTREAM
         self._client = LineBuffer()
@@ -168,6 +169,10 @@ class Pop3Relay(RelayCore):
         self._top_held: bytearray | None = None  # its data while not yet spooled
         self._top_report: dict[str, Any] = {}
         self._status_line = ""  # its +OK line, the report's upstream reply
+
+    @property
+    def settings(self) -> RelaySettings:
+        return self._settings
 
     # --- the RelayCore interface --------------------------------------------------------
 
@@ -244,8 +249,9 @@ class Pop3Relay(RelayCore):
         message, self._message = self._message, None
         fields = {"protocol": "pop3", **message, "outcome": "delivered", "archived": ok}
         if ok or self._common.archive_failed(
-            f"message {message['msg']}",
-            error,
+            f"pop3 message {message['msg']} NOT archived ({error}); "
+            "relayed anyway (on_archive_failure = pass)",
+            f"pop3 message {message['msg']} not archived ({error}); "
             "client connection dropped before the end of the message",
         ):
             self._send_client(END_LINE)
@@ -398,6 +404,7 @@ class Pop3Relay(RelayCore):
         """Count one client command; False (and the session closed) beyond the limit."""
         if self._common.count_command():
             return True
+        self._emit(LogEvent("warning", "pop3 client exceeded max_commands; session closed"))
         self._send_client(replies.TOO_MANY_COMMANDS)
         self._close()
         return False
@@ -590,14 +597,8 @@ class Pop3Relay(RelayCore):
             uid = self._uidls.get(cmd.msg) if cmd.msg is not None else None
             self._message = {"user": self.account, "msg": cmd.msg, "uidl": uid, "size": 0}
             self._status_line = _text(status_line)
-            self._emit(
-                BeginMessage(
-                    {
-                        "direction": "incoming",
-                        "pop3": {"user": self.account, "uidl": uid, "msg": cmd.msg},
-                    }
-                )
-            )
+            pop3 = Pop3Section(self.account, uid, cmd.msg)
+            self._emit(BeginMessage(MessageStart("incoming", pop3=pop3)))
         self._enter(State.MULTILINE)
 
     def _feed_body(self, data: bytes) -> None:
@@ -654,7 +655,8 @@ class Pop3Relay(RelayCore):
         held, self._top_held = bytes(self._top_held or b""), None
         report = self._top_report
         self._message = {**report, "size": len(held), "via": "top"}
-        self._emit(BeginMessage({"direction": "incoming", "pop3": dict(report)}))
+        pop3 = Pop3Section(report["user"], report["uidl"], report["msg"])
+        self._emit(BeginMessage(MessageStart("incoming", pop3=pop3)))
         if held:
             self._emit(MessageData(held))
 

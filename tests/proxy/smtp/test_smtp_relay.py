@@ -673,7 +673,7 @@ def test_injected_credentials_plain() -> None:
     # auth_user records the client's own login only, not the proxy's account
     assert report["smtp"]["auth_user"] is None  # type: ignore[index]
     assert PASSWORD not in log_text(actions) and token.decode() not in log_text(actions)
-    assert PASSWORD not in repr(driver.relay.s)
+    assert PASSWORD not in repr(driver.relay.settings)
 
 
 def test_injected_credentials_login_only() -> None:
@@ -923,7 +923,7 @@ def test_upstream_timeout() -> None:
 
 
 def test_upstream_unavailable() -> None:
-    relay = SmtpRelay(make_relay().s)
+    relay = SmtpRelay(make_relay().settings)
     relay.upstream_unavailable("smtp.example.net:587: Connection refused")
     acts = relay.actions()
     assert acts[-2:] == [
