@@ -27,6 +27,7 @@ from proxy.actions import (
     StartTls,
 )
 from proxy.replay import (  # noqa: F401 - the harness API the tests import
+    FRAMING_TOKENS,
     SIGNALS,
     ArchiveAnswer,
     Replayer,
@@ -314,12 +315,7 @@ CLIENT_TOKENS = [
     b"AUTH PLAIN AGEAYg==\r\n",
     b"AUTH LOGIN\r\n",
     b"YQ==\r\n",
-    b".\r\n",
-    b"..\r\n",
-    b"\r\n.\r\n",
-    b"\n.\n",
-    b"\r.\r",
-    b"\r\n",
+    *FRAMING_TOKENS,
     b"\r",
     b"\n",
     b".",
