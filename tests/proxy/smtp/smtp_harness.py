@@ -40,7 +40,7 @@ from proxy.replay import (  # noqa: F401 - the harness API the tests import
     to_upstream,
 )
 from proxy.settings import RelaySettings
-from proxy.smtp.relay import SmtpRelay
+from proxy.smtp.relay import SmtpRelay, State
 
 GREETING = b"220 smtp.example.net ESMTP Postfix\r\n"
 EHLO_REPLY = (
@@ -383,6 +383,8 @@ def run_events(
             check_invariants(driver.log, driver.relay, pass_mode, dict(settings))
         else:
             assert (driver.relay.reading is None) == any(isinstance(a, Close) for a in driver.log)
+        # The phase and the driver's view of it agree (the state machine's CLOSED is final).
+        assert (driver.relay.state is State.CLOSED) == (driver.relay.reading is None)
         # Once the provider is gone the core must never wait for it (a driver would spin).
         upstream_gone = upstream_gone or any(isinstance(a, CloseUpstream) for a in driver.log)
         if upstream_gone:
