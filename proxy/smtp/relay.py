@@ -31,20 +31,17 @@ a silent change. What the phase does not say -- the replies still due, in order 
 the `_pending` queue; facts about the session (TLS on the client side, EHLO name,
 envelope, injected AUTH done) are plain fields.
 
-    NEW --start--> SETUP --greeted--> COMMANDS <--------------------------------+
-                     |                 |  ^  |  ^  |  ^                         |
-       target_tls=starttls:            |  |  |  |  |  +--verdict-- DELIVERING   |
-       EHLO, STARTTLS upstream         |  |  |  |  |                   ^       |
-                     v                 |  |  |  |  +--go-ahead (354)   |       |
-               UPSTREAM_TLS --tls-up---+--+  |  |     v                |       |
-                                       |     |  |    DATA --end-of-data--> ARCHIVING
-             STARTTLS (client) <-------+     |  |     |                (archived: the
-               CLIENT_TLS --tls-up-----------+  |   refuse (bare CR/LF,  final dot)
-                                                |   too big, provider lost)
-             334 to AUTH: AUTH_RESPONSE -response+    v
-                                                   DISCARDING --(end of data)--> CLOSED
-    COMMANDS / AUTH_RESPONSE --last-reply--> CLOSING (a 421 queued behind the replies
-    still due)                      any state --close--> CLOSED
+    NEW --start--> SETUP --greeted------------------------------------> COMMANDS
+                     |  (target_tls=starttls: our EHLO, STARTTLS)            ^
+                     +--upstream-starttls--> UPSTREAM_TLS --tls-up-----------+
+
+    COMMANDS --starttls--> CLIENT_TLS --tls-up--> COMMANDS
+    COMMANDS --challenge (334)--> AUTH_RESPONSE --response--> COMMANDS
+    COMMANDS --go-ahead (354)--> DATA --end-of-data--> ARCHIVING --archived--> DELIVERING
+    DELIVERING --verdict--> COMMANDS
+    DATA --refuse (bare CR/LF, too big, provider lost)--> DISCARDING --close--> CLOSED
+    COMMANDS, AUTH_RESPONSE --last-reply (max_commands)--> CLOSING --close--> CLOSED
+    any state --close--> CLOSED
 
 `reading` follows from the state and the queue: None once CLOSED, UPSTREAM while any
 reply is outstanding, CLIENT otherwise (the core is lockstep). The client is parsed only
@@ -63,6 +60,7 @@ import enum
 import re
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Literal
 
 from archive.report_sections import MessageStart, SmtpSection
 from proxy.actions import (
@@ -150,6 +148,8 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     **{(s, Event.CLOSE): State.CLOSED for s in State if s is not State.CLOSED},
 }
 
+#: why a message in DISCARDING is dropped: bare CR/LF, too big, the provider is gone
+_Discard = Literal["bare", "size", "lost"]
 #: states in which client bytes are message content, not command lines
 _MESSAGE_STREAMING = frozenset({State.DATA, State.DISCARDING})
 #: states in which the client's buffered lines are parsed (up to a barrier)
@@ -274,7 +274,7 @@ class SmtpRelay(RelayCore):
         # (mechanism, user name candidate, whether the first response was seen)
         self._auth: tuple[bytes, bytes | None, bool] | None = None
         self._data: DataReader | None = None  # the message being read (until its verdict)
-        self._discard: str | None = None  # in DISCARDING: why ("bare", "size", "lost")
+        self._discard: _Discard | None = None  # in DISCARDING: why
         self._archived = False  # the current message's copy is committed
 
     # --- the state machine ----------------------------------------------------------

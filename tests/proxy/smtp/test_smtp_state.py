@@ -9,6 +9,7 @@ from smtp_harness import EHLO_REPLY, GO_AHEAD, GREETING, OK, QUEUED, make_relay
 
 from proxy.actions import Side, StartTls
 from proxy.errors import LocalProtocolError
+from proxy.smtp import relay as relay_module
 from proxy.smtp.relay import TRANSITIONS, Event, SmtpRelay, State
 
 ILLEGAL = [(s, e) for s, e in itertools.product(State, Event) if (s, e) not in TRANSITIONS]
@@ -116,3 +117,9 @@ def test_start_twice_is_refused() -> None:
     relay = make_relay()
     with pytest.raises(LocalProtocolError):
         relay.start()
+
+
+def test_the_docstring_diagram_names_every_state_and_event() -> None:
+    doc = relay_module.__doc__ or ""
+    assert [s.name for s in State if s.name not in doc] == []
+    assert [e.value for e in Event if e.value not in doc] == []
