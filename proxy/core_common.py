@@ -4,7 +4,7 @@ Theory of operation. `SmtpRelay` and `Pop3Relay` differ in their protocol, not i
 they talk to the driver. Each holds one `CoreCommon` (composition, not a base class:
 the cores share no protocol logic) for the four things that must behave alike:
 
-- the action queue: `emit()` appends, `take()` hands the driver everything in order;
+- the action queue: `emit(action)` appends, `take()` hands the driver everything in order;
 - the "closed" guard: `close()` emits `Close` exactly once, `closed` says whether it has;
   every driver entry point of a closed core is a no-op;
 - command counting: `count_command()` is False once a session exceeds `max_commands`
@@ -37,15 +37,16 @@ class CoreCommon:
         self.closed = False
         self.commands = 0
         self._out: list[Action] = []
+        #: queue one action (the list's own append: the cores call it per data chunk)
+        self.emit: Callable[[Action], None] = self._out.append
         self._scrub = scrub  # SMTP: never log the injected credentials (proxy/scrub.py)
 
     # --- the action queue ---------------------------------------------------------
-    def emit(self, action: Action) -> None:
-        self._out.append(action)
-
     def take(self) -> list[Action]:
         """Return and forget the queued actions, in order (`RelayCore.actions()`)."""
-        out, self._out = self._out, []
+        out = self._out
+        self._out = []
+        self.emit = self._out.append
         return out
 
     def log(self, level: str, message: str) -> None:

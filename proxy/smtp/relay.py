@@ -108,6 +108,8 @@ class State(enum.Enum):
     CLOSING = "closing"  # a final reply of ours waits behind the replies still due
     CLOSED = "closed"
 
+    __hash__ = object.__hash__  # members are singletons: identity, not Enum's Python hash
+
 
 class Event(enum.Enum):
     """What moves a session from one `State` to the next (`TRANSITIONS`)."""
@@ -126,6 +128,8 @@ class Event(enum.Enum):
     VERDICT = "verdict"  # the provider's reply to the end of data
     LAST_REPLY = "last-reply"  # max_commands: a 421 is queued behind due replies
     CLOSE = "close"  # the session ends
+
+    __hash__ = object.__hash__
 
 
 #: (state, event) -> next state: every legal transition, and nothing else.
@@ -150,10 +154,11 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
 
 #: why a message in DISCARDING is dropped: bare CR/LF, too big, the provider is gone
 _Discard = Literal["bare", "size", "lost"]
-#: states in which client bytes are message content, not command lines
-_MESSAGE_STREAMING = frozenset({State.DATA, State.DISCARDING})
+#: states in which client bytes are message content, not command lines (tuples, not
+#: sets: membership by identity, without Enum's Python-level __hash__ on every chunk)
+_MESSAGE_STREAMING = (State.DATA, State.DISCARDING)
 #: states in which the client's buffered lines are parsed (up to a barrier)
-_PARSING = frozenset({State.COMMANDS, State.AUTH_RESPONSE})
+_PARSING = (State.COMMANDS, State.AUTH_RESPONSE)
 
 
 class Step(enum.StrEnum):
@@ -316,7 +321,8 @@ class SmtpRelay(RelayCore):
             self._feed_data(data)
         else:
             self._client.feed(data)
-        self._resume()
+        self._process_client()
+        self._update_reading()
 
     def receive_upstream(self, data: bytes) -> None:
         if self._common.closed:
@@ -882,10 +888,11 @@ class SmtpRelay(RelayCore):
                 self._emit(AbortMessage())
                 self._emit(CloseUpstream())
             else:
+                emit = self._common.emit
                 if chunk.wire:
-                    self._send_upstream(chunk.wire)
+                    emit(SendUpstream(chunk.wire))
                 if chunk.message:
-                    self._emit(MessageData(chunk.message))
+                    emit(MessageData(chunk.message))
         if not chunk.done:
             return
         self._client.feed(chunk.rest)
