@@ -36,6 +36,7 @@ from admin.paths import (  # noqa: F401 - re-exported: the path rules live in ad
     state_dir,
 )
 from archive.durable import write_atomic
+from proxy.settings import TlsMode  # the one definition; the relay settings carry it
 
 #: Loopback, RFC 1918 and ULA: the networks a small office's clients come from.
 DEFAULT_ALLOW_CLIENTS = [
@@ -52,7 +53,6 @@ LISTENER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 
 #: smtp-journal: receive-only journal listener (archive/pull/journal.py), no target
 Protocol = Literal["smtp", "pop3", "smtp-journal"]
-TlsMode = Literal["none", "starttls", "implicit"]
 
 
 def _stls_alias(v: object) -> object:

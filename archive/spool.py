@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 
 from archive.durable import fsync_dir, write_file
 from archive.errors import ArchiveError
+from archive.report_sections import SessionReport
 from archive.timefmt import iso_millis
 
 MPR_FORMAT = "mailtee-mpr"
@@ -53,7 +54,8 @@ class MessageWriter:
 
     reports_dir: Path
     protocol: str
-    report: dict[str, Any]
+    #: a proxied session's typed sections, or (pull, journal) the sections as JSON
+    report: SessionReport | dict[str, Any]
     received_at: dt.datetime = field(default_factory=utc_now)
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     size: int = 0
@@ -71,6 +73,10 @@ class MessageWriter:
         # Small messages stay in memory until commit() (a worker thread) creates the
         # file: no file-system call on the event loop for the common case.
         self._head = bytearray()
+        # The sections as JSON, once (a dict report is used as is: the pull writer
+        # still adds to it before commit).
+        r = self.report
+        self._sections = r.to_json() if isinstance(r, SessionReport) else r
 
     def _spill(self) -> None:
         """Move the buffered head to the temp file (creating it); latch errors."""
@@ -111,7 +117,7 @@ class MessageWriter:
 
     def document(self, outcome: str, reply: str | None) -> dict[str, Any]:
         """The `.mpr` in the key order of docs/mpr-format.md."""
-        r = self.report
+        r = self._sections
         doc: dict[str, Any] = {
             "format": MPR_FORMAT,
             "version": MPR_VERSION,
@@ -258,7 +264,7 @@ class Spool:
     def __init__(self, reports_dir: Path) -> None:
         self.reports_dir = reports_dir
 
-    def open_message(self, protocol: str, report: dict[str, Any]) -> MessageWriter:
+    def open_message(self, protocol: str, report: SessionReport | dict[str, Any]) -> MessageWriter:
         """Start a message; `report` holds the protocol sections of the `.mpr`."""
         return MessageWriter(self.reports_dir, protocol, report)
 

@@ -8,13 +8,32 @@ are spliced at random from protocol tokens and random bytes: the same `-runs=N` 
 
 from __future__ import annotations
 
+import importlib
 import random
 import sys
 import time
 from collections.abc import Callable, Sequence
 from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported lazily: the targets instrument proxy/ for atheris first
+    from proxy.dotstuff import DotReader
 
 DEFAULT_RUNS = 1_000_000
+
+
+def load_atheris(modules: Sequence[str]) -> ModuleType | None:
+    """atheris with `modules` imported under its coverage instrumentation (unless
+    `--random`), or None where it is not installed (the random driver needs nothing)."""
+    try:
+        import atheris  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    if "--random" not in sys.argv:
+        with atheris.instrument_imports(include=["proxy"]):
+            for name in modules:
+                importlib.import_module(name)
+    return atheris
 
 
 def token_input(rng: random.Random, pools: Sequence[Sequence[bytes]]) -> bytes:
@@ -129,3 +148,71 @@ def decode_events(
             payload = inp.take(inp.byte() % 48)
         events.append((kind, payload))
     return events
+
+
+def decode_input(
+    data: bytes,
+    make_settings: Callable[[int], dict[str, object]],
+    kinds: Sequence[str],
+    signals: Sequence[str],
+    client_tokens: Sequence[bytes],
+    upstream_tokens: Sequence[bytes],
+    prefixes: Sequence[Sequence[tuple[str, bytes]]],
+    max_events: int,
+) -> tuple[dict[str, object], list[tuple[str, bytes]], list[bool], list[bool], bool]:
+    """An input as both targets read it: a settings byte (`make_settings` maps it; its
+    top bit feeds the events byte by byte), archive and TLS verdict bits, a prefix (a
+    session already some way in), then events."""
+    inp = Input(data)
+    s, verdicts, tls = inp.byte(), inp.byte(), inp.byte()
+    settings = make_settings(s)
+    bytewise = bool(s >> 7)
+    prefix = list(prefixes[inp.byte() % len(prefixes)])
+    events = decode_events(inp, kinds, signals, client_tokens, upstream_tokens, max_events, prefix)
+    return (
+        settings,
+        events,
+        [bool(verdicts >> i & 1) for i in range(8)],
+        [bool(tls >> i & 1) for i in range(8)],
+        bytewise,
+    )
+
+
+def _feed(reader: DotReader, chunks: list[bytes]) -> tuple[bytes, bytes, bool, bytes]:
+    wire, message, rest, done = [], [], b"", False
+    for i, chunk in enumerate(chunks):
+        out = reader.feed(chunk)
+        assert len(reader._held) <= 4
+        wire.append(out.wire)
+        message.append(out.data)
+        if out.done:
+            done, rest = True, out.rest + b"".join(chunks[i + 1 :])
+            break
+    return b"".join(wire), b"".join(message), done, rest
+
+
+def check_dot_reader(data: bytes, make_reader: Callable[[], DotReader]) -> None:
+    """Feed `data` to a reader whole and in chunks: the same result, and the reference
+    parse (the end is the first CRLF "." CRLF; the copy is the unstuffed wire bytes;
+    a reader that refuses bare CR/LF says so exactly when there is one)."""
+    from proxy.dotstuff import TERMINATOR
+
+    whole = make_reader()
+    w = _feed(whole, [data])
+    cuts = sorted({b % (len(data) + 1) for b in data[:12]})
+    edges = [0, *cuts, len(data)]
+    split = make_reader()
+    s = _feed(split, [data[a:b] for a, b in zip(edges, edges[1:], strict=False) if b > a])
+    assert w == s, (data, cuts)
+    assert (whole.bare_newline is None) == (split.bare_newline is None)
+    wire, message, done, rest = w
+    end = (b"\r\n" + data).find(TERMINATOR)
+    assert done == (end >= 0)
+    if done:
+        assert wire == data[: max(end, 0)] and rest == data[end + 3 :]
+        assert message == (b"\r\n" + wire).replace(b"\r\n.", b"\r\n")[2:]
+        assert whole.size == len(message)
+        if whole._check_bare:
+            crlf = wire.count(b"\r\n")
+            bare = wire.count(b"\n") != crlf or wire.count(b"\r") != crlf
+            assert bare == (whole.bare_newline is not None), data

@@ -40,21 +40,18 @@ from pathlib import Path
 _ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(_ROOT), str(_ROOT / "tests" / "proxy" / "pop3")]
 
-from _driver import Input, decode_events, main, token_input  # noqa: E402 - fuzz/ is the script's folder
+from _driver import check_dot_reader, decode_input, load_atheris, main, token_input  # noqa: E402 - fuzz/ is the script's folder
 
-try:
-    import atheris
-except ImportError:  # the random driver below needs nothing but the standard library
-    atheris = None
-
-if atheris is not None and "--random" not in sys.argv:
-    with atheris.instrument_imports(include=["proxy"]):
-        import proxy.buffer  # noqa: F401
-        import proxy.pop3.capa
-        import proxy.pop3.commands
-        import proxy.pop3.multiline
-        import proxy.pop3.relay
-        import proxy.pop3.sasl  # noqa: F401
+atheris = load_atheris(
+    [
+        "proxy.buffer",
+        "proxy.pop3.capa",
+        "proxy.pop3.commands",
+        "proxy.pop3.multiline",
+        "proxy.pop3.relay",
+        "proxy.pop3.sasl",
+    ]
+)
 
 from proxy.actions import (  # noqa: E402
     AbortMessage,
@@ -68,13 +65,12 @@ from proxy.actions import (  # noqa: E402
     Side,
     StartTls,
 )
+from proxy.dotstuff import TERMINATOR  # noqa: E402
 from proxy.pop3 import Pop3Relay  # noqa: E402
 from proxy.pop3.multiline import MultilineReader  # noqa: E402
+from proxy.replay import FRAMING_TOKENS, ArchiveAnswer, Replayer, apply_event  # noqa: E402
 from proxy.replay import SIGNALS as REPLAY_SIGNALS  # noqa: E402
-from proxy.replay import ArchiveAnswer, Replayer, apply_event  # noqa: E402
 from proxy.settings import RelaySettings  # noqa: E402
-
-TERMINATOR = b"\r\n.\r\n"
 
 CLIENT_TOKENS = [
     b"USER alice\r\n",
@@ -127,12 +123,7 @@ UPSTREAM_TOKENS = [
     b"STLS\r\nUSER\r\nSASL PLAIN\r\n",
     b"From: a@b\r\n\r\nbody\r\n",
     b"..stuffed\r\n",
-    b".\r\n",
-    b"..\r\n",
-    b"\r\n.\r\n",
-    b"\n.\n",
-    b"\r.\r",
-    b"\r\n",
+    *FRAMING_TOKENS,
     b"\n",
     b".",
     b"+",
@@ -261,68 +252,22 @@ def run_events(
     return driver
 
 
-def decode(data: bytes) -> tuple[dict, list[tuple[str, bytes]], list[bool], list[bool], bool]:
-    inp = Input(data)
-    s, verdicts, tls = inp.byte(), inp.byte(), inp.byte()
-    settings = {
+def settings_of(s: int) -> dict[str, object]:
+    return {
         "client_tls": ["none", "starttls", "implicit"][s % 3],
         "target_tls": ["none", "starttls"][(s >> 2) & 1],
         "on_archive_failure": ["reject", "pass"][(s >> 4) & 1],
         "max_line_length": [2048, 32][(s >> 5) & 1],
         "max_commands": [100, 5][(s >> 6) & 1],
     }
-    bytewise = bool(s >> 7)
-    events = decode_events(
-        inp,
-        KINDS,
-        SIGNALS,
-        CLIENT_TOKENS,
-        UPSTREAM_TOKENS,
-        MAX_EVENTS,
-        list(PREFIXES[inp.byte() % len(PREFIXES)]),
-    )
-    return (
-        settings,
-        events,
-        [bool(verdicts >> i & 1) for i in range(8)],
-        [bool(tls >> i & 1) for i in range(8)],
-        bytewise,
-    )
-
-
-def feed(reader: MultilineReader, chunks: list[bytes]) -> tuple[bytes, bytes, bool, bytes]:
-    wire, message, rest, done = [], [], b"", False
-    for i, chunk in enumerate(chunks):
-        out = reader.feed(chunk)
-        assert len(reader._held) <= 4
-        wire.append(out.wire)
-        message.append(out.data)
-        if out.done:
-            done, rest = True, out.rest + b"".join(chunks[i + 1 :])
-            break
-    return b"".join(wire), b"".join(message), done, rest
-
-
-def check_multiline(data: bytes) -> None:
-    w = feed(MultilineReader(), [data])
-    cuts = sorted({b % (len(data) + 1) for b in data[:12]})
-    edges = [0, *cuts, len(data)]
-    s = feed(
-        MultilineReader(), [data[a:b] for a, b in zip(edges, edges[1:], strict=False) if b > a]
-    )
-    assert w == s, (data, cuts)
-    wire, message, done, rest = w
-    end = (b"\r\n" + data).find(TERMINATOR)
-    assert done == (end >= 0)
-    if done:
-        assert wire == data[: max(end, 0)] and rest == data[end + 3 :]
-        assert message == (b"\r\n" + wire).replace(b"\r\n.", b"\r\n")[2:]
 
 
 def one_input(data: bytes) -> None:
-    settings, events, verdicts, tls, bytewise = decode(data)
+    settings, events, verdicts, tls, bytewise = decode_input(
+        data, settings_of, KINDS, SIGNALS, CLIENT_TOKENS, UPSTREAM_TOKENS, PREFIXES, MAX_EVENTS
+    )
     run_events(settings, events, verdicts, tls, bytewise)
-    check_multiline(data)
+    check_dot_reader(data, MultilineReader)
 
 
 def random_input(rng: random.Random) -> bytes:

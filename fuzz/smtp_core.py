@@ -26,24 +26,15 @@ from pathlib import Path
 _ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(_ROOT), str(_ROOT / "tests" / "proxy" / "smtp")]
 
-from _driver import Input, decode_events, main, token_input  # noqa: E402 - fuzz/ is the script's folder
+from _driver import check_dot_reader, decode_input, load_atheris, main, token_input  # noqa: E402 - fuzz/ is the script's folder
 
-try:
-    import atheris
-except ImportError:  # the random driver below needs nothing but the standard library
-    atheris = None
-
-if atheris is not None and "--random" not in sys.argv:
-    with atheris.instrument_imports(include=["proxy"]):
-        import proxy.buffer  # noqa: F401
-        import proxy.smtp.data
-        import proxy.smtp.ehlo
-        import proxy.smtp.relay
-        import proxy.smtp.replies  # noqa: F401
+atheris = load_atheris(
+    ["proxy.buffer", "proxy.smtp.data", "proxy.smtp.ehlo", "proxy.smtp.relay", "proxy.smtp.replies"]
+)
 
 from smtp_harness import CLIENT_TOKENS, SIGNALS, UPSTREAM_TOKENS, run_events  # noqa: E402
 
-from proxy.smtp.data import TERMINATOR, DataReader  # noqa: E402
+from proxy.smtp.data import DataReader  # noqa: E402
 
 KINDS = ["client", "upstream", "next", "next", "next", *SIGNALS]
 PREFIXES = [
@@ -60,10 +51,8 @@ PREFIXES = [
 MAX_EVENTS = 40
 
 
-def decode(data: bytes) -> tuple[dict[str, object], list, list[bool], list[bool], bool]:
-    inp = Input(data)
-    s, verdicts, tls = inp.byte(), inp.byte(), inp.byte()
-    settings: dict[str, object] = {
+def settings_of(s: int) -> dict[str, object]:
+    return {
         "client_tls": ["none", "starttls", "implicit"][s % 3],
         "target_tls": ["none", "starttls"][(s >> 2) & 1],
         "target_user": [None, "bob"][(s >> 3) & 1],
@@ -73,62 +62,14 @@ def decode(data: bytes) -> tuple[dict[str, object], list, list[bool], list[bool]
         "max_message_size": [10_000, 20][(s >> 6) & 1],
         "max_commands": [100, 5][(s >> 6) & 1],
     }
-    bytewise = bool(s >> 7)
-    events = decode_events(
-        inp,
-        KINDS,
-        SIGNALS,
-        CLIENT_TOKENS,
-        UPSTREAM_TOKENS,
-        MAX_EVENTS,
-        list(PREFIXES[inp.byte() % 3]),
-    )
-    return (
-        settings,
-        events,
-        [bool(verdicts >> i & 1) for i in range(8)],
-        [bool(tls >> i & 1) for i in range(8)],
-        bytewise,
-    )
-
-
-def feed(reader: DataReader, chunks: list[bytes]) -> tuple[bytes, bytes, bool, bytes]:
-    wire, message, rest, done = [], [], b"", False
-    for i, chunk in enumerate(chunks):
-        out = reader.feed(chunk)
-        assert len(reader._held) <= 4
-        wire.append(out.wire)
-        message.append(out.message)
-        if out.done:
-            done, rest = True, out.rest + b"".join(chunks[i + 1 :])
-            break
-    return b"".join(wire), b"".join(message), done, rest
-
-
-def check_data_reader(data: bytes) -> None:
-    whole = DataReader()
-    w = feed(whole, [data])
-    cuts = sorted({b % (len(data) + 1) for b in data[:12]})
-    edges = [0, *cuts, len(data)]
-    split = DataReader()
-    s = feed(split, [data[a:b] for a, b in zip(edges, edges[1:], strict=False) if b > a])
-    assert w == s, (data, cuts)
-    assert (whole.bare_newline is None) == (split.bare_newline is None)
-    wire, message, done, rest = w
-    end = (b"\r\n" + data).find(TERMINATOR)
-    assert done == (end >= 0)
-    if done:
-        assert wire == data[: max(end, 0)] and rest == data[end + 3 :]
-        assert message == (b"\r\n" + wire).replace(b"\r\n.", b"\r\n")[2:]
-        assert whole.size == len(message)
-        bare = wire.count(b"\n") != wire.count(b"\r\n") or wire.count(b"\r") != wire.count(b"\r\n")
-        assert bare == (whole.bare_newline is not None), data
 
 
 def one_input(data: bytes) -> None:
-    settings, events, verdicts, tls, bytewise = decode(data)
+    settings, events, verdicts, tls, bytewise = decode_input(
+        data, settings_of, KINDS, SIGNALS, CLIENT_TOKENS, UPSTREAM_TOKENS, PREFIXES, MAX_EVENTS
+    )
     run_events(settings, events, verdicts, tls, bytewise=bytewise, check_each=False)
-    check_data_reader(data)
+    check_dot_reader(data, DataReader)
 
 
 def random_input(rng: random.Random) -> bytes:

@@ -22,6 +22,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from archive.report_sections import MessageStart
 from proxy.login import VerifyLogin  # the local-login action (proxy/login.py)
 
 
@@ -47,9 +48,9 @@ class StartTls:
 
 @dataclass(frozen=True, slots=True)
 class BeginMessage:
-    """A message starts; `report` is the protocol part of the `.mpr` (smtp/pop3 section)."""
+    """A message starts; `report` is the protocol part of the `.mpr` (direction, smtp/pop3)."""
 
-    report: dict[str, Any]
+    report: MessageStart
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,9 @@ from proxy.actions import (
 SIGNALS = ("upstream_lost", "client_lost", "timeout_client", "timeout_upstream", "eof")
 #: every event kind `apply_event` knows
 EVENT_KINDS = ("client", "upstream", "next", *SIGNALS)
+#: byte runs at which dot-stuffed framing (proxy/dotstuff.py) is easy to get wrong: the
+#: random sessions of both cores splice them into what they send
+FRAMING_TOKENS = (b".\r\n", b"..\r\n", b"\r\n.\r\n", b"\n.\n", b"\r.\r", b"\r\n")
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,8 @@ def of_type(actions: Iterable[object], kind: type) -> list[Action]:
 
 
 def reports(actions: Iterable[object]) -> list[dict[str, object]]:
-    return [a.report for a in actions if isinstance(a, BeginMessage)]
+    """The cores' part of each report, as the `.mpr` JSON holds it."""
+    return [a.report.to_json() for a in actions if isinstance(a, BeginMessage)]
 
 
 def chunked(data: bytes, cuts: Iterable[int]) -> list[bytes]:

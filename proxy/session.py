@@ -26,6 +26,7 @@ from typing import Any
 import trio
 
 from archive.commit import GroupCommitter
+from archive.report_sections import ClientSection, MessageStart, SessionReport, TargetSection
 from archive.spool import MessageWriter, Spool, SpoolError
 from proxy import actions as A
 from proxy import tls_hints
@@ -336,17 +337,14 @@ class Session:
             return
         self.core.archive_result(True)
 
-    def _report(self, section: dict[str, Any]) -> dict[str, Any]:
+    def _report(self, start: MessageStart) -> SessionReport:
         env = self.env
-        report: dict[str, Any] = {
-            "listener": env.listener,
-            "client": {"ip": self.peer_ip, "port": self.peer_port, "tls": self.client_tls},
-            "target": {"host": env.target_host, "port": env.target_port, "tls": self.upstream_tls},
-        }
-        report.update(section)
-        report.setdefault("smtp", None)
-        report.setdefault("pop3", None)
-        return report
+        return SessionReport(
+            listener=env.listener,
+            client=ClientSection(self.peer_ip, self.peer_port, self.client_tls),
+            target=TargetSection(env.target_host, env.target_port, self.upstream_tls),
+            start=start,
+        )
 
     def _log_transaction(self, fields: dict[str, Any]) -> None:
         duration = time.monotonic() - self.message_started if self.message_started else 0.0

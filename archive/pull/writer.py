@@ -73,7 +73,9 @@ class PullWriter:
     def finish_message(self, p: Pending, head: bytes) -> None:
         """Before commit: add what the message's own headers say (multidrop owners)."""
         if self.box.multidrop:
-            p.writer.report["pull"]["recipients"] = multidrop.recipients(head)
+            report = p.writer.report
+            assert isinstance(report, dict)  # a pull's report is plain JSON (open() above)
+            report["pull"]["recipients"] = multidrop.recipients(head)
 
     def commit_batch(self, batch: Sequence[Pending]) -> None:
         """Make every report of `batch` durable; failures are noted in `Pending.error`."""

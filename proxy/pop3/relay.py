@@ -37,11 +37,11 @@ import enum
 from collections.abc import Callable
 from typing import Any
 
+from archive.report_sections import MessageStart, Pop3Section
 from proxy.actions import (
     AbortMessage,
     Action,
     BeginMessage,
-    Close,
     CommitMessage,
     LogEvent,
     LogTransaction,
@@ -53,6 +53,7 @@ from proxy.actions import (
     StartTls,
 )
 from proxy.buffer import LineBuffer, LineTooLong, has_control_bytes, is_crlf_line
+from proxy.core_common import CoreCommon
 from proxy.errors import LocalProtocolError, RemoteProtocolError
 from proxy.pop3 import replies
 from proxy.pop3.capa import CapaRewriter
@@ -142,14 +143,13 @@ def _text(line: bytes) -> str:
 class Pop3Relay(RelayCore):
     def __init__(self, settings: RelaySettings) -> None:
         self._settings = settings
-        self._actions: list[Action] = []
+        self._common = CoreCommon(settings)
         self._state = State.NEW
         self.reading: Side | None = Side.UPSTREAM
         self._client = LineBuffer()
         self._upstream = LineBuffer()
         self._client_on_tls = settings.client_tls == "implicit"
         self._discarding = False  # dropping the rest of an over-long client line
-        self._commands = 0
         self._greeting = b""
         self._pending: Command | None = None  # the command whose answer is awaited
         self._after_uidl: Command | None = None  # the RETR/TOP waiting for our own lookups
@@ -170,11 +170,14 @@ class Pop3Relay(RelayCore):
         self._top_report: dict[str, Any] = {}
         self._status_line = ""  # its +OK line, the report's upstream reply
 
+    @property
+    def settings(self) -> RelaySettings:
+        return self._settings
+
     # --- the RelayCore interface --------------------------------------------------------
 
     def actions(self) -> list[Action]:
-        out, self._actions = self._actions, []
-        return out
+        return self._common.take()
 
     def start(self) -> None:
         if self._state is not State.NEW:
@@ -183,14 +186,14 @@ class Pop3Relay(RelayCore):
         self._pump()
 
     def upstream_unavailable(self, reason: str) -> None:
-        if self._state is State.CLOSED:
+        if self._common.closed:
             return
         self._emit(LogEvent("error", f"pop3 upstream unavailable: {reason}"))
         self._send_client(replies.UPSTREAM_UNAVAILABLE)
         self._close()
 
     def receive_client(self, data: bytes) -> None:
-        if self._state is State.CLOSED:
+        if self._common.closed:
             return
         if not data:
             # Client hung up. No QUIT goes upstream: the provider must not enter the
@@ -202,7 +205,7 @@ class Pop3Relay(RelayCore):
         self._pump()
 
     def receive_upstream(self, data: bytes) -> None:
-        if self._state is State.CLOSED:
+        if self._common.closed:
             return
         if not data:
             self.upstream_lost("upstream closed the connection")
@@ -214,7 +217,7 @@ class Pop3Relay(RelayCore):
         self._pump()
 
     def tls_started(self, side: Side, version: str) -> None:
-        if self._state is State.CLOSED:
+        if self._common.closed:
             return
         if side is Side.UPSTREAM and self._state is State.UPSTREAM_TLS:
             self._send_client(self._greeting)
@@ -227,7 +230,7 @@ class Pop3Relay(RelayCore):
         self._pump()
 
     def tls_failed(self, side: Side, reason: str) -> None:
-        if self._state is State.CLOSED:
+        if self._common.closed:
             return
         if side is Side.UPSTREAM and self._state is State.UPSTREAM_TLS:
             self._emit(LogEvent("error", f"pop3 upstream TLS failed: {reason}"))
@@ -239,31 +242,20 @@ class Pop3Relay(RelayCore):
         self._close()
 
     def archive_result(self, ok: bool, error: str | None = None) -> None:
-        if self._state is State.CLOSED:
+        if self._common.closed:
             return
         if self._state is not State.ARCHIVING or self._message is None:
             raise LocalProtocolError("archive_result() without CommitMessage")
         message, self._message = self._message, None
         fields = {"protocol": "pop3", **message, "outcome": "delivered", "archived": ok}
-        if ok:
-            self._send_client(END_LINE)
-        elif self._settings.on_archive_failure == "pass":
-            self._emit(
-                LogEvent(
-                    "error",
-                    f"pop3 message {message['msg']} NOT archived ({error}); "
-                    "relayed anyway (on_archive_failure = pass)",
-                )
-            )
+        if ok or self._common.archive_failed(
+            f"pop3 message {message['msg']} NOT archived ({error}); "
+            "relayed anyway (on_archive_failure = pass)",
+            f"pop3 message {message['msg']} not archived ({error}); "
+            "client connection dropped before the end of the message",
+        ):
             self._send_client(END_LINE)
         else:
-            self._emit(
-                LogEvent(
-                    "error",
-                    f"pop3 message {message['msg']} not archived ({error}); "
-                    "client connection dropped before the end of the message",
-                )
-            )
             self._emit(LogTransaction({**fields, "outcome": "dropped"}))
             self._close()
             return
@@ -272,7 +264,7 @@ class Pop3Relay(RelayCore):
         self._pump()
 
     def upstream_lost(self, reason: str = "connection lost") -> None:
-        if self._state is State.CLOSED:
+        if self._common.closed:
             return
         self._emit(LogEvent("warning", f"pop3 upstream lost: {reason}"))
         if self._state in _CLIENT_AWAITS_STATUS:
@@ -281,13 +273,13 @@ class Pop3Relay(RelayCore):
         self._close()
 
     def client_lost(self) -> None:
-        if self._state is State.CLOSED:
+        if self._common.closed:
             return
         self._abort_message()
         self._close()
 
     def timeout(self, side: Side) -> None:
-        if self._state is State.CLOSED:
+        if self._common.closed:
             return
         if side is Side.CLIENT:
             self._send_client(replies.IDLE_TIMEOUT)
@@ -301,18 +293,18 @@ class Pop3Relay(RelayCore):
     # --- plumbing -----------------------------------------------------------------------
 
     def _emit(self, action: Action) -> None:
-        self._actions.append(action)
+        self._common.emit(action)
 
     def _send_client(self, data: bytes) -> None:
         if data:
-            self._actions.append(SendClient(data))
+            self._common.emit(SendClient(data))
 
     def _enter(self, state: State) -> None:
         self._state = state
         self.reading = _READING[state]
 
     def _close(self) -> None:
-        self._emit(Close())
+        self._common.close()
         self._enter(State.CLOSED)
         self._body = self._capa = self._uidl_lines = self._list_lines = None
         self._top = self._top_held = None
@@ -410,8 +402,7 @@ class Pop3Relay(RelayCore):
 
     def _count_command(self) -> bool:
         """Count one client command; False (and the session closed) beyond the limit."""
-        self._commands += 1
-        if self._commands <= self._settings.max_commands:
+        if self._common.count_command():
             return True
         self._emit(LogEvent("warning", "pop3 client exceeded max_commands; session closed"))
         self._send_client(replies.TOO_MANY_COMMANDS)
@@ -606,14 +597,8 @@ class Pop3Relay(RelayCore):
             uid = self._uidls.get(cmd.msg) if cmd.msg is not None else None
             self._message = {"user": self.account, "msg": cmd.msg, "uidl": uid, "size": 0}
             self._status_line = _text(status_line)
-            self._emit(
-                BeginMessage(
-                    {
-                        "direction": "incoming",
-                        "pop3": {"user": self.account, "uidl": uid, "msg": cmd.msg},
-                    }
-                )
-            )
+            pop3 = Pop3Section(self.account, uid, cmd.msg)
+            self._emit(BeginMessage(MessageStart("incoming", pop3=pop3)))
         self._enter(State.MULTILINE)
 
     def _feed_body(self, data: bytes) -> None:
@@ -638,47 +623,40 @@ class Pop3Relay(RelayCore):
             self._message["size"] += len(chunk_data)
             self._emit(MessageData(chunk_data))
         if self._uidl_lines is not None:
-            self._parse_uidl_lines(chunk.data)
+            self._parse_lines(self._uidl_lines, chunk.data, uidl_pair, self._remember_uidl)
         if self._list_lines is not None:
-            self._parse_list_lines(chunk.data)
+            self._parse_lines(self._list_lines, chunk.data, size_pair, self._remember_size)
         if chunk.done:
             self._upstream.feed(chunk.rest)
             self._end_body()
 
-    def _parse_uidl_lines(self, data: bytes) -> None:
-        assert self._uidl_lines is not None
-        self._uidl_lines.feed(data)
+    def _parse_lines(
+        self,
+        lines: LineBuffer,
+        data: bytes,
+        parse: Callable[[bytes], tuple[int, Any] | None],
+        remember: Callable[[int, Any], None],
+    ) -> None:
+        """Learn from each complete line of a UIDL or LIST listing (`parse` -> `remember`)."""
+        lines.feed(data)
         while True:
             try:
-                line = self._uidl_lines.take_line(self._settings.max_line_length)
+                line = lines.take_line(self._settings.max_line_length)
             except LineTooLong:
-                self._uidl_lines.discard_line()  # not a unique-id; nothing to learn
+                lines.discard_line()  # not a listing line; nothing to learn
                 continue
             if line is None:
                 return
-            if pair := uidl_pair(line):
-                self._remember_uidl(*pair)
-
-    def _parse_list_lines(self, data: bytes) -> None:
-        assert self._list_lines is not None
-        self._list_lines.feed(data)
-        while True:
-            try:
-                line = self._list_lines.take_line(self._settings.max_line_length)
-            except LineTooLong:
-                self._list_lines.discard_line()
-                continue
-            if line is None:
-                return
-            if pair := size_pair(line):
-                self._remember_size(*pair)
+            if pair := parse(line):
+                remember(*pair)
 
     def _spool_top(self) -> None:
         """Start the copy of a TOP response that may be the whole message."""
         held, self._top_held = bytes(self._top_held or b""), None
         report = self._top_report
         self._message = {**report, "size": len(held), "via": "top"}
-        self._emit(BeginMessage({"direction": "incoming", "pop3": dict(report)}))
+        pop3 = Pop3Section(report["user"], report["uidl"], report["msg"])
+        self._emit(BeginMessage(MessageStart("incoming", pop3=pop3)))
         if held:
             self._emit(MessageData(held))
 

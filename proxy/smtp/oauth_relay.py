@@ -22,13 +22,10 @@ tenant-side message reaches the person (docs/troubleshooting.md explains them).
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 from proxy.login import LoginResult, VerifyLogin
 from proxy.settings import RelaySettings
 from proxy.smtp.ehlo import Capabilities, rewrite_ehlo
-from proxy.smtp.relay import SmtpRelay, _Pending
+from proxy.smtp.relay import Pending, SmtpRelay, State, Step, decode_b64
 from proxy.smtp.replies import Reply
 
 MAX_LOGIN_FAILURES = 3
@@ -59,14 +56,9 @@ _RESULT_REPLY = {
 }
 
 
-def _b64(data: bytes) -> bytes | None:
-    try:
-        return base64.b64decode(data.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
 class OAuthSmtpRelay(SmtpRelay):
+    """`SmtpRelay` with OAuth2 upstream AUTH; only the base class's subclass hooks are used."""
+
     def __init__(self, settings: RelaySettings, *, mode: str, account: str = "") -> None:
         super().__init__(settings)
         self.mode = mode  # "account" | "local"
@@ -95,21 +87,21 @@ class OAuthSmtpRelay(SmtpRelay):
         # or the log (proxy/scrub.py).
         self._scrub.add_sasl_response(result.response)
         self._send_upstream(b"AUTH " + result.mechanism + b" " + result.response + b"\r\n")
-        self._pending.append(_Pending("inject-auth", b"oauth"))
+        self._expect(Step.INJECT_AUTH, b"oauth")
 
-    def _reply_oauth(self, p: _Pending, reply: Reply) -> None:
+    def _reply_inject_auth(self, p: Pending, reply: Reply) -> None:
         if p.arg not in (b"oauth", b"oauth-error"):
-            SmtpRelay._reply_inject_auth(self, p, reply)
+            super()._reply_inject_auth(p, reply)
             return
         if reply.code == 334 and p.arg == b"oauth":
             # RFC 7628 3.2.3: the error challenge is answered with an empty response.
             self._send_upstream(b"\r\n")
-            self._pending.append(_Pending("inject-auth", b"oauth-error"))
+            self._expect(Step.INJECT_AUTH, b"oauth-error")
             return
         if reply.code == 235:
-            self._upstream_authed = True
+            # local mode: from now on like a proxy-authenticated session
+            self._upstream_authenticated(owned=self.mode == "local")
             if self.mode == "local":
-                self._inject = True  # from now on: like a proxy-authenticated session
                 self._send_client(AUTH_OK)
             else:
                 assert self._caps is not None
@@ -132,9 +124,9 @@ class OAuthSmtpRelay(SmtpRelay):
             return
         raw = rewrite_ehlo(
             reply,
-            offer_starttls=self.s.client_tls == "starttls" and not self._client_tls,
+            offer_starttls=self._settings.client_tls == "starttls" and not self._client_tls,
             offer_auth=False,
-            max_size=self.s.max_message_size,
+            max_size=self._settings.max_message_size,
         )
         if self._client_tls:
             lines = raw.rstrip(b"\r\n").split(b"\r\n")
@@ -142,9 +134,9 @@ class OAuthSmtpRelay(SmtpRelay):
             raw = b"\r\n".join(lines) + b"\r\n250 AUTH PLAIN LOGIN\r\n"
         self._send_client(raw)
 
-    def _cmd_auth_local(self, line: bytes) -> None:
+    def _cmd_auth(self, line: bytes) -> None:
         if self.mode != "local":
-            SmtpRelay._cmd_auth(self, line)
+            super()._cmd_auth(line)
             return
         if self._upstream_authed:
             self._local(ALREADY)
@@ -162,7 +154,7 @@ class OAuthSmtpRelay(SmtpRelay):
                 self._challenge(b"PLAIN", "plain", b"334 \r\n")
         elif mech == b"LOGIN":
             if initial is not None:
-                name = _b64(initial)
+                name = decode_b64(initial)
                 if name is None:
                     self._local(AUTH_SYNTAX)
                     return
@@ -175,14 +167,13 @@ class OAuthSmtpRelay(SmtpRelay):
     def _challenge(self, mech: bytes, step: str, reply: bytes, name: bytes | None = None) -> None:
         login = name.decode("utf-8", "replace") if name is not None else None
         self._login_step = (mech, step, login)
-        self._in_auth = True
+        self._await_auth_response()
         self._send_client(reply)
 
     def _auth_continuation(self, line: bytes) -> None:
         if self.mode != "local" or self._login_step is None:
             super()._auth_continuation(line)
             return
-        self._in_auth = False
         mech, step, login = self._login_step
         self._login_step = None
         response = line.strip()
@@ -192,7 +183,7 @@ class OAuthSmtpRelay(SmtpRelay):
         if step == "plain":
             self._plain(response)
             return
-        raw = _b64(response)
+        raw = decode_b64(response)
         if raw is None:
             self._send_client(AUTH_SYNTAX)
         elif step == "user":
@@ -201,7 +192,7 @@ class OAuthSmtpRelay(SmtpRelay):
             self._verify(login or "", raw.decode("utf-8", "replace"))
 
     def _plain(self, response: bytes) -> None:
-        raw = _b64(response)
+        raw = decode_b64(response)
         parts = raw.split(b"\0") if raw is not None else []
         if len(parts) != 3 or not parts[1] or (parts[0] and parts[0] != parts[1]):
             self._local(BAD_LOGIN)
@@ -210,15 +201,14 @@ class OAuthSmtpRelay(SmtpRelay):
 
     def _verify(self, login: str, password: str) -> None:
         # A barrier: nothing the client pipelines is parsed until login_result().
-        self._pending.append(_Pending("inject-auth", b"verify"))
-        self._out.append(VerifyLogin(login, password))
+        self._expect(Step.INJECT_AUTH, b"verify")
+        self._emit(VerifyLogin(login, password))
 
     def login_result(self, result: LoginResult) -> None:
         """The driver's answer to VerifyLogin (synchronously, before any read)."""
-        if self._closed:
+        if self.state is State.CLOSED:
             return
-        if self._pending and self._pending[-1].kind == "inject-auth":
-            self._pending.pop()
+        self._withdraw(Step.INJECT_AUTH)
         if result.ok:
             self._auth_user = result.user
             self._send_oauth(result)
@@ -229,15 +219,10 @@ class OAuthSmtpRelay(SmtpRelay):
                 self._fatal(TOO_MANY)
                 return
             self._send_client(self._fmt(_RESULT_REPLY.get(result.outcome, BAD_LOGIN)))
-        self._process_client()
-        self._update_reading()
+        self._resume()
 
-    def _cmd_mail_local(self, line: bytes) -> None:
+    def _cmd_mail(self, line: bytes) -> None:
         if self.mode == "local" and not self._upstream_authed:
             self._local(AUTH_REQUIRED)
             return
-        SmtpRelay._cmd_mail(self, line)
-
-    # The base class's dispatch tables with this subclass's handlers (typed for SmtpRelay).
-    _COMMANDS = {**SmtpRelay._COMMANDS, b"AUTH": _cmd_auth_local, b"MAIL": _cmd_mail_local}  # type: ignore[dict-item]
-    _REPLIES = {**SmtpRelay._REPLIES, "inject-auth": _reply_oauth}  # type: ignore[dict-item]
+        super()._cmd_mail(line)

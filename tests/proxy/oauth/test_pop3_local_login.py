@@ -44,7 +44,7 @@ def test_login_then_relay_and_archive() -> None:
     acts = d.upstream(b"+OK 10 octets\r\nSubject: x\r\n\r\nhi\r\n.\r\n")
     assert to_client(acts).endswith(b"hi\r\n.\r\n")
     begin = [a for a in d.log if isinstance(a, BeginMessage)]
-    assert begin and begin[0].report["pop3"]["user"] == "alice"
+    assert begin and begin[0].report.pop3 is not None and begin[0].report.pop3.user == "alice"
 
 
 def test_nothing_reaches_the_provider_before_login() -> None:

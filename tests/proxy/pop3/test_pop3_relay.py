@@ -28,6 +28,7 @@ from pop3_harness import (
 )
 
 import proxy.pop3
+from archive.report_sections import MessageStart, Pop3Section
 from proxy.actions import (
     AbortMessage,
     BeginMessage,
@@ -301,10 +302,7 @@ def test_retr_is_streamed_archived_and_ended_only_after_the_copy_is_durable() ->
     assert actions == [
         SendClient(RETR_STATUS),
         BeginMessage(
-            {
-                "direction": "incoming",
-                "pop3": {"user": "alice", "uidl": "whqtswO00WBw418f9t5JxYwZ", "msg": 1},
-            }
+            MessageStart("incoming", pop3=Pop3Section("alice", "whqtswO00WBw418f9t5JxYwZ", 1))
         ),
         SendClient(STUFFED),
         MessageData(MESSAGE),

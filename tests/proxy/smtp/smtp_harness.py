@@ -27,6 +27,7 @@ from proxy.actions import (
     StartTls,
 )
 from proxy.replay import (  # noqa: F401 - the harness API the tests import
+    FRAMING_TOKENS,
     SIGNALS,
     ArchiveAnswer,
     Replayer,
@@ -39,7 +40,7 @@ from proxy.replay import (  # noqa: F401 - the harness API the tests import
     to_upstream,
 )
 from proxy.settings import RelaySettings
-from proxy.smtp.relay import SmtpRelay
+from proxy.smtp.relay import SmtpRelay, State
 
 GREETING = b"220 smtp.example.net ESMTP Postfix\r\n"
 EHLO_REPLY = (
@@ -266,7 +267,11 @@ def check_invariants(
         if isinstance(a, SendUpstream):
             assert upstream_tls or a.data in setup, f"{a} before TLS with the provider"
             if wire is None and not client_tls:
-                assert not a.data[:5].upper().startswith(b"AUTH"), f"{a} before client TLS"
+                # The AUTH verb (RFC 5321 verbs end at a space or CRLF): an unknown verb
+                # that merely starts with the letters, e.g. "AUTHDATA", is relayed like
+                # any unknown verb (it carries no SASL exchange).
+                verb = a.data.split(None, 1)[0].upper() if a.data.strip() else b""
+                assert verb != b"AUTH", f"{a} before client TLS"
         if isinstance(a, ArchiveAnswer):
             if dot == "waiting":
                 dot = "allowed" if a.ok or pass_mode else "forbidden"
@@ -314,12 +319,7 @@ CLIENT_TOKENS = [
     b"AUTH PLAIN AGEAYg==\r\n",
     b"AUTH LOGIN\r\n",
     b"YQ==\r\n",
-    b".\r\n",
-    b"..\r\n",
-    b"\r\n.\r\n",
-    b"\n.\n",
-    b"\r.\r",
-    b"\r\n",
+    *FRAMING_TOKENS,
     b"\r",
     b"\n",
     b".",
@@ -387,6 +387,8 @@ def run_events(
             check_invariants(driver.log, driver.relay, pass_mode, dict(settings))
         else:
             assert (driver.relay.reading is None) == any(isinstance(a, Close) for a in driver.log)
+        # The phase and the driver's view of it agree (the state machine's CLOSED is final).
+        assert (driver.relay.state is State.CLOSED) == (driver.relay.reading is None)
         # Once the provider is gone the core must never wait for it (a driver would spin).
         upstream_gone = upstream_gone or any(isinstance(a, CloseUpstream) for a in driver.log)
         if upstream_gone:

@@ -557,6 +557,19 @@ def test_auth_before_tls_refused_on_starttls_listener() -> None:
     assert b"AUTH" not in to_upstream(actions)
 
 
+def test_auth_before_tls_is_refused_in_every_spelling_and_lookalikes_are_unknown() -> None:
+    for line in (b"auth plain AGFAYg==\r\n", b"AUTH\tLOGIN\r\n", b"AUTH\r\n"):
+        actions = drive([line], [GREETING], client_tls="starttls")
+        assert to_client(actions).endswith(
+            b"538 5.7.11 Encryption required for requested authentication mechanism\r\n"
+        )
+        assert to_upstream(actions) == b"", line
+    # Found by fuzz/smtp_core.py: "AUTHDATA" is no AUTH; it is relayed as an unknown verb.
+    actions = drive([b"AUTHDATA\r\n"], [GREETING, b"502 5.5.2 unknown\r\n"], client_tls="starttls")
+    assert to_upstream(actions) == b"AUTHDATA\r\n"
+    assert to_client(actions).endswith(b"502 5.5.2 unknown\r\n")
+
+
 def test_tls_forgets_the_envelope() -> None:
     driver = Driver(make_relay(client_tls="starttls"))
     driver.run(
@@ -673,7 +686,7 @@ def test_injected_credentials_plain() -> None:
     # auth_user records the client's own login only, not the proxy's account
     assert report["smtp"]["auth_user"] is None  # type: ignore[index]
     assert PASSWORD not in log_text(actions) and token.decode() not in log_text(actions)
-    assert PASSWORD not in repr(driver.relay.s)
+    assert PASSWORD not in repr(driver.relay.settings)
 
 
 def test_injected_credentials_login_only() -> None:
@@ -923,7 +936,7 @@ def test_upstream_timeout() -> None:
 
 
 def test_upstream_unavailable() -> None:
-    relay = SmtpRelay(make_relay().s)
+    relay = SmtpRelay(make_relay().settings)
     relay.upstream_unavailable("smtp.example.net:587: Connection refused")
     acts = relay.actions()
     assert acts[-2:] == [
