@@ -440,6 +440,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small smoke run")
     p.add_argument("--workers", type=int, default=0, help="mailtee workers (0: one per core)")
     p.add_argument("--no-postfix", action="store_true", help="skip the Postfix archiving relay")
+    p.add_argument(
+        "--ingest",
+        action="store_true",
+        help="also run the archive ingest task in mailtee's supervisor (off by default: "
+        "the relay path is measured; bench/ingest.py measures ingest)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.messages, args.big_mb, args.latency_iterations, args.rounds = 1000, 10, 200, 1
@@ -460,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             "latency_iterations": args.latency_iterations,
             "rounds": args.rounds,
             "quick": args.quick,
+            "ingest": args.ingest,
         },
         "machine": {**machine_info(), "state_dir_filesystem": fs},
         "targets": TARGETS,
@@ -484,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             postfix.start()
             log(f"postfix archiving relay :{postfix.port} (always_bcc -> :{archive_sink_port})")
-        proxy, ports = start_mailtee(config, work, cprofile=args.cprofile)
+        proxy, ports = start_mailtee(config, work, cprofile=args.cprofile, ingest=args.ingest)
         pport, ppid = ports["smtp"], proxy.pid
         log(f"sink :{sink_port}, mailtee :{pport} (pid {ppid}), state in {state} ({fs['type']})")
 

@@ -36,6 +36,7 @@ from archive.spool import Spool
 from proxy import memory, reload_diff
 from proxy.actions import RelayCore
 from proxy.errors import ProxyError
+from proxy.fastsock import FastListener, close_stream
 from proxy.session import Session, SessionEnv
 from proxy.settings import RelaySettings
 from proxy.tls import server_context, upstream_context
@@ -217,7 +218,9 @@ class ProxyService:
         with port.scope:
             try:
                 await trio.serve_listeners(
-                    partial(_handle, port, self), port.sockets, handler_nursery=self._nursery
+                    partial(_handle, port, self),
+                    [FastListener(s) for s in port.sockets],  # proxy/fastsock.py
+                    handler_nursery=self._nursery,
                 )
             except* (trio.ClosedResourceError, OSError):
                 if not port.scope.cancel_called:
@@ -398,13 +401,13 @@ def socket_backlog() -> int:
         return 4096
 
 
-async def _handle(port: _Port, service: ProxyService, stream: trio.SocketStream) -> None:
+async def _handle(port: _Port, service: ProxyService, stream: trio.abc.Stream) -> None:
     lst = port.current  # the settings at accept time stay with this session to its end
     name, proto = lst.config.name, lst.config.protocol
     try:
-        peer = stream.socket.getpeername()
+        peer = stream.socket.getpeername()  # type: ignore[attr-defined]
     except OSError:
-        await trio.aclose_forcefully(stream)
+        await close_stream(stream)
         return
     try:
         ip = ipaddress.ip_address(peer[0])
@@ -444,7 +447,7 @@ async def _handle(port: _Port, service: ProxyService, stream: trio.SocketStream)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         pass
     finally:
-        await trio.aclose_forcefully(stream)
+        await close_stream(stream)
 
 
 async def serve_listeners(

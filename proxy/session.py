@@ -30,6 +30,7 @@ from archive.spool import MessageWriter, Spool, SpoolError
 from proxy import actions as A
 from proxy import tls_hints
 from proxy.actions import RelayCore, Side
+from proxy.fastsock import close_stream, connect_tcp, receive_before
 from proxy.scrub import scrub_log
 from proxy.tls import wrap
 
@@ -106,15 +107,13 @@ class Session:
             with trio.CancelScope(shield=True):
                 for stream in (self.client, self.upstream, *self.retired):
                     if stream is not None:
-                        await trio.aclose_forcefully(stream)
+                        await close_stream(stream)
 
     async def _connect_upstream(self) -> None:
         env = self.env
         try:
             with trio.fail_after(env.connect_timeout):
-                stream: trio.abc.Stream = await trio.open_tcp_stream(
-                    env.target_host, env.target_port
-                )
+                stream = await connect_tcp(env.target_host, env.target_port)
             self.upstream = stream
             if env.target_tls == "implicit":
                 if not await self._start_tls(Side.UPSTREAM, quiet=True):
@@ -165,13 +164,11 @@ class Session:
                 deadline = min(deadline, ends_at)
             streaming = self.writer is not None and not self.writer.committed
             deadline = min(deadline, rate.deadline(streaming, side))
-            data: bytes | None = None
-            with trio.move_on_at(deadline):
-                try:
-                    data = await stream.receive_some(RECEIVE_SIZE)  # type: ignore[assignment]
-                except STREAM_ERRORS as e:
-                    self._lost(side, _reason(e))
-                    continue
+            try:  # None: the deadline came first
+                data: bytes | None = await receive_before(stream, RECEIVE_SIZE, deadline)
+            except STREAM_ERRORS as e:
+                self._lost(side, _reason(e))
+                continue
             now = trio.current_time()
             if ends_at is not None and now >= ends_at:
                 self.log.warning(
@@ -250,7 +247,7 @@ class Session:
                     self.env.committer.record_outcome(self.writer, outcome, reply)
             case A.CloseUpstream():
                 if self.upstream is not None:
-                    await trio.aclose_forcefully(self.upstream)
+                    await close_stream(self.upstream)
                     self.upstream = None
             case A.Close():
                 self.done = True
