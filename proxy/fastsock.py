@@ -29,12 +29,16 @@ from __future__ import annotations
 import errno
 import functools
 import ipaddress
+import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 from trio.lowlevel import checkpoint, notify_closing, wait_readable, wait_writable
+
+log = logging.getLogger("mailtee.serve")
 
 #: after this many operations that did not have to wait, one yield to the scheduler
 YIELD_EVERY = 16
@@ -286,3 +290,45 @@ async def close_stream(stream: trio.abc.AsyncResource) -> None:
         stream.close()
     else:
         await trio.aclose_forcefully(stream)
+
+
+#: accept(2) errors that mean "out of descriptors/memory for now": log, pause, go on
+ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+ACCEPT_RETRY_SLEEP = 0.1
+
+
+async def serve_listeners(
+    handler: Callable[[trio.abc.Stream], Awaitable[object]],
+    listeners: list[trio.SocketListener],
+    *,
+    handler_nursery: trio.Nursery,
+) -> None:
+    """`trio.serve_listeners` with `FastListener`s, minus its per-connection wrapper
+    (`aclose_forcefully` after the handler: the handler closes its own stream).
+
+    Runs until cancelled; an accept error other than EMFILE & co propagates.
+    """
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            nursery.start_soon(_serve_one, FastListener(listener), handler, handler_nursery)
+
+
+async def _serve_one(
+    listener: FastListener,
+    handler: Callable[[trio.abc.Stream], Awaitable[object]],
+    handler_nursery: trio.Nursery,
+) -> None:
+    async with listener:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as e:
+                if e.errno not in ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                log.error(
+                    "accept returned %s (%s); retrying in %s seconds",
+                    errno.errorcode[e.errno], os.strerror(e.errno), ACCEPT_RETRY_SLEEP,
+                )  # fmt: skip
+                await trio.sleep(ACCEPT_RETRY_SLEEP)
+                continue
+            handler_nursery.start_soon(handler, stream)
