@@ -187,10 +187,11 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
         """Close now (no await: a closing session needs no scheduler pass)."""
         if not self._closed:
             self._closed = True
-            try:
-                notify_closing(self.socket)  # wakes a task waiting on it
-            except (OSError, ValueError):
-                pass
+            if self._sending or self._receiving:  # only then can a task wait on it
+                try:
+                    notify_closing(self.socket)  # wakes it with ClosedResourceError
+                except (OSError, ValueError):
+                    pass
             self.socket.close()
 
     async def aclose(self) -> None:

@@ -114,7 +114,7 @@ async def test_a_stream_that_never_waits_still_lets_other_tasks_run() -> None:
         while not other_ran.is_set():
             await server.receive_some(10)  # always ready: never waits
             reads += 1
-            assert reads <= fastsock.YIELD_EVERY
+            assert reads <= 2 * fastsock.YIELD_EVERY  # the yield, then at worst one more round
     with trio.CancelScope() as scope:
         scope.cancel()
         for _ in range(fastsock.YIELD_EVERY + 1):
