@@ -63,7 +63,9 @@ def _tune(sock: socket.socket) -> None:
 class FastSocketStream(trio.abc.HalfCloseableStream):
     """A connected, non-blocking stdlib TCP socket as a Trio stream (see the module doc)."""
 
-    __slots__ = ("socket", "_unyielded", "_closed", "_sending", "_receiving", "_eof_sent")
+    __slots__ = (
+        "socket", "_unyielded", "_closed", "_sending", "_receiving", "_eof_sent", "_timed_out",
+    )  # fmt: skip
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -74,6 +76,7 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
         self._sending = False
         self._receiving = False
         self._eof_sent = False
+        self._timed_out = False  # set by the deadline sweeper (_Deadlines) before it wakes us
 
     async def _fairness(self) -> None:
         self._unyielded += 1
@@ -149,11 +152,8 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
                     self._unyielded = 0
                     if deadline == float("inf"):
                         await wait_readable(sock)
-                    else:
-                        with trio.move_on_at(deadline) as scope:
-                            await wait_readable(sock)
-                        if scope.cancelled_caught:
-                            return None
+                    elif not await self._wait_readable_until(deadline):
+                        return None
                     if self._closed:
                         raise trio.ClosedResourceError("closed while receiving") from None
                     continue
@@ -165,6 +165,25 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
                 return data
         finally:
             self._receiving = False
+
+    async def _wait_readable_until(self, deadline: float) -> bool:
+        """wait_readable, or False once `deadline` has passed (see _Deadlines)."""
+        if deadline <= trio.current_time():
+            await checkpoint()
+            return False
+        deadlines = _deadlines()
+        deadlines.add(self, deadline)
+        try:
+            await wait_readable(self.socket)
+        except trio.ClosedResourceError:
+            if self._timed_out and not self._closed:
+                self._timed_out = False
+                return False
+            raise
+        finally:
+            deadlines.waiting.pop(self, None)
+        self._timed_out = False  # woken by data in the same instant: not a timeout
+        return True
 
     async def wait_send_all_might_not_block(self) -> None:
         if self._closed:
@@ -197,6 +216,63 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
     async def aclose(self) -> None:
         self.close()
         await checkpoint()
+
+
+#: how often the deadline sweeper looks at the waiting receives (a receive's deadline
+#: fires up to this much late; the deadlines are idle timeouts of seconds to minutes)
+SWEEP_INTERVAL = 0.1
+
+
+class _Deadlines:
+    """The deadlines of the receives that wait, checked by one sweeper task per run.
+
+    Why not `trio.move_on_at` per receive: creating, entering and leaving a cancel scope
+    per wait was a tenth of a worker's Python time on the SMTP path, for deadlines
+    (idle and provider timeouts) that almost never fire. Registering a deadline here is
+    a dict store. The sweeper wakes every SWEEP_INTERVAL while any receive waits, and
+    ends an overdue wait with `notify_closing` (which makes `wait_readable` raise but
+    leaves the socket open); the stream then reports "deadline passed" (None).
+    """
+
+    def __init__(self) -> None:
+        self.waiting: dict[FastSocketStream, float] = {}
+        self.idle: trio.Event | None = None
+
+    def add(self, stream: FastSocketStream, deadline: float) -> None:
+        self.waiting[stream] = deadline
+        if self.idle is not None:
+            self.idle.set()
+            self.idle = None
+
+    async def run(self) -> None:
+        while True:
+            if not self.waiting:
+                self.idle = trio.Event()
+                await self.idle.wait()
+                continue
+            await trio.sleep(SWEEP_INTERVAL)
+            now = trio.current_time()
+            overdue = [s for s, d in self.waiting.items() if d <= now and not s._sending]
+            for stream in overdue:
+                del self.waiting[stream]
+                stream._timed_out = True
+                try:
+                    notify_closing(stream.socket)
+                except (OSError, ValueError):
+                    pass
+
+
+_DEADLINES: trio.lowlevel.RunVar[_Deadlines] = trio.lowlevel.RunVar("fastsock_deadlines")
+
+
+def _deadlines() -> _Deadlines:
+    try:
+        return _DEADLINES.get()
+    except LookupError:
+        deadlines = _Deadlines()
+        _DEADLINES.set(deadlines)
+        trio.lowlevel.spawn_system_task(deadlines.run, name="fastsock deadlines")
+        return deadlines
 
 
 class FastListener(trio.abc.Listener[trio.abc.Stream]):
