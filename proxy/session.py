@@ -8,7 +8,10 @@ Theory of operation. All protocol decisions live in the sans-IO core (`proxy.smt
 3. reads the side the core names, with the idle timeout (client) or the provider
    timeout, and feeds the bytes back.
 It never reads both sides at once, so there is no pump task to cancel before a TLS
-upgrade and no buffered plaintext that could leak into a TLS session.
+upgrade and no buffered plaintext that could leak into a TLS session. The sockets are
+proxy.fastsock streams (the syscall first, the scheduler only when it would block);
+while an SMTP message streams, the bytes for the provider are written in fewer, larger
+pieces (HOLD_BYTES), always before the provider's next reply is read.
 The copy is buffered in memory (or streamed to a temp file when large) and made durable
 by the worker's group committer (archive.commit) in a thread, so the Trio loop never
 waits for the disk; `CommitMessage` is answered only after the barrier covering the
