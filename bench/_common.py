@@ -251,6 +251,7 @@ def start_mailtee(
     *,
     cprofile: Path | None = None,
     timeout: float = 30.0,
+    ingest: bool = False,
 ) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
     """Start `_common.py serve` for config_path; return (process, listener ports)."""
     ready = workdir / "mailtee.ready"
@@ -259,6 +260,8 @@ def start_mailtee(
     cmd += ["--ready", str(ready)]
     if cprofile is not None:
         cmd += ["--cprofile", str(cprofile)]
+    if ingest:
+        cmd += ["--ingest"]
     logfile = open(workdir / "mailtee.log", "ab")  # noqa: SIM115 - owned by the child
     proc = subprocess.Popen(cmd, stdout=logfile, stderr=logfile, cwd=REPO)
     logfile.close()
@@ -281,6 +284,7 @@ def _serve_main(argv: list[str]) -> None:
     p.add_argument("--config", required=True, type=Path)
     p.add_argument("--ready", type=Path)
     p.add_argument("--cprofile", type=Path, help="write cProfile stats of the Trio thread here")
+    p.add_argument("--ingest", action="store_true", help="run the ingest task too (workers > 1)")
     args = p.parse_args(argv)
 
     sys.path.insert(0, str(REPO))
@@ -297,9 +301,11 @@ def _serve_main(argv: list[str]) -> None:
     setup_logging(config.log_level)  # same log volume as `proxy-admin run`
 
     if config.workers != 1:  # the worker processes of `proxy-admin run`, no ingest task
+        import proxy.service_common
         import proxy.workers as workers
 
-        workers.start_service_tasks = lambda *a: None
+        if not args.ingest:  # run_supervisor imports it from proxy.service_common
+            proxy.service_common.start_service_tasks = lambda *a: None  # type: ignore[assignment]
 
         async def supervised() -> None:
             async with trio.open_nursery() as nursery:

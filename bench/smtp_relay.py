@@ -42,6 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import relay_floor  # noqa: E402
 from _common import (  # noqa: E402 - bench/ is not a package
     RssSampler,
     cpu_seconds,
@@ -440,6 +441,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small smoke run")
     p.add_argument("--workers", type=int, default=0, help="mailtee workers (0: one per core)")
     p.add_argument("--no-postfix", action="store_true", help="skip the Postfix archiving relay")
+    p.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the floor relays (bench/relay_floor.py: a bare Python+Trio byte pump "
+        "with the same workers and one upstream connection per client connection)",
+    )
+    p.add_argument(
+        "--ingest",
+        action="store_true",
+        help="also run the archive ingest task in mailtee's supervisor (off by default: "
+        "the relay path is measured; bench/ingest.py measures ingest)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.messages, args.big_mb, args.latency_iterations, args.rounds = 1000, 10, 200, 1
@@ -460,11 +473,13 @@ def main(argv: list[str] | None = None) -> int:
             "latency_iterations": args.latency_iterations,
             "rounds": args.rounds,
             "quick": args.quick,
+            "ingest": args.ingest,
         },
         "machine": {**machine_info(), "state_dir_filesystem": fs},
         "targets": TARGETS,
     }
     sink = proxy = None
+    floors: dict[str, Any] = {}
     try:
         sink_port = free_port()
         sink = start_smtp_sink(sink_port)
@@ -484,7 +499,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             postfix.start()
             log(f"postfix archiving relay :{postfix.port} (always_bcc -> :{archive_sink_port})")
-        proxy, ports = start_mailtee(config, work, cprofile=args.cprofile)
+        if not args.no_floor:
+            n_workers = args.workers or len(os.sched_getaffinity(0))
+            for kind in ("trio", "fast"):
+                fport = free_port()
+                floors[kind] = (relay_floor.start(fport, sink_port, n_workers, kind), fport)
+            log(f"floor relays: {', '.join(f'{k} :{v[1]}' for k, v in floors.items())}")
+        proxy, ports = start_mailtee(config, work, cprofile=args.cprofile, ingest=args.ingest)
         pport, ppid = ports["smtp"], proxy.pid
         log(f"sink :{sink_port}, mailtee :{pport} (pid {ppid}), state in {state} ({fs['type']})")
 
@@ -500,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"throughput round {r + 1}/{args.rounds}: direct")
             direct = run_source(sink_port, args.messages, args.sessions, args.size)
             log(f"throughput round {r + 1}/{args.rounds}: via mailtee")
+            load_before = round(os.getloadavg()[0], 2)
             before = reports(reports_dir)
             cpu0, sink_cpu0 = tree_cpu_seconds(ppid), cpu_seconds(sink.pid)
             via = run_source(pport, args.messages, args.sessions, args.size)
@@ -515,11 +537,24 @@ def main(argv: list[str] | None = None) -> int:
             via["all_archived_and_delivered"] = (
                 len(new) == args.messages and outcomes.get("delivered", 0) == args.messages
             )
+            via["loadavg_1m_before"] = load_before
             entry = {
                 "direct": direct,
                 "mailtee": via,
                 "ratio": round(via["msgs_per_s"] / direct["msgs_per_s"], 4),
             }
+            for kind, (fproc, fport) in floors.items():
+                log(f"throughput round {r + 1}/{args.rounds}: floor relay ({kind})")
+                f0 = tree_cpu_seconds(fproc.pid)
+                fl = run_source(fport, args.messages, args.sessions, args.size)
+                fl["cpu_ms_per_msg"] = round(
+                    (tree_cpu_seconds(fproc.pid) - f0) / args.messages * 1000, 3
+                )
+                entry[f"floor_{kind}"] = fl
+            if "floor_fast" in entry:
+                entry["mailtee_cpu_ms_per_msg_above_fast_floor"] = round(
+                    via["mailtee_cpu_ms_per_msg"] - entry["floor_fast"]["cpu_ms_per_msg"], 3
+                )
             if postfix is not None:
                 log(f"throughput round {r + 1}/{args.rounds}: via postfix (always_bcc)")
                 entry["postfix"] = run_postfix(postfix, args.messages, args.sessions, args.size)
@@ -527,8 +562,15 @@ def main(argv: list[str] | None = None) -> int:
                 entry["ratio_to_postfix_end_to_end"] = round(via["msgs_per_s"] / e2e, 3)
             rounds.append(entry)
             log(
-                f"  direct {direct['msgs_per_s']} msg/s, mailtee {via['msgs_per_s']} msg/s, "
-                f"ratio {rounds[-1]['ratio']}, reports {len(new)} {outcomes}"
+                f"  direct {direct['msgs_per_s']} msg/s, mailtee {via['msgs_per_s']} msg/s "
+                f"({via['mailtee_cpu_ms_per_msg']} ms CPU/msg, load {load_before}), "
+                f"postfix e2e {entry.get('postfix', {}).get('end_to_end_msgs_per_s')}, "
+                + ", ".join(
+                    f"floor {k} {entry[f'floor_{k}']['msgs_per_s']} msg/s "
+                    f"({entry[f'floor_{k}']['cpu_ms_per_msg']} ms)"
+                    for k in floors
+                )
+                + f"; reports {len(new)} {outcomes}"
             )
         tls_messages = max(200, args.messages // 10)
         log(f"STARTTLS on the client side: {tls_messages} messages, mailtee")
@@ -580,12 +622,22 @@ def main(argv: list[str] | None = None) -> int:
                 r["mailtee"]["msgs_per_s"] for r in rounds
             ),
             "median_ratio": statistics.median(r["ratio"] for r in rounds),
+            "median_mailtee_cpu_ms_per_msg": statistics.median(
+                r["mailtee"]["mailtee_cpu_ms_per_msg"] for r in rounds
+            ),
+            **{
+                f"median_floor_{k}_{f}": statistics.median(r[f"floor_{k}"][f] for r in rounds)
+                for k in floors
+                for f in ("msgs_per_s", "cpu_ms_per_msg")
+            },
             "tmp_files_left": len(tmp_left),
         }
     except BaseException:
         cleanup(work, args.keep, proxy, sink)
         raise
     finally:
+        for fproc, _ in floors.values():
+            stop(fproc)
         if postfix is not None:
             postfix.stop()
             stop(archive_sink)

@@ -16,6 +16,7 @@ worker of proxy.workers); the service around them is proxy.service.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
@@ -34,9 +35,10 @@ from admin.config import (
 )
 from archive.spool import Spool
 from archive.timefmt import utc_iso
-from proxy import memory, reload_diff
+from proxy import fastsock, memory, reload_diff
 from proxy.actions import RelayCore
 from proxy.errors import ProxyError
+from proxy.fastsock import close_stream
 from proxy.session import Session, SessionEnv
 from proxy.settings import RelaySettings
 from proxy.stats import ServiceStats
@@ -73,6 +75,8 @@ class _Listener:
     limit: trio.CapacityLimiter
     #: OAuth2 upstream (target_account/local_login): proxy.oauth_session.OAuthBinding
     oauth: Any = None
+    #: client address -> allow_clients verdict (a reload builds a new _Listener)
+    allowed_cache: dict[Any, bool] = field(default_factory=dict)
 
 
 def tls_paths(state_dir: Path) -> tuple[Path, Path]:
@@ -218,7 +222,7 @@ class ProxyService:
         assert self._nursery is not None
         with port.scope:
             try:
-                await trio.serve_listeners(
+                await fastsock.serve_listeners(
                     partial(_handle, port, self), port.sockets, handler_nursery=self._nursery
                 )
             except* (trio.ClosedResourceError, OSError):
@@ -396,19 +400,40 @@ def socket_backlog() -> int:
         return 4096
 
 
-async def _handle(port: _Port, service: ProxyService, stream: trio.SocketStream) -> None:
+#: allow_clients verdicts kept per listener (the same few client addresses connect again
+#: and again; parsing and matching each one per connection showed in the profile)
+ALLOWED_CACHE_MAX = 4096
+
+
+@functools.lru_cache(maxsize=ALLOWED_CACHE_MAX)
+def _client_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    ip = ipaddress.ip_address(text)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip
+
+
+def _allowed(lst: _Listener, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    verdict = lst.allowed_cache.get(ip)
+    if verdict is None:
+        verdict = any(ip in net for net in lst.networks)
+        if len(lst.allowed_cache) >= ALLOWED_CACHE_MAX:
+            lst.allowed_cache.clear()
+        lst.allowed_cache[ip] = verdict
+    return verdict
+
+
+async def _handle(port: _Port, service: ProxyService, stream: trio.abc.Stream) -> None:
     lst = port.current  # the settings at accept time stay with this session to its end
     name, proto = lst.config.name, lst.config.protocol
     try:
-        peer = stream.socket.getpeername()
+        peer = stream.socket.getpeername()  # type: ignore[attr-defined]
     except OSError:
-        await trio.aclose_forcefully(stream)
+        await close_stream(stream)
         return
     try:
-        ip = ipaddress.ip_address(peer[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        if not any(ip in net for net in lst.networks):
+        ip = _client_ip(peer[0])
+        if not _allowed(lst, ip):
             log.warning("refused client outside allow_clients listener=%s client=%s", name, ip)
             with trio.move_on_after(5):
                 await stream.send_all(REFUSED[proto.removesuffix("-journal")])
@@ -442,7 +467,7 @@ async def _handle(port: _Port, service: ProxyService, stream: trio.SocketStream)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         pass
     finally:
-        await trio.aclose_forcefully(stream)
+        await close_stream(stream)
 
 
 async def serve_listeners(

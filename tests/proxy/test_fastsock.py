@@ -1,0 +1,125 @@
+"""proxy.fastsock: the hot-path TCP stream keeps trio.SocketStream's contract."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import trio
+
+from proxy import fastsock
+from proxy.fastsock import FastListener, FastSocketStream, close_stream, connect_tcp
+
+
+async def _pair() -> tuple[trio.abc.Stream, trio.abc.Stream, trio.SocketListener]:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    fl = FastListener(listeners[0])
+    port = listeners[0].socket.getsockname()[1]
+    client = await connect_tcp("127.0.0.1", port)
+    server = await fl.accept()
+    return client, server, listeners[0]
+
+
+async def test_bytes_both_ways_and_eof() -> None:
+    client, server, lst = await _pair()
+    assert isinstance(client, FastSocketStream) and isinstance(server, FastSocketStream)
+    big = bytes(range(256)) * 4096  # 1 MiB: more than a socket buffer, so sends must wait
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.send_all, big)
+        got = bytearray()
+        while len(got) < len(big):
+            got += await server.receive_some(70_000)  # above the shared buffer: plain recv
+    assert bytes(got) == big
+    await client.send_eof()
+    assert await server.receive_some() == b""
+    with pytest.raises(trio.ClosedResourceError):
+        await client.send_all(b"x")
+    await close_stream(client)
+    await close_stream(server)
+    await lst.aclose()
+
+
+async def test_receive_before_deadline_returns_none() -> None:
+    client, server, lst = await _pair()
+    assert await fastsock.receive_before(server, 1024, trio.current_time() + 0.05) is None
+    await client.send_all(b"250 ok\r\n")
+    assert await fastsock.receive_before(server, 1024, trio.current_time() + 30) == b"250 ok\r\n"
+    server.close()  # type: ignore[attr-defined]
+    client.close()  # type: ignore[attr-defined]
+    await lst.aclose()
+
+
+async def test_close_wakes_a_waiting_receiver_and_concurrent_use_is_refused() -> None:
+    client, server, lst = await _pair()
+    errors: list[type[BaseException]] = []
+
+    async def reader() -> None:
+        try:
+            await server.receive_some()
+        except trio.ClosedResourceError as e:
+            errors.append(type(e))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError):
+            await server.receive_some()
+        server.close()  # type: ignore[attr-defined]
+    assert errors == [trio.ClosedResourceError]
+    with pytest.raises(trio.ClosedResourceError):
+        await server.receive_some()
+    client.close()  # type: ignore[attr-defined]
+    await lst.aclose()
+
+
+async def test_peer_reset_is_broken_resource() -> None:
+    client, server, lst = await _pair()
+    raw = client.socket  # type: ignore[attr-defined]
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    client.close()  # type: ignore[attr-defined]  # RST
+    with pytest.raises(trio.BrokenResourceError):
+        for _ in range(100):
+            await server.send_all(b"x" * 65536)
+            await server.receive_some()
+    server.close()  # type: ignore[attr-defined]
+    await lst.aclose()
+
+
+async def test_connect_refused_and_host_names() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(OSError):
+        await connect_tcp("127.0.0.1", port)
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    named = await connect_tcp("localhost", port)  # a name: trio.open_tcp_stream
+    assert isinstance(named, trio.SocketStream)
+    await close_stream(named)
+    await listeners[0].aclose()
+
+
+async def test_a_stream_that_never_waits_still_lets_other_tasks_run() -> None:
+    """Fairness: data always ready must not starve the scheduler (nor a cancel)."""
+    client, server, lst = await _pair()
+    await client.send_all(b"y" * 4000)  # fits the socket buffers
+    other_ran = trio.Event()
+
+    async def other() -> None:
+        other_ran.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        reads = 0
+        while not other_ran.is_set():
+            await server.receive_some(10)  # always ready: never waits
+            reads += 1
+            assert reads <= 2 * fastsock.YIELD_EVERY  # the yield, then at worst one more round
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        for _ in range(fastsock.YIELD_EVERY + 1):
+            await server.receive_some(10)
+    assert scope.cancelled_caught
+    client.close()  # type: ignore[attr-defined]
+    server.close()  # type: ignore[attr-defined]
+    await lst.aclose()
