@@ -123,7 +123,7 @@ def search(
     json_out: JsonOpt = False,
 ) -> None:
     """Find archived messages, newest first (syntax: docs/archive.md)."""
-    with opened_archive(ctx) as archive:
+    with opened_archive(ctx, state_only=True) as archive:
         hits, total = archive.search_page(query, user=user, limit=limit)
         archive.catalog.audit("search", {"query": query, "user": user, "hits": len(hits)})
     if json_out:
@@ -178,7 +178,7 @@ def show(
     """Show one archived message: metadata, provenance, owners and text (or --raw)."""
     if not (message_id.isdigit() or len(message_id) == 64):
         fail(f"ID: {message_id!r} is not a message id or SHA-256", 2)
-    with opened_archive(ctx) as archive:
+    with opened_archive(ctx, state_only=True) as archive:
         data = archive.get_raw(message_id)
         info = archive.get_message(message_id)
         archive.catalog.audit("show", {"id": info["id"], "raw": raw})
@@ -250,7 +250,7 @@ def export(
 
     if fmt not in ("eml", "mbox"):
         fail("--format: must be eml or mbox", 2)
-    with opened_archive(ctx) as archive:
+    with opened_archive(ctx, state_only=True) as archive:
         _first, total = archive.search_page(query, user=user, limit=0)
         with progress("export", show_progress(json_out)) as cb:
             count, where = do_export(
