@@ -55,6 +55,7 @@ from admin.cli_common import (
     register_error,
     setup_logging,
 )
+from admin.cli_lazy import LazyTyper
 from admin.paths import resolve_config_path, secrets_path
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
 
 register_error("admin.tls_certs:CertError", 1)
 
-app = typer.Typer(
+app = LazyTyper(  # builds only the command it runs (admin/cli_lazy.py)
     cls=ProxyAdminGroup,
     name="proxy-admin",
     help="Administer mailtee, the transparent POP3/SMTP archiving proxy.",

@@ -245,6 +245,17 @@ class ProxyAdminGroup(TyperGroup):
         cli_coerce.install(self, ctx, recursive=False)
         return super().parse_args(ctx, args)
 
+    def list_commands(self, ctx: Any) -> list[str]:
+        # the names only: with admin.cli_lazy, looking a command up builds it
+        return list(self.commands)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        summaries = getattr(self.commands, "summaries", None)  # admin.cli_lazy.LazyCommands
+        if summaries is None:
+            return super().format_commands(ctx, formatter)
+        with summaries():
+            return super().format_commands(ctx, formatter)
+
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         name, cmd, rest = super().resolve_command(ctx, args)
         if cmd is not None:
