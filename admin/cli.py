@@ -107,8 +107,15 @@ def _root(
 
 def main() -> None:
     """Console-script entry point (`proxy-admin`)."""
+    from admin import cli_exit
+
     filemodes.restrict_umask()  # state_dir files 0640, dirs 0750 whatever the umask
-    app(prog_name="proxy-admin")
+    cli_exit.reset()
+    try:
+        app(prog_name="proxy-admin")
+    except SystemExit as e:
+        cli_exit.exit_now(e.code)  # search/show: no interpreter teardown (admin/cli_exit.py)
+        raise
 
 
 # --- init ---------------------------------------------------------------------------

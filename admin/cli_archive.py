@@ -29,6 +29,7 @@ from admin.cli_common import (
     show_progress,
     warn,
 )
+from admin.cli_exit import skip_teardown
 
 register_error("archive.store:ArchiveError", 1)
 register_error("archive.packs:PackError", 1)
@@ -126,6 +127,7 @@ def search(
     with opened_archive(ctx, state_only=True) as archive:
         hits, total = archive.search_page(query, user=user, limit=limit)
         archive.catalog.audit("search", {"query": query, "user": user, "hits": len(hits)})
+    skip_teardown()  # read-only, archive closed: exit without teardown (admin/cli_exit.py)
     if json_out:
         print_json(
             {"query": query, "user": user, "total": total, "hits": [h.as_dict() for h in hits]}
@@ -182,6 +184,7 @@ def show(
         data = archive.get_raw(message_id)
         info = archive.get_message(message_id)
         archive.catalog.audit("show", {"id": info["id"], "raw": raw})
+    skip_teardown()  # read-only, archive closed (admin/cli_exit.py)
     if raw:
         out = sys.stdout.buffer
         out.write(data)

@@ -169,13 +169,29 @@ SEARCH_MUST_NOT_LOAD = (
     "archive.importer",
 )
 
-#: The console script's own entry point, with sys.modules reported at exit.
+#: The console script's own entry point, reporting sys.modules when the process ends, and
+#: how: os._exit (a read-only command skipping the teardown, admin/cli_exit.py) or atexit.
 _MAIN_PROBE = """
-import atexit, json, sys
-atexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.stderr))
+import atexit, json, os, sys
+def report(how):
+    print(json.dumps({"how": how, "modules": sorted(sys.modules)}), file=sys.stderr)
+    sys.stderr.flush()
+real_exit = os._exit
+def _exit(code):
+    report("os._exit")
+    real_exit(code)
+os._exit = _exit
+atexit.register(report, "atexit")
 from admin.cli import main
 main()
 """
+
+
+def _main(*args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    out = subprocess.run(
+        [sys.executable, "-c", _MAIN_PROBE, *args], cwd=ROOT, capture_output=True, text=True
+    )
+    return out, json.loads(out.stderr.strip().splitlines()[-1])
 
 
 def test_search_command_loads_only_catalog_index_and_cli(tmp_path: Path) -> None:
@@ -200,15 +216,22 @@ def test_search_command_loads_only_catalog_index_and_cli(tmp_path: Path) -> None
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["--config", str(config), "import", str(maildir)])
     assert r.exit_code == 0, r.output
-    out = subprocess.run(
-        [sys.executable, "-c", _MAIN_PROBE, "--config", str(config), "search", "invoice"],
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
+    out, end = _main("--config", str(config), "search", "invoice")
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("quarterly invoice") == 3, out.stdout
-    loaded = json.loads(out.stderr.strip().splitlines()[-1])
+    assert end["how"] == "os._exit"  # read-only: no interpreter teardown
+    loaded = end["modules"]
     assert {"tantivy", "sqlite3", "archive.store", "archive.index"} <= set(loaded)
     heavy = [
         m for m in loaded if m in SEARCH_MUST_NOT_LOAD or m.split(".")[0] in SEARCH_MUST_NOT_LOAD
     ]
     assert heavy == []
+
+    # a command that changes something exits normally (atexit handlers, teardown)
+    out, end = _main("--config", str(config), "listener", "list")
+    assert out.returncode == 0, out.stderr
+    assert end["how"] == "atexit"
+    # and a failing search keeps its exit code and one-line error
+    out, end = _main("--config", str(config), "search", "--limit", "0", "x")
+    assert out.returncode == 2 and end["how"] == "atexit"
+    assert out.stderr.startswith("proxy-admin: error: Invalid value for '--limit'")
