@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import hashlib
 import json
 import sqlite3
 import threading
@@ -145,6 +144,8 @@ def now_iso() -> str:
 
 
 def chain_link(prev: str, blob_sha256: str, report_hash: str) -> str:
+    import hashlib  # here: reading the catalog (search) needs no OpenSSL (~2 ms to load)
+
     h = hashlib.sha256(bytes.fromhex(prev))
     h.update(bytes.fromhex(blob_sha256))
     h.update(bytes.fromhex(report_hash))

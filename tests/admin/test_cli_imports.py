@@ -167,6 +167,8 @@ SEARCH_MUST_NOT_LOAD = (
     "archive.ingest",
     "archive.mime",
     "archive.importer",
+    "zstandard",  # no blob is read
+    "_hashlib",  # OpenSSL's libcrypto: nothing is hashed
 )
 
 #: The console script's own entry point, reporting sys.modules when the process ends, and
