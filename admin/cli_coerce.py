@@ -20,6 +20,7 @@ different.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,18 +116,25 @@ def _clean(value: str) -> bool:
     return True
 
 
-def install(command: Any, ctx: Any, *, recursive: bool = True) -> None:
-    """Give the plain parameters of `command` a FastRuntimeParam, and, if `recursive`,
-    those of every sub-command. `ctx` is the command's context or, for a command about
-    to run, its parent's: the help option (`-h/--help`, created and cached by click on
-    first use) is made with the context the command's own would be."""
+def walk(command: Any, ctx: Any, *, recursive: bool = True) -> Iterator[tuple[Any, Any]]:
+    """`command` and, if `recursive`, every sub-command, each with a context to read its
+    parameters with. `ctx` is the command's context or, for a command about to run, its
+    parent's: the help option (`-h/--help`, created and cached by click on first use) is
+    then made with the context the command's own would be."""
     if ctx is None or ctx.command is not command:
         ctx = command.context_class(
             command, info_name=command.name, parent=ctx, **command.context_settings
         )
-    for param in command.get_params(ctx):
-        if _eligible(param):
-            param._runtime_param = FastRuntimeParam(param.type_descriptor)
+    yield command, ctx
     if recursive:
         for sub in getattr(command, "commands", {}).values():
-            install(sub, ctx)
+            yield from walk(sub, ctx)
+
+
+def install(command: Any, ctx: Any, *, recursive: bool = True) -> None:
+    """Give the plain parameters of `command` a FastRuntimeParam, and, if `recursive`,
+    those of every sub-command (`ctx`: see walk)."""
+    for cmd, cmd_ctx in walk(command, ctx, recursive=recursive):
+        for param in cmd.get_params(cmd_ctx):
+            if _eligible(param):
+                param._runtime_param = FastRuntimeParam(param.type_descriptor)

@@ -236,13 +236,16 @@ class ProxyAdminGroup(TyperGroup):
     Anything else is a bug and propagates with its traceback (typer shows no locals).
 
     Plain str/int/Path parameters of the root and of the chosen command are parsed
-    without pydantic (admin.cli_coerce: ~50 ms less start-up per command).
+    without pydantic (admin.cli_coerce: ~50 ms less start-up per command), and printing
+    a help text ends the console script without the interpreter's teardown
+    (admin.cli_exit).
     """
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        from admin import cli_coerce
+        from admin import cli_coerce, cli_exit
 
         cli_coerce.install(self, ctx, recursive=False)
+        cli_exit.skip_on_help(self, ctx, recursive=False)
         return super().parse_args(ctx, args)
 
     def list_commands(self, ctx: Any) -> list[str]:
@@ -259,9 +262,10 @@ class ProxyAdminGroup(TyperGroup):
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         name, cmd, rest = super().resolve_command(ctx, args)
         if cmd is not None:
-            from admin import cli_coerce
+            from admin import cli_coerce, cli_exit
 
             cli_coerce.install(cmd, ctx)
+            cli_exit.skip_on_help(cmd, ctx)
         return name, cmd, rest
 
     def main(  # type: ignore[override]

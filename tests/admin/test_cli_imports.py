@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 #: Top-level packages a bare `proxy-admin` / `--help` must not import.
@@ -237,3 +239,12 @@ def test_search_command_loads_only_catalog_index_and_cli(tmp_path: Path) -> None
     out, end = _main("--config", str(config), "search", "--limit", "0", "x")
     assert out.returncode == 2 and end["how"] == "atexit"
     assert out.stderr.startswith("proxy-admin: error: Invalid value for '--limit'")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["listener", "add", "-h"], ["search", "--help"]])
+def test_help_ends_without_teardown_and_prints_everything(args: list[str]) -> None:
+    out, end = _main(*args)
+    assert out.returncode == 0, out.stderr
+    assert end["how"] == "os._exit"
+    assert out.stdout.startswith(f"Usage: proxy-admin {' '.join(args[:-1])}".rstrip())
+    assert out.stdout.rstrip().endswith("Show this message and exit.") or "Commands:" in out.stdout
