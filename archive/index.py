@@ -276,15 +276,18 @@ class MessageIndex:
         """SHA-256s of matches, newest first, and the number of matches (if `count`)."""
         query = self.compile(q, keys)
         searcher = self.index.searcher()
-        total = (
-            searcher.search(query, 1, count=True).count  # type: ignore[attr-defined]
-            if count or limit <= 0
-            else None
-        )
         if limit <= 0:
-            return [], total
-        common = offset == 0 and self._common(searcher, q)
-        hits = self._newest(searcher, query, limit + offset, common)[offset:]
+            return [], searcher.search(query, 1, count=True).count  # type: ignore[attr-defined]
+        if offset == 0 and self._common(searcher, q):
+            total = searcher.search(query, 1, count=True).count if count else None  # type: ignore[attr-defined]
+            hits = self._newest(searcher, query, limit, True)
+        else:
+            # one pass counts and sorts (a phrase is verified once, not twice: ~2x faster)
+            result = searcher.search(
+                query, limit + offset, count=count, order_by_field="date", order=tantivy.Order.Desc
+            )
+            total = result.count if count else None  # type: ignore[attr-defined]
+            hits = [addr for _, addr in result.hits][offset:]
         return [searcher.doc(addr)["sha"][0] for addr in hits], total
 
     def _common(self, searcher: tantivy.Searcher, q: ParsedQuery) -> bool:
