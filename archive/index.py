@@ -278,13 +278,15 @@ class MessageIndex:
         searcher = self.index.searcher()
         if limit <= 0:
             return [], searcher.search(query, 1, count=True).count  # type: ignore[attr-defined]
+        # never more than there are documents (a huge --limit is not an OverflowError)
+        n = min(limit + offset, max(searcher.num_docs, 1))
         if offset == 0 and self._common(searcher, q):
             total = searcher.search(query, 1, count=True).count if count else None  # type: ignore[attr-defined]
-            hits = self._newest(searcher, query, limit, True)
+            hits = self._newest(searcher, query, n, True)
         else:
             # one pass counts and sorts (a phrase is verified once, not twice: ~2x faster)
             result = searcher.search(
-                query, limit + offset, count=count, order_by_field="date", order=tantivy.Order.Desc
+                query, n, count=count, order_by_field="date", order=tantivy.Order.Desc
             )
             total = result.count if count else None  # type: ignore[attr-defined]
             hits = [addr for _, addr in result.hits][offset:]

@@ -56,3 +56,10 @@ def test_common_words_take_the_windowed_path_with_the_same_answer(
     monkeypatch.setattr(index_mod, "WINDOW_MIN_DOCS", 1)  # every body word is "common" now
     windowed, n = filled.search_page("report", limit=10)
     assert (n, [h.id for h in windowed]) == (total, [h.id for h in plain])
+
+
+def test_a_limit_beyond_any_count_is_all_matches(filled: Archive) -> None:
+    everything, total = filled.search_page("report", limit=1000)
+    huge, n = filled.search_page("report", limit=10**30)  # `search -n 10**30`: no OverflowError
+    assert (n, [h.id for h in huge]) == (total, [h.id for h in everything])
+    assert filled.search_page("report", limit=10**30, offset=10**25) == ([], total)
