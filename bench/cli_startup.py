@@ -7,8 +7,11 @@ WORK is what bench/ingest.py built: WORK/mailtee (a mailtee state dir) and, if p
 WORK/notmuch-config (notmuch over the same Maildir). Each command is run as a new process
 `--runs` times after `--warmup` untimed runs (hyperfine-style: wall clock from spawn to
 exit, output to a pipe that is drained); the search queries rotate through the classes of
-bench/search.py (1 word, 3 words, phrase, from:, Japanese). `python -X importtime` gives
-the modules that dominate start-up. Prints one JSON object; times are milliseconds.
+bench/search.py (1 word, 3 words, phrase, from:, Japanese). `python -c pass` and
+`python -c 'import typer'` are the floors (the interpreter; the interpreter plus typer,
+which every command imports). `python -X importtime` gives the modules that dominate
+start-up. Run it with another interpreter (e.g. a non-editable venv like the .deb's) to
+measure that installation. Prints one JSON object; times are milliseconds.
 """
 
 from __future__ import annotations
@@ -205,6 +208,10 @@ def main() -> None:
     }
     log(f"{messages} messages; python -c pass, proxy-admin --help, search ...")
     result["python_bare"] = timed_runs([[sys.executable, "-c", "pass"]], env, args.runs, 1)
+    # the floor under every command: the interpreter plus typer (and its vendored click)
+    result["python_import_typer"] = timed_runs(
+        [[sys.executable, "-c", "import typer"]], env, args.runs, 1
+    )
     result["help"] = timed_runs([[*PROXY_ADMIN, "--help"]], env, args.runs, args.warmup)
     result["search"] = timed_runs(mailtee_search, env, args.runs, args.warmup)
     result["search"]["queries"] = len(rotation)
