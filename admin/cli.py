@@ -54,12 +54,13 @@ from admin.cli_common import (
     print_table,
     setup_logging,
 )
+from admin.cli_lazy import LazyTyper
 from admin.paths import resolve_config_path, secrets_path
 
 if TYPE_CHECKING:
     from admin.config import Config
 
-app = typer.Typer(
+app = LazyTyper(  # builds only the command it runs (admin/cli_lazy.py)
     cls=ProxyAdminGroup,
     name="proxy-admin",
     help="Administer mailtee, the transparent POP3/SMTP archiving proxy.",
@@ -103,8 +104,15 @@ def _root(
 
 def main() -> None:
     """Console-script entry point (`proxy-admin`)."""
+    from admin import cli_exit
+
     filemodes.restrict_umask()  # state_dir files 0640, dirs 0750 whatever the umask
-    app(prog_name="proxy-admin")
+    cli_exit.reset()
+    try:
+        app(prog_name="proxy-admin")
+    except SystemExit as e:
+        cli_exit.exit_now(e.code)  # search/show: no interpreter teardown (admin/cli_exit.py)
+        raise
 
 
 # --- init ---------------------------------------------------------------------------

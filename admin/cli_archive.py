@@ -29,6 +29,7 @@ from admin.cli_common import (
     show_progress,
     warn,
 )
+from admin.cli_exit import skip_teardown
 
 register_error("archive.query:QueryError", 2)
 register_error("archive.importer:ImportSourceError", 2)
@@ -119,9 +120,10 @@ def search(
     json_out: JsonOpt = False,
 ) -> None:
     """Find archived messages, newest first (syntax: docs/archive.md)."""
-    with opened_archive(ctx) as archive:
+    with opened_archive(ctx, state_only=True) as archive:
         hits, total = archive.search_page(query, user=user, limit=limit)
         archive.catalog.audit("search", {"query": query, "user": user, "hits": len(hits)})
+    skip_teardown()  # read-only, archive closed: exit without teardown (admin/cli_exit.py)
     if json_out:
         print_json(
             {"query": query, "user": user, "total": total, "hits": [h.as_dict() for h in hits]}
@@ -174,10 +176,11 @@ def show(
     """Show one archived message: metadata, provenance, owners and text (or --raw)."""
     if not (message_id.isdigit() or len(message_id) == 64):
         fail(f"ID: {message_id!r} is not a message id or SHA-256", 2)
-    with opened_archive(ctx) as archive:
+    with opened_archive(ctx, state_only=True) as archive:
         data = archive.get_raw(message_id)
         info = archive.get_message(message_id)
         archive.catalog.audit("show", {"id": info["id"], "raw": raw})
+    skip_teardown()  # read-only, archive closed (admin/cli_exit.py)
     if raw:
         out = sys.stdout.buffer
         out.write(data)
@@ -246,7 +249,7 @@ def export(
 
     if fmt not in ("eml", "mbox"):
         fail("--format: must be eml or mbox", 2)
-    with opened_archive(ctx) as archive:
+    with opened_archive(ctx, state_only=True) as archive:
         _first, total = archive.search_page(query, user=user, limit=0)
         with progress("export", show_progress(json_out)) as cb:
             count, where = do_export(

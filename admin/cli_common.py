@@ -42,6 +42,7 @@ PROG = "proxy-admin"
 #: cannot have been raised, so matching never imports anything.
 _EXPECTED_ERRORS: dict[type[BaseException] | str, int] = {
     "admin.config:ConfigError": 2,
+    "admin.config_keys:ConfigError": 2,  # the same class; loaded alone by `search`
     OSError: 1,
     # each package's one exception root (tests/test_error_roots.py): exit 1 unless a more
     # specific class is registered with its own code (QueryError 2, ...)
@@ -77,6 +78,13 @@ class CliContext:
 
     def state_dir(self, config: Config) -> Path:
         return paths.state_dir(config, self.config_path)
+
+    def state_dir_only(self) -> Path:
+        """The state dir, reading only that key of config.toml (no model: admin.config_keys)
+        -- for read-only archive commands that need nothing else of the config."""
+        from admin import config_keys
+
+        return config_keys.load_state_dir(self.config_path)
 
     def save_config(self, config: Config) -> None:
         from admin import config as cfg
@@ -217,7 +225,39 @@ class ProxyAdminGroup(TyperGroup):
     - registered expected errors (ConfigError 2, OSError 1, ...): exit per registry
     - Ctrl-C: exit 130 after one "interrupted" line
     Anything else is a bug and propagates with its traceback (typer shows no locals).
+
+    Plain str/int/Path parameters of the root and of the chosen command are parsed
+    without pydantic (admin.cli_coerce: ~50 ms less start-up per command), and printing
+    a help text ends the console script without the interpreter's teardown
+    (admin.cli_exit).
     """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        from admin import cli_coerce, cli_exit
+
+        cli_coerce.install(self, ctx, recursive=False)
+        cli_exit.skip_on_help(self, ctx, recursive=False)
+        return super().parse_args(ctx, args)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        # the names only: with admin.cli_lazy, looking a command up builds it
+        return list(self.commands)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        summaries = getattr(self.commands, "summaries", None)  # admin.cli_lazy.LazyCommands
+        if summaries is None:
+            return super().format_commands(ctx, formatter)
+        with summaries():
+            return super().format_commands(ctx, formatter)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if cmd is not None:
+            from admin import cli_coerce, cli_exit
+
+            cli_coerce.install(cmd, ctx)
+            cli_exit.skip_on_help(cmd, ctx)
+        return name, cmd, rest
 
     def main(  # type: ignore[override]
         self,
@@ -398,20 +438,26 @@ def audit(c: CliContext, action: str, detail: dict[str, Any]) -> None:
 # --- archive commands (admin/cli_archive.py, admin/cli_maintenance.py) -----------------
 
 
-def existing_state_dir(ctx: typer.Context) -> Path:
-    """The configured state directory; one-line error if it was never created."""
+def existing_state_dir(ctx: typer.Context, *, state_only: bool = False) -> Path:
+    """The configured state directory; one-line error if it was never created.
+    `state_only`: read only `state_dir` of config.toml, not the whole model."""
     c = context(ctx)
-    state = c.state_dir(c.load_config())
+    state = c.state_dir_only() if state_only else c.state_dir(c.load_config())
     if not state.is_dir():
         fail(f"state dir {state} does not exist (run `proxy-admin init`)")
     return state
 
 
 @contextlib.contextmanager
-def opened_archive(ctx: typer.Context, *, reset_index: bool = False) -> Iterator[Archive]:
+def opened_archive(
+    ctx: typer.Context, *, reset_index: bool = False, state_only: bool = False
+) -> Iterator[Archive]:
+    """The archive of the configured state dir, closed afterwards. `state_only`: the
+    command reads nothing else of the config (search, show, export), so only that key
+    is read (start-up cost, issue 12 item 4)."""
     from archive.store import Archive
 
-    archive = Archive(existing_state_dir(ctx), reset_index=reset_index)
+    archive = Archive(existing_state_dir(ctx, state_only=state_only), reset_index=reset_index)
     try:
         yield archive
     finally:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import typer
 
 from admin.cli_common import context, fail, setup_logging
@@ -24,6 +22,8 @@ def serve(ctx: typer.Context) -> None:
 
     `proxy-admin run` starts the same in supervised child processes when the web side is
     enabled in config.toml (the web table, enabled = true). Ctrl-C stops."""
+    import logging  # here, not at module level: every command imports this module
+
     c = context(ctx)
     config = c.load_config()
     secrets = c.load_secrets(strict_mode=True)

@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from admin.errors import AdminError
+from admin.config_keys import DEFAULT_STATE_DIR, ConfigError, read_toml
 from admin.paths import (  # noqa: F401 - re-exported: the path rules live in admin.paths
     DEFAULT_CONFIG_PATH,
     SECRETS_FILE_NAME,
@@ -88,10 +88,6 @@ DEFAULT_PORTS = {
     ("pop3", False): 110,
     ("pop3", True): 995,
 }
-
-
-class ConfigError(AdminError):
-    """A configuration problem, described in one line that names the key at fault."""
 
 
 def default_port(protocol: str, implicit_tls: bool) -> int:
@@ -392,7 +388,7 @@ class LdapConfig(_Model):
 
 class Config(_Model):
     hostname: str = "mailtee.localdomain"
-    state_dir: str = "/var/lib/mailtee"
+    state_dir: str = DEFAULT_STATE_DIR
     on_archive_failure: Literal["reject", "pass"] = "reject"
     allow_clients: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOW_CLIENTS))
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -556,26 +552,9 @@ def parse_config(data: dict, source: str = "config") -> Config:
 
 
 def load_config(path: Path) -> Config:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: no such config file (create one with `proxy-admin init`)"
-        ) from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    if not data:
-        raise ConfigError(
-            f"{path}: the file is empty (create one with `proxy-admin init`, "
-            "or see docs/configuration.md)"
-        )
-    if "target_password" in raw.decode("utf-8", "replace"):
-        raise ConfigError(f"{path}: passwords belong in {SECRETS_FILE_NAME}, not config.toml")
-    return parse_config(data, str(path))
+    # the file checks (missing, not TOML, empty, a password) are admin.config_keys's,
+    # shared with the quick state_dir reader of `search`
+    return parse_config(read_toml(path), str(path))
 
 
 def load_secrets(config_path: Path, *, strict_mode: bool = True) -> Secrets:

@@ -1,7 +1,7 @@
 """The admin package's one exception root.
 
 `AdminError` is the base of the errors admin/ raises on purpose (`ConfigError` in
-admin/config.py, `CertError` in admin/tls_certs.py). This module imports nothing, so
+admin/config_keys.py, `CertError` in admin/tls_certs.py). This module imports nothing, so
 admin/config.py (the config model that proxy/ and archive/ may use) stays light.
 """
 

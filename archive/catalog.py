@@ -16,7 +16,6 @@ a lock because a Trio service calls it from worker threads.
 from __future__ import annotations
 
 import getpass
-import hashlib
 import json
 import sqlite3
 import threading
@@ -142,6 +141,8 @@ _SQL = {int: "INTEGER", str: "TEXT"}
 
 
 def chain_link(prev: str, blob_sha256: str, report_hash: str) -> str:
+    import hashlib  # here: reading the catalog (search) needs no OpenSSL (~2 ms to load)
+
     h = hashlib.sha256(bytes.fromhex(prev))
     h.update(bytes.fromhex(blob_sha256))
     h.update(bytes.fromhex(report_hash))

@@ -19,18 +19,22 @@ blob again at the same place and nothing is duplicated.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import zstandard
+from typing import TYPE_CHECKING
 
 from archive.durable import fsync_dir
 from archive.errors import ArchiveError
+
+if TYPE_CHECKING:
+    import zstandard
+
+# zstandard and hashlib (OpenSSL) are imported where blobs are read or written: opening an
+# archive to search it reads no blob (`proxy-admin search` start-up, issue 12 item 4).
 
 FILE_MAGIC = b"MTPACK1\n"
 RECORD_MAGIC = b"MTC1"
@@ -76,10 +80,14 @@ class PackReader:
     def _dctx(self) -> zstandard.ZstdDecompressor:
         dctx = getattr(self._local, "dctx", None)
         if dctx is None:
+            import zstandard
+
             dctx = self._local.dctx = zstandard.ZstdDecompressor()
         return dctx
 
     def _chunk(self, ref: BlobRef) -> bytes:
+        import zstandard
+
         key = (ref.pack, ref.offset)
         cache = self._cache  # one read: another thread may replace it meanwhile
         if cache is not None and cache[0] == key:
@@ -107,6 +115,8 @@ class PackReader:
         return raw
 
     def read(self, ref: BlobRef, sha256: str) -> bytes:
+        import hashlib
+
         chunk = self._chunk(ref)
         blob = chunk[ref.inner : ref.inner + ref.size]
         if len(blob) != ref.size or hashlib.sha256(blob).hexdigest() != sha256:
@@ -160,6 +170,8 @@ class PackWriter:
     """
 
     def __init__(self, packs_dir: Path, committed_ends: dict[int, int], level: int = ZSTD_LEVEL):
+        import zstandard
+
         self.dir = packs_dir
         self._cctx = zstandard.ZstdCompressor(level=level)
         self._fd: int | None = None

@@ -21,19 +21,22 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archive.timefmt import utc_iso
 
-from . import ingest as _ingest  # BATCH_* read at call time (tests lower them)
 from .catalog import GENESIS, Catalog, chain_link
 from .errors import ArchiveError
-from .importer import detect, items
 from .index import IndexSchemaError, MessageIndex
-from .ingest import document_for, ingest_batch
 from .packs import BlobRef, PackError, PackReader, PackWriter
 from .query import parse_query
-from .reports import IngestStats, Item, ReportError, ReportRef, read_report, scan
+
+if TYPE_CHECKING:
+    from .reports import IngestStats, Item, ReportRef
+
+# Writing (archive.ingest: the MIME parser and the `email` package; archive.importer:
+# `mailbox`; archive.reports) is imported by the methods that write, so that reading --
+# `proxy-admin search`, `show` -- loads only the catalog, index and packs (issue 12 item 4).
 
 Progress = Callable[[int, int], None]
 #: Rescan the report directory at least this often even when its mtime did not move.
@@ -214,6 +217,8 @@ class Archive:
         max_items: int | None = None,
     ) -> IngestStats:
         """Ingest every committed report pair not yet (or not as-is) in the archive."""
+        from .reports import IngestStats, scan
+
         with self._write_lock:
             stats = IngestStats()
             # Renames into the directory move its mtime: an unchanged directory has
@@ -265,6 +270,8 @@ class Archive:
             self._dir_mtime[reports_dir] = (mtime, time.monotonic())
 
     def _report_items(self, refs: list[ReportRef], stats: IngestStats) -> Iterator[Item]:
+        from .reports import Item, ReportError, read_report
+
         for ref in refs:
             try:
                 prov, state = read_report(ref)
@@ -283,6 +290,8 @@ class Archive:
     def _run(
         self, items: Iterable[Item], total: int, stats: IngestStats, progress: Progress | None
     ) -> None:
+        from . import ingest as _ingest  # BATCH_* read at call time (tests lower them)
+
         batch: list[Item] = []
         size = 0
         done = 0
@@ -290,7 +299,7 @@ class Archive:
         def flush() -> None:
             nonlocal batch, size, done
             if batch:
-                result = ingest_batch(self.catalog, self.index, self.pack_writer(), batch)
+                result = _ingest.ingest_batch(self.catalog, self.index, self.pack_writer(), batch)
                 stats.add(result)
                 if self._known is not None:
                     for it in batch:
@@ -322,6 +331,8 @@ class Archive:
         self, items: Iterable[Item], *, total: int = 0, progress: Progress | None = None
     ) -> IngestStats:
         """Ingest imported messages (see importer.py)."""
+        from .reports import IngestStats
+
         with self._write_lock:
             stats = IngestStats()
             self._acquire()
@@ -333,6 +344,8 @@ class Archive:
 
     def import_path(self, path: Path, *, progress: Progress | None = None) -> IngestStats:
         """Import a report dir, Maildir, `.eml` tree, mbox or single `.eml` (importer.py)."""
+        from .importer import detect, items
+
         src = detect(Path(path))
         if src.kind == "reports":
             return self.ingest_pending(src.path, progress=progress)
@@ -342,6 +355,8 @@ class Archive:
 
     def document_for(self, message: int, raw: bytes, extra_keys: Iterable[str] = ()):
         """The index document of a catalogued message (re-index, rebuild)."""
+        from .ingest import document_for
+
         return document_for(self.catalog, message, raw, extra_keys)
 
     # --- reading ---------------------------------------------------------------------

@@ -7,8 +7,11 @@ WORK is what bench/ingest.py built: WORK/mailtee (a mailtee state dir) and, if p
 WORK/notmuch-config (notmuch over the same Maildir). Each command is run as a new process
 `--runs` times after `--warmup` untimed runs (hyperfine-style: wall clock from spawn to
 exit, output to a pipe that is drained); the search queries rotate through the classes of
-bench/search.py (1 word, 3 words, phrase, from:, Japanese). `python -X importtime` gives
-the modules that dominate start-up. Prints one JSON object; times are milliseconds.
+bench/search.py (1 word, 3 words, phrase, from:, Japanese). `python -c pass` and
+`python -c 'import typer'` are the floors (the interpreter; the interpreter plus typer,
+which every command imports). `python -X importtime` gives the modules that dominate
+start-up. Run it with another interpreter (e.g. a non-editable venv like the .deb's) to
+measure that installation. Prints one JSON object; times are milliseconds.
 """
 
 from __future__ import annotations
@@ -99,20 +102,32 @@ def import_profile(argv: list[str], env: dict[str, str], top: int = 12) -> dict:
 
 
 #: The steps of `proxy-admin search` one after the other in a fresh interpreter, each
-#: timed: where a whole-command run spends its time (ms, medians over the runs).
+#: timed: where a whole-command run spends its time (ms, medians over the runs). A tree
+#: from before the issue 12 start-up work (no admin.cli_lazy / admin.config_keys) is
+#: measured along its own path: the whole command tree, pydantic, the config model.
 PHASES = r"""
 import json, sys, time
+from pathlib import Path
 t0 = time.perf_counter()
 marks = {}
 def mark(name):
     marks[name] = time.perf_counter()
 import typer; mark("import typer")
 import admin.cli; mark("import admin.cli (the app, all groups)")
-import typer._adapters; mark("import pydantic via typer's option coercion")
-from admin.config import load_config, state_dir; mark("import admin.config (model)")
-cfg = load_config(__import__("pathlib").Path(sys.argv[1])); mark("load + validate config.toml")
-from archive.store import Archive; mark("import archive.store (sqlite_utils, tantivy, mime)")
-a = Archive(state_dir(cfg, __import__("pathlib").Path(sys.argv[1]))); mark("open catalog + index")
+config = Path(sys.argv[1])
+# (not try/import: a dev venv's editable finder would find the new modules in the checkout)
+if not (Path(admin.cli.__file__).parent / "cli_lazy.py").exists():
+    typer.main.get_command(admin.cli.app); mark("build every command")
+    import typer._adapters; mark("import pydantic via typer's option coercion")
+    from admin.config import load_config, state_dir; mark("import admin.config (model)")
+    state = state_dir(load_config(config), config); mark("load + validate config.toml")
+else:
+    from admin.cli_lazy import lazy_command
+    lazy_command(admin.cli.app).commands["search"]; mark("build root + search command")
+    from admin.config_keys import load_state_dir
+    state = load_state_dir(config); mark("read state_dir (admin.config_keys, tomllib)")
+from archive.store import Archive; mark("import archive.store (catalog, index, tantivy)")
+a = Archive(state); mark("open catalog + index")
 hits, total = a.search_page(sys.argv[2], user=None, limit=50); mark("search (newest 50)")
 a.catalog.audit("search", {"query": sys.argv[2], "user": None, "hits": len(hits)})
 mark("audit row (committed)")
@@ -193,6 +208,10 @@ def main() -> None:
     }
     log(f"{messages} messages; python -c pass, proxy-admin --help, search ...")
     result["python_bare"] = timed_runs([[sys.executable, "-c", "pass"]], env, args.runs, 1)
+    # the floor under every command: the interpreter plus typer (and its vendored click)
+    result["python_import_typer"] = timed_runs(
+        [[sys.executable, "-c", "import typer"]], env, args.runs, 1
+    )
     result["help"] = timed_runs([[*PROXY_ADMIN, "--help"]], env, args.runs, args.warmup)
     result["search"] = timed_runs(mailtee_search, env, args.runs, args.warmup)
     result["search"]["queries"] = len(rotation)
