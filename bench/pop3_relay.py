@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -286,6 +287,23 @@ def big_retr(port: int, ctx: ssl.SSLContext | None, pid: int, size: int) -> dict
     }
 
 
+def commit_counters(state: Path) -> tuple[int, int]:
+    """(barriers, messages committed) summed over the workers (the `status` command)."""
+    sys.path.insert(0, str(REPO))
+    from proxy import control
+
+    try:
+        reply = control.request(control.socket_path(state), "status", timeout=5)
+    except (OSError, control.ControlError):
+        return 0, 0
+    barriers = committed = 0
+    for w in (reply.get("status") or {}).get("workers", []):
+        c = w.get("commit") or {}
+        barriers += c.get("batches", 0)
+        committed += c.get("committed", 0)
+    return barriers, committed
+
+
 def write_config(path: Path, state: Path, dovecot: DovecotServer, ca_file: Path) -> None:
     path.write_text(
         f"""hostname = "bench.mailtee"
@@ -336,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
         help="concurrent clients per run (Dovecot allows 10 per user+IP)",
     )
     p.add_argument("--rounds", type=int, default=3, help="direct/mailtee pairs per case")
+    p.add_argument("--transports", nargs="+", default=["plain", "tls"], choices=["plain", "tls"])
     p.add_argument("--big-mb", type=int, default=50, help="big message size (10^6 B)")
     p.add_argument("--state-parent", type=Path, default=REPO.parent)
     p.add_argument("--keep", action="store_true", help="keep the state dir (path on stderr)")
@@ -362,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
             "quick": args.quick,
         },
         "machine": {**machine_info(), "state_dir_filesystem": fs},
+        "transports": args.transports,
         "targets": TARGETS,
     }
     ca = trustme.CA(organization_name="mailtee bench")
@@ -399,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
                 result["big_message"][transport] = big_retr(*via[transport], pid, args.big_mb * MB)
 
             cases: list[dict[str, Any]] = []
-            for transport in ("plain", "tls"):
+            for transport in args.transports:
                 for sessions in args.sessions:
                     rounds = []
                     for r in range(args.rounds):
@@ -407,9 +427,14 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
                         d = run_clients(*direct[transport], args.messages, sessions, args.size)
                         log(f"{transport}, {sessions} session(s), round {r + 1}: via mailtee")
                         before = mpr_names(reports_dir)
+                        b0 = commit_counters(state)
                         cpu0 = tree_cpu_seconds(pid)
                         m = run_clients(*via[transport], args.messages, sessions, args.size)
                         cpu1 = tree_cpu_seconds(pid)
+                        b1 = commit_counters(state)
+                        m["loadavg_1m"] = round(os.getloadavg()[0], 2)
+                        if b1[1] > b0[1]:
+                            m["barriers_per_retr"] = round((b1[0] - b0[0]) / (b1[1] - b0[1]), 3)
                         new = mpr_names(reports_dir) - before
                         settle = time.monotonic() + 30  # reports follow the "." by ms
                         while len(new) < args.messages and time.monotonic() < settle:
