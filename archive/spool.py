@@ -172,8 +172,11 @@ class MessageWriter:
     def write_final_eml(self) -> int:
         """Put the message under its final `.eml` name, unsynced; return an open fd.
 
-        Blocking (commit thread). The caller fdatasyncs the fd as part of its barrier
-        and closes it. Raises SpoolError (and forgets the message) on any error.
+        Blocking (a thread of archive.commit). A spilled message: the committer
+        fdatasyncs the fd as part of its barrier. A message kept in memory: its bytes
+        are already durable in the journal, and the report writer calls this after the
+        acknowledgement. The caller closes the fd. Raises SpoolError (and forgets the
+        message) on any error.
         """
         if self.error is None:
             try:
