@@ -297,9 +297,15 @@ def _serve_main(argv: list[str]) -> None:
     setup_logging(config.log_level)  # same log volume as `proxy-admin run`
 
     if config.workers != 1:  # the worker processes of `proxy-admin run`, no ingest task
+        import proxy.service_common as service_common
         import proxy.workers as workers
 
+        # run_supervisor imports start_service_tasks from proxy.service_common when it
+        # runs, so patching the name in proxy.workers alone left the ingest loop running
+        # in the supervisor (parsing, compressing and indexing every archived message
+        # on the same two cores during the measurement)
         workers.start_service_tasks = lambda *a: None
+        service_common.start_service_tasks = lambda *a: None
 
         async def supervised() -> None:
             async with trio.open_nursery() as nursery:
