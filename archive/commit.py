@@ -322,7 +322,9 @@ class GroupCommitter:
         `.eml` written on the hot path used to prove. Space that vanishes after this
         check loses nothing either: the pair stays in the journal until it is written.
         """
-        need = sum(r.writer.size for r in batch) + PAIR_OVERHEAD * len(batch)
+        # a spilled message's `.eml` is already written: only the rest needs room
+        need = sum(r.writer.size for r in batch if r.writer.in_memory)
+        need += PAIR_OVERHEAD * len(batch)
         try:
             st = os.statvfs(self.reports_dir)
             usable = os.path.isdir(self.reports_dir) and os.access(

@@ -163,6 +163,11 @@ class MessageWriter:
         raise SpoolError(self.error or "message file was not opened")
 
     # --- the group-commit path (archive.commit) -------------------------------------
+    @property
+    def in_memory(self) -> bool:
+        """The message is still only in memory (it has not spilled to a file)."""
+        return self._file is None and self.error is None
+
     def inline_bytes(self) -> bytes | None:
         """The whole message while it is still in memory (None once it spilled)."""
         if self._file is not None or self.error is not None:
