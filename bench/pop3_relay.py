@@ -11,7 +11,8 @@ invocation on loopback, so each ratio compares like with like on a noisy machine
 2. mailtee in its own process (`bench/_common.py serve`: the listeners of `proxy-admin
    run` without the ingest task) with two listeners: `plain` (client none -> Dovecot
    plain) and `tls` (client implicit TLS -> Dovecot implicit TLS, certificate verified).
-   Archiving is durable (`.eml` + `.mpr` fsync'd, renamed, directory fsync'd) into a state
+   Archiving is durable (group commit: the RETR's journal record fdatasync'd before the
+   terminating "."; the `.eml` + `.mpr` pair follows, docs/reliability.md) into a state
    dir under `--state-parent` (default: the directory holding the repository, i.e. the
    /work disk; its filesystem is reported and must not be tmpfs, or fsync is free).
 3. RSS: the big message is RETRed through each listener by a raw-socket client while the
@@ -23,10 +24,11 @@ invocation on loopback, so each ratio compares like with like on a noisy machine
    connect to QUIT. Every mailtee run's new `.mpr` files are checked: one per RETR,
    outcome "delivered", size and SHA-256 equal to the served message.
 
-The issue's target is mailtee >= 50% of the direct throughput; `pass` reports it per
-transport and concurrency. With one session, each RETR waits for the copy's fsyncs
-before the client sees the end of the message (DESIGN invariant 1), so a single session
-is bounded by the disk's fsync latency, not by the relay.
+Issue 12's targets: mailtee >= 0.35 of the direct throughput with one session and
+>= 0.5 with several; `pass` reports them per transport and concurrency. With one
+session, each RETR waits for one barrier (a journal fdatasync) before the client sees
+the end of the message (DESIGN invariant 1); `barriers_per_retr` (from the workers'
+`status`) shows how far the barrier is shared with several sessions.
 
     .venv/bin/python bench/pop3_relay.py            # the issue's figures (a few minutes)
     .venv/bin/python bench/pop3_relay.py --quick    # a smoke run
@@ -75,7 +77,11 @@ MB = 1_000_000
 HOST = "127.0.0.1"
 USERS = {"bench": "bench-pw", "big": "big-pw"}
 TERMINATOR = b"\r\n.\r\n"
-TARGETS = {"ratio_to_direct_min": 0.5, "big_message_rss_growth_mb_max": 32}
+TARGETS = {
+    "ratio_to_direct_min_1_session": 0.35,
+    "ratio_to_direct_min": 0.5,
+    "big_message_rss_growth_mb_max": 32,
+}
 
 
 # --- messages ---------------------------------------------------------------------------
@@ -489,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
     big = result["big_message"]
     checks: dict[str, bool] = {
         f"ratio_{c['transport']}_{c['sessions']}_sessions": c["median_ratio"]
-        >= TARGETS["ratio_to_direct_min"]
+        >= TARGETS["ratio_to_direct_min_1_session" if c["sessions"] == 1 else "ratio_to_direct_min"]
         for c in result["throughput"]
     }
     checks["big_message_rss_growth"] = all(
