@@ -54,6 +54,7 @@ from archive.journal import (
     SEGMENT_BYTES,
     STATE_ACTIVE,
     Journal,
+    decode_header,
     encode_record,
     flush_files,
     parse_journal,
@@ -100,8 +101,6 @@ def live_segments(area: Path) -> list[int]:
                 head = f.read(4096)
         except OSError:
             continue
-        from archive.journal import decode_header
-
         hdr = decode_header(head)
         if hdr is not None and hdr[0] == STATE_ACTIVE:
             out.append(n)
