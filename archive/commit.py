@@ -1,41 +1,46 @@
-"""Group commit: many messages, one durability barrier; reports written once, off the ack path.
+"""Group commit: many messages, one durability barrier; reports written off the ack path.
 
 Theory of operation (DESIGN "Durable path"). A worker process has one `GroupCommitter`
-with its own spool area (`state_dir/spool/w<N>/`). A session that has a whole message
-calls `await commit(writer)`; the call returns only after a barrier that covers the
-message has completed. Between barriers, commits queue up; the commit task takes all of
-them as one batch and, in one worker thread:
-1. writes each message's `.eml` under its final name in the report directory (a message
-   over `spool.SPILL_BYTES` already streams into a hidden temp file, renamed now),
-2. appends one journal record per message to the spool area's append-only journal:
-   the `.mpr` document (outcome "pending") and, for a message kept in memory, its bytes,
-3. runs the barrier: fdatasync of the journal (plus, for spilled messages only, their
-   files and the report directory first). The `.eml` beside the journal needs no flush
-   of its own: after a crash it is rebuilt from the journal.
-Only then are the batch's sessions released; meanwhile the next batch accumulates. A
-message whose `.eml` cannot be written fails alone; a failed barrier fails the batch
-(fail closed: nobody in it is acknowledged) and starts a new journal segment.
+with its own spool area (`state_dir/spool/w<N>/`, archive.journal). A session that has
+a whole message calls `await commit(writer)`; the call returns only after a barrier that
+covers the message has completed. Commits queue up for the committer's own long-lived
+thread, which takes everything queued as one batch and:
+1. appends one journal record per message: the `.mpr` document (outcome "pending") and,
+   for a message kept in memory (up to `spool.SPILL_BYTES`), its bytes; a message over
+   that already streamed into a hidden temp file, which is renamed to its final `.eml`
+   name now,
+2. runs the barrier: one fdatasync of the journal segment (plus, for spilled messages
+   only, their files and the report directory first),
+3. hands the batch back to the Trio thread (`run_sync_soon`), which releases the
+   sessions. Meanwhile the next batch has been queueing.
+A message whose file cannot be written fails alone; a failed barrier fails the batch
+(fail closed: nobody in it is acknowledged) and the journal moves to another segment.
 
-The `.mpr` is not written on the hot path at all. The session hands the upstream's
-verdict over with `record_outcome()` (no I/O, no wait); the materialiser task writes
-each `.mpr` once (temp name + rename, no fsync), with the final outcome, or with
-"pending" when none came within `OUTCOME_WAIT` (rewritten if it comes later). Until then
-the report directory holds the `.eml` alone, which readers ignore (a pair is committed
-once its `.mpr` exists). The journal is what makes that safe: after a crash, `recover()`
-rewrites the `.eml` from the journal and writes the `.mpr` ("pending": the outcome is in
-doubt) of every complete journal record whose pair is not there, drops records that are
-torn or do not match their SHA-256 (never acknowledged: their barrier did not
-complete), and then deletes the journal. While running, a journal segment is deleted
-once every report in it is written and a `syncfs` made those reports durable.
+The report pair is not written on the hot path at all: the bytes of a message kept in
+memory reach the disk once before the acknowledgement, in the journal. The report
+writer task then writes each `.eml` (from memory) and each `.mpr` once (temp name +
+rename, no fsync), with the final outcome (`record_outcome()`: no I/O, no wait), or with
+"pending" when none came within `OUTCOME_WAIT` (rewritten if it comes later). The `.eml`
+comes first; readers ignore it until its `.mpr` exists. Memory waiting for the writer is
+bounded (`MAX_UNWRITTEN`: commits wait when it is exceeded).
+
+A segment is retired once every message it holds has its pair written: exactly those
+files and the report directory are flushed (archive.journal.flush_files), then the
+segment is marked free and later recycled. After a crash, `recover()` replays every
+segment before serving: each complete record of the segment's current generation whose
+pair is missing or damaged gets its `.eml` (from the journal) and `.mpr` (outcome
+"pending": the verdict is in doubt), the pairs of the segment are flushed, and the
+segment is marked free; torn records and old records of a recycled segment were never
+acknowledged and are ignored.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,69 +49,72 @@ from typing import Any
 import trio
 
 from archive.durable import fsync_dir
+from archive.journal import (
+    LEGACY_SUFFIX,
+    SEGMENT_BYTES,
+    STATE_ACTIVE,
+    Journal,
+    decode_header,
+    encode_record,
+    flush_files,
+    parse_journal,
+    parse_segment,
+    segment_numbers,
+    segment_path,
+)
 from archive.spool import REPORT_MODE, MessageWriter, SpoolError
+
+__all__ = [
+    "GroupCommitter",
+    "encode_record",
+    "live_segments",
+    "parse_journal",
+    "recover",
+    "segment_numbers",
+    "spool_area",
+]
 
 log = logging.getLogger("mailtee.commit")
 
-#: how long the materialiser waits for the upstream's verdict before writing "pending"
+#: how long the report writer waits for the upstream's verdict before writing "pending"
 OUTCOME_WAIT = 2.0
-#: how often the materialiser looks for reports to write
-MATERIALISE_INTERVAL = 0.05
-#: a journal segment is closed after this many records or bytes (and deleted once all
-#: its reports are written and flushed)
-SEGMENT_RECORDS = 4096
-SEGMENT_BYTES = 64 * 1024 * 1024
-JOURNAL_MODE = 0o640
+#: how often the report writer looks for reports to write
+MATERIALISE_INTERVAL = 0.02
 #: per batch: at most this many messages (bounds the time of one barrier)
 MAX_BATCH = 512
+#: message bytes committed but not yet in their `.eml`; beyond it commits wait
+MAX_UNWRITTEN = 32 * 1024 * 1024
+#: room a pair needs beyond the message bytes (the `.mpr`, block rounding, the temp name)
+PAIR_OVERHEAD = 16 * 1024
 
 
 def spool_area(state_dir: Path, worker: int) -> Path:
     return state_dir / "spool" / f"w{worker}"
 
 
-_libc: Any = None
-
-
-def _load_libc() -> Any:
-    global _libc
-    if _libc is None:
+def live_segments(area: Path) -> list[int]:
+    """The segments of `area` that hold records not yet retired (tests, status)."""
+    out = []
+    for n in segment_numbers(area):
         try:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            _libc.syncfs  # noqa: B018 - probe
-        except (OSError, AttributeError):
-            _libc = False
-    return _libc
-
-
-def syncfs_fd(fd: int) -> bool:
-    """syncfs(2) on `fd`; False when unavailable (the caller flushes file by file)."""
-    libc = _load_libc()
-    if not libc:
-        return False
-    if libc.syncfs(fd) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return True
-
-
-def syncfs(path: Path) -> None:
-    """Flush the file system holding `path` (Linux syncfs(2); os.sync() elsewhere)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        if not syncfs_fd(fd):
-            os.sync()
-    finally:
-        os.close(fd)
+            with open(segment_path(area, n), "rb") as f:
+                head = f.read(4096)
+        except OSError:
+            continue
+        hdr = decode_header(head)
+        if hdr is not None and hdr[0] == STATE_ACTIVE:
+            out.append(n)
+    return out + segment_numbers(area, LEGACY_SUFFIX)
 
 
 @dataclass(slots=True)
 class _Pending:
-    """A committed message whose `.mpr` is not written yet."""
+    """A committed message whose pair is not (finally) written yet."""
 
     writer: MessageWriter
     segment: int
     committed_at: float
+    inline: int  # bytes still only in memory (0: its `.eml` exists)
     outcome: tuple[str, str | None] | None = None
     written: str | None = None  # the outcome the written `.mpr` holds
 
@@ -118,108 +126,7 @@ class _Request:
     reply: str | None
     done: trio.Event = field(default_factory=trio.Event)
     error: str | None = None
-
-
-class Journal:
-    """The append-only journal segments of one spool area (used from one thread at a time)."""
-
-    def __init__(self, area: Path) -> None:
-        self.area = area
-        self.area.mkdir(parents=True, exist_ok=True)
-        self.seq = max(segment_numbers(area), default=0)
-        self.fd: int | None = None
-        self.records = 0
-        self.size = 0
-        self.new_segment = False
-
-    def _open(self) -> None:
-        self.seq += 1
-        path = self.area / f"journal-{self.seq:08d}.log"
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, JOURNAL_MODE)
-        self.records = 0
-        self.size = 0
-        self.new_segment = True
-
-    def append(self, lines: list[bytes]) -> int:
-        """Write framed records (no flush yet); returns the segment they are in."""
-        if self.fd is None or self.records >= SEGMENT_RECORDS or self.size >= SEGMENT_BYTES:
-            self.close()
-            self._open()
-        assert self.fd is not None
-        data = b"".join(lines)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view) :]
-        self.records += len(lines)
-        self.size += len(data)
-        return self.seq
-
-    def sync(self) -> None:
-        assert self.fd is not None
-        os.fdatasync(self.fd)
-        if self.new_segment:
-            fsync_dir(self.area)
-            self.new_segment = False
-
-    def close(self) -> None:
-        if self.fd is not None:
-            try:
-                os.close(self.fd)
-            except OSError:
-                pass
-            self.fd = None
-
-    def broken(self) -> None:
-        """After a failed write or sync: never append to that segment again."""
-        self.close()
-
-
-def encode_record(stem: str, doc: dict[str, Any], data: bytes | None) -> bytes:
-    """One journal record: a JSON header line, then `len` message bytes and a newline
-    (`len` 0 and `"file": true` when the message streamed into its own `.eml`)."""
-    header: dict[str, Any] = {"m": stem, "doc": doc, "len": len(data) if data else 0}
-    if data is None:
-        header["file"] = True
-    head = (json.dumps(header, ensure_ascii=False) + "\n").encode()
-    return head + (data or b"") + b"\n"
-
-
-def parse_journal(buf: bytes) -> list[tuple[str, dict[str, Any], bytes | None]]:
-    """The complete records of a segment, in order; a torn tail ends the list."""
-    out: list[tuple[str, dict[str, Any], bytes | None]] = []
-    pos = 0
-    while pos < len(buf):
-        nl = buf.find(b"\n", pos)
-        if nl < 0:
-            break
-        try:
-            header = json.loads(buf[pos:nl])
-            stem, doc, n = header["m"], header["doc"], int(header.get("len", 0))
-            if not isinstance(stem, str) or not isinstance(doc, dict) or n < 0:
-                break
-        except (ValueError, KeyError, TypeError):
-            break
-        start, end = nl + 1, nl + 1 + n
-        if buf[end : end + 1] != b"\n":
-            break  # torn: the message bytes did not all reach the disk
-        out.append((stem, doc, None if header.get("file") else buf[start:end]))
-        pos = end + 1
-    return out
-
-
-def segment_numbers(area: Path) -> list[int]:
-    out: list[int] = []
-    try:
-        names = os.listdir(area)
-    except OSError:
-        return out
-    for name in names:
-        if name.startswith("journal-") and name.endswith(".log"):
-            try:
-                out.append(int(name[8:-4]))
-            except ValueError:
-                pass
-    return sorted(out)
+    inline: int = 0
 
 
 class GroupCommitter:
@@ -230,11 +137,20 @@ class GroupCommitter:
         self.area = area
         self.journal = Journal(area)
         self._queue: list[_Request] = []
-        self._wake = trio.Event()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
         self._pending: dict[str, _Pending] = {}
-        self._segment_open: dict[int, int] = {}  # segment -> reports not yet written
+        self._segment_open: dict[int, int] = {}  # segment -> messages without their pair
+        self._segment_files: dict[int, list[str]] = {}  # segment -> stems it holds
+        self._closed: set[int] = set()  # segments no longer written
         self._late: list[tuple[MessageWriter, str, str | None]] = []
         self._retiring: set[int] = set()
+        self._preparing = False
+        self._unwritten = 0
+        self._room = trio.Event()
+        self._work = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.batches = 0
         self.committed = 0
@@ -248,11 +164,15 @@ class GroupCommitter:
 
         With a final `outcome` (POP3: served whole) the report gets it straight away.
         """
+        while self.running and self._unwritten > MAX_UNWRITTEN:
+            self._work.set()
+            await self._room.wait()
         if not self.running:
             raise SpoolError("the commit task is not running")
         req = _Request(writer, outcome, reply)
-        self._queue.append(req)
-        self._wake.set()
+        with self._cond:
+            self._queue.append(req)
+            self._cond.notify()
         with trio.CancelScope(shield=True):
             # Once queued, the outcome of the barrier must be waited for: a cancelled
             # session must not leave a half-known message behind.
@@ -265,87 +185,117 @@ class GroupCommitter:
         p = self._pending.get(writer.stem)
         if p is not None:
             p.outcome = (outcome, reply)
+            self._work.set()
         elif writer.committed:
             self._late.append((writer, outcome, reply))
+            self._work.set()
 
     # --- the tasks -------------------------------------------------------------------
     async def run(
         self, *, task_status: trio.TaskStatus[GroupCommitter] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._stopping = False
+        self._thread = threading.Thread(
+            target=self._commit_thread, name=f"commit-{self.area.name}", daemon=True
+        )
+        self._thread.start()
         try:
             async with trio.open_nursery() as nursery:
                 self.running = True
                 self._nursery = nursery
                 nursery.start_soon(self._materialise_loop)
                 task_status.started(self)
-                while True:
-                    await self._wake.wait()
-                    self._wake = trio.Event()
-                    while self._queue:
-                        batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                        try:
-                            with trio.CancelScope(shield=True):
-                                await trio.to_thread.run_sync(self._barrier, batch)
-                        except Exception as e:  # a bug must not leave sessions waiting
-                            log.error("group commit failed: %r", e, exc_info=True)
-                            for req in batch:
-                                req.error = req.error or "internal error in the commit path"
-                                req.writer.discard_final_eml()
-                        self._release(batch)
+                await trio.sleep_forever()
         finally:
             self.running = False
-            for req in self._queue:
-                req.error = "the service is stopping"
-                req.done.set()
-            self._queue = []
+            self._room.set()
+            with self._cond:
+                self._stopping = True
+                self._cond.notify()
             with trio.CancelScope(shield=True):
+                thread = self._thread
+                await trio.to_thread.run_sync(thread.join)
+                # the thread answered every request it took; release what it handed back
+                await trio.lowlevel.checkpoint()
+                for req in self._queue:
+                    req.error = "the service is stopping"
+                    req.done.set()
+                self._queue = []
                 await trio.to_thread.run_sync(self._flush_all)
 
-    def _release(self, batch: list[_Request]) -> None:
-        """After the barrier: hand the batch's reports to the materialiser, wake sessions."""
+    def _commit_thread(self) -> None:
+        """The committer's own thread: batches, barriers, and the hand-back to Trio."""
+        assert self._token is not None
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            try:
+                self._barrier(batch)
+            except Exception as e:  # a bug must not leave sessions waiting
+                log.error("group commit failed: %r", e, exc_info=True)
+                for req in batch:
+                    req.error = req.error or "internal error in the commit path"
+                    req.writer.discard_final_eml()
+            closed = self.journal.take_closed()
+            try:
+                self._token.run_sync_soon(self._release, batch, closed)
+            except trio.RunFinishedError:
+                return
+
+    def _release(self, batch: list[_Request], closed: list[int]) -> None:
+        """Trio thread, after the barrier: queue the batch's pairs, wake its sessions."""
         now = time.monotonic()
         for req in batch:
             if req.error is None:
                 seg = req.writer.segment
-                p = _Pending(req.writer, seg, now)
+                p = _Pending(req.writer, seg, now, req.inline)
                 if req.outcome != "pending":
                     p.outcome = (req.outcome, req.reply)
                 self._pending[req.writer.stem] = p
+                self._unwritten += req.inline
                 self._segment_open[seg] = self._segment_open.get(seg, 0) + 1
+                self._segment_files.setdefault(seg, []).append(req.writer.stem)
             req.done.set()
+        self._closed.update(closed)
+        self._work.set()
 
     def _barrier(self, batch: list[_Request]) -> None:
-        """Worker thread: write the batch's files and journal records, then one barrier."""
+        """Committer thread: journal records (and spilled files), then one barrier."""
         spilled: list[int] = []
-        opened: list[int] = []
-        records: list[bytes] = []
         good: list[_Request] = []
-        for req in batch:
-            inline = req.writer.inline_bytes()
-            try:
-                fd = req.writer.write_final_eml()
-            except SpoolError as e:
-                req.error = str(e)
-                continue
-            opened.append(fd)
-            if inline is None:
-                spilled.append(fd)
-            good.append(req)
-            records.append(
-                encode_record(req.writer.stem, req.writer.document("pending", None), inline)
-            )
         error: str | None = None
+        room = self._room_problem(batch)
         try:
+            for req in batch:
+                inline = req.writer.inline_bytes()
+                if inline is not None and room is not None:
+                    req.error = room
+                    continue
+                if inline is None:
+                    try:
+                        fd = req.writer.write_final_eml()
+                    except SpoolError as e:
+                        req.error = str(e)
+                        continue
+                    spilled.append(fd)
+                else:
+                    req.inline = len(inline)
+                good.append(req)
+                req.writer.segment = self.journal.append(
+                    req.writer.stem, req.writer.document("pending", None), inline
+                )
             if good:
-                seg = self.journal.append(records)
-                for req in good:
-                    req.writer.segment = seg
                 self._flush(spilled)
         except OSError as e:
             self.journal.broken()
             error = f"cannot make the copy durable in {self.reports_dir}: {e.strerror or e}"
         finally:
-            for fd in opened:
+            for fd in spilled:
                 try:
                     os.close(fd)
                 except OSError:
@@ -360,11 +310,36 @@ class GroupCommitter:
             self.batches += 1
             self.committed += len(good)
 
+    def _room_problem(self, batch: list[_Request]) -> str | None:
+        """Can the report directory take the batch's pairs? (None: yes.)
+
+        A message kept in memory is durable in the journal before its `.eml` exists, so
+        an unusable or full report directory would otherwise show only later, in the
+        report writer. Fail closed up front instead: the directory must be a writable
+        directory with room for every pair of the batch (bytes and inodes), as the
+        `.eml` written on the hot path used to prove. Space that vanishes after this
+        check loses nothing either: the pair stays in the journal until it is written.
+        """
+        # a spilled message's `.eml` is already written: only the rest needs room
+        need = sum(r.writer.size for r in batch if r.writer.in_memory)
+        need += PAIR_OVERHEAD * len(batch)
+        try:
+            st = os.statvfs(self.reports_dir)
+            usable = os.path.isdir(self.reports_dir) and os.access(
+                self.reports_dir, os.W_OK | os.X_OK
+            )
+        except OSError as e:
+            return f"cannot write message file in {self.reports_dir}: {e.strerror or e}"
+        if not usable:
+            return f"cannot write message file in {self.reports_dir}: not a writable directory"
+        if st.f_bavail * st.f_frsize < need or (st.f_files and st.f_favail < 2 * len(batch)):
+            return f"cannot write message file in {self.reports_dir}: No space left on device"
+        return None
+
     def _flush(self, spilled: list[int]) -> None:
         """The barrier: one fdatasync of the journal, which holds the bytes of every
-        message kept in memory (the `.eml` written beside it is rebuilt from the journal
-        after a crash). A message too large for that streamed into its own file: those
-        files and the report directory are flushed first."""
+        message kept in memory. A message too large for that streamed into its own
+        file: those files and the report directory are flushed first."""
         for fd in spilled:
             os.fdatasync(fd)
         if spilled:
@@ -372,48 +347,78 @@ class GroupCommitter:
         self.journal.sync()
 
     async def _materialise_loop(self) -> None:
-        """Write due reports in a thread; all bookkeeping stays on the Trio thread."""
+        """Write due pairs in a thread; all bookkeeping stays on the Trio thread."""
         while True:
-            await trio.sleep(MATERIALISE_INTERVAL)
+            with trio.move_on_after(OUTCOME_WAIT / 4):
+                await self._work.wait()
+            self._work = trio.Event()
+            await trio.sleep(MATERIALISE_INTERVAL)  # let a few commits gather
             now = time.monotonic()
             due = [
                 (p, p.outcome or ("pending", None))
                 for p in self._pending.values()
-                if (p.outcome is not None or now - p.committed_at >= OUTCOME_WAIT)
-                and p.written != (p.outcome or ("pending",))[0]
+                if p.inline
+                or (
+                    (p.outcome is not None or now - p.committed_at >= OUTCOME_WAIT)
+                    and p.written != (p.outcome or ("pending",))[0]
+                )
             ]
             late, self._late = self._late, []
             if due or late:
                 with trio.CancelScope(shield=True):
-                    written = await trio.to_thread.run_sync(self._write_reports, due, late)
-                for (p, (outcome, _reply)), ok in zip(due, written, strict=True):
-                    if not ok:
+                    written = await trio.to_thread.run_sync(self._write_reports, due, late, now)
+                for (p, _), (eml_ok, mpr_outcome) in zip(due, written, strict=True):
+                    if eml_ok and p.inline:
+                        self._unwritten -= p.inline
+                        p.inline = 0
+                    if mpr_outcome is None:
                         continue
                     if p.written is None:  # its first report: one less in its segment
                         self._segment_open[p.segment] = self._segment_open.get(p.segment, 1) - 1
-                    p.written = outcome
+                    p.written = mpr_outcome
                     # an outcome that came while the report was written is written next
                     final = p.outcome is not None and p.written == p.outcome[0]
-                    if final or (p.outcome is None and outcome == "pending"):
+                    if final or (p.outcome is None and mpr_outcome == "pending"):
                         self._pending.pop(p.writer.stem, None)
-            current = self.journal.seq
+                if self._unwritten <= MAX_UNWRITTEN:
+                    self._room.set()
+                    self._room = trio.Event()
             todo = [
                 seg
-                for seg, left in self._segment_open.items()
-                if left <= 0 and seg != current and seg not in self._retiring
+                for seg in self._closed
+                if self._segment_open.get(seg, 0) <= 0 and seg not in self._retiring
             ]
             if todo and self._nursery is not None:
-                # syncfs can take long on a busy disk: never delay the next reports
+                # flushing can take long on a busy disk: never delay the next reports
                 self._retiring.update(todo)
                 self._nursery.start_soon(self._retire_async, todo)
+            j = self.journal
+            if not self._preparing and self._nursery is not None and j.fd is not None:
+                # only a journal that fills segments needs one ready (not a test's few records)
+                if j.offset > SEGMENT_BYTES // 2 and j.free_count() == 0 and not self._retiring:
+                    self._preparing = True
+                    self._nursery.start_soon(self._prepare_async)
 
-    async def _retire_async(self, segments: list[int]) -> None:
+    async def _prepare_async(self) -> None:
+        """Keep one pre-zeroed segment ready while no retired one is (first use)."""
         try:
             with trio.CancelScope(shield=True):
-                done = await trio.to_thread.run_sync(self._retire, segments)
+                await trio.to_thread.run_sync(self.journal.prepare)
+        except OSError as e:
+            log.warning("cannot prepare a journal segment: %s", e.strerror)
+        finally:
+            self._preparing = False
+
+    async def _retire_async(self, segments: list[int]) -> None:
+        files = {seg: self._segment_files.get(seg, []) for seg in segments}
+        try:
+            with trio.CancelScope(shield=True):
+                done = await trio.to_thread.run_sync(self._retire, files)
             for seg in done:
                 if self._segment_open.get(seg, 0) <= 0:
                     self._segment_open.pop(seg, None)
+                    self._segment_files.pop(seg, None)
+                    self._closed.discard(seg)
         finally:
             self._retiring.difference_update(segments)
 
@@ -421,47 +426,75 @@ class GroupCommitter:
         self,
         due: list[tuple[_Pending, tuple[str, str | None]]],
         late: list[tuple[MessageWriter, str, str | None]],
-    ) -> list[bool]:
-        """Worker thread: write each due `.mpr`; True for those written."""
-        written = []
+        now: float,
+    ) -> list[tuple[bool, str | None]]:
+        """Worker thread: each due `.eml`, then its `.mpr` when due; what was written."""
+        written: list[tuple[bool, str | None]] = []
         for p, (outcome, reply) in due:
-            ok = p.writer.write_mpr(outcome, reply)
-            if not ok:
-                log.error("cannot write report %s.mpr (kept in the journal)", p.writer.stem)
-            written.append(ok)
+            eml_ok = not p.inline
+            if p.inline:
+                try:
+                    # no early writeback here: measured, it slowed the barriers (the
+                    # pages are flushed when their segment retires)
+                    os.close(p.writer.write_final_eml())
+                    eml_ok = True
+                except (SpoolError, OSError):
+                    log.error("cannot write %s.eml (kept in the journal)", p.writer.stem)
+            mpr_due = (
+                p.outcome is not None or now - p.committed_at >= OUTCOME_WAIT
+            ) and p.written != outcome
+            mpr_outcome = None
+            if eml_ok and mpr_due:
+                if p.writer.write_mpr(outcome, reply):
+                    mpr_outcome = outcome
+                else:
+                    log.error("cannot write report %s.mpr (kept in the journal)", p.writer.stem)
+            written.append((eml_ok, mpr_outcome))
         for writer, outcome, reply in late:
             if writer.mpr_path.exists():  # ingest may already have removed the pair
                 writer.write_mpr(outcome, reply)
         return written
 
-    def _retire(self, segments: list[int]) -> list[int]:
-        """Worker thread: make the written reports durable, then drop their segments."""
+    def _retire(self, files: dict[int, list[str]]) -> list[int]:
+        """Worker thread: make the segments' pairs durable, then free the segments."""
+        paths = [
+            self.reports_dir / f"{stem}{ext}"
+            for stems in files.values()
+            for stem in stems
+            for ext in (".eml", ".mpr")
+        ]
         try:
-            syncfs(self.reports_dir)
+            flush_files(paths, self.reports_dir)
         except OSError as e:
             log.error("cannot flush written reports (journal kept): %s", e.strerror)
             return []
         done = []
-        for seg in segments:
+        for seg in files:
             try:
-                (self.area / f"journal-{seg:08d}.log").unlink(missing_ok=True)
-            except OSError:
+                self.journal.release(seg)
+            except OSError as e:
+                log.error("cannot free journal segment %d: %s", seg, e.strerror)
                 continue
             done.append(seg)
         return done
 
     def _flush_all(self) -> None:
-        """At shutdown: write every report still waiting, then retire the journal."""
+        """At shutdown: write every pair still waiting, flush them, free the journal."""
         for p in self._pending.values():
+            if p.inline:
+                try:
+                    os.close(p.writer.write_final_eml())
+                except (SpoolError, OSError):
+                    log.error("cannot write %s.eml (kept in the journal)", p.writer.stem)
+                    continue
             outcome, reply = p.outcome or ("pending", None)
             if p.written != outcome:
                 p.writer.write_mpr(outcome, reply)
         self._pending.clear()
         self.journal.close()
+        self._closed.update(self.journal.take_closed())
         try:
-            syncfs(self.reports_dir)
-            for seg in segment_numbers(self.area):
-                (self.area / f"journal-{seg:08d}.log").unlink(missing_ok=True)
+            recover(self.reports_dir, self.area, quiet=True)
         except OSError as e:
             log.error("journal kept for recovery: %s", e.strerror)
 
@@ -476,44 +509,64 @@ class GroupCommitter:
 # --- recovery ------------------------------------------------------------------------
 
 
-def recover(reports_dir: Path, area: Path) -> dict[str, int]:
-    """Rebuild the `.mpr` of journalled messages after a crash (blocking; before serving).
+def _pair_intact(reports_dir: Path, stem: str, doc: dict[str, Any]) -> bool:
+    """Both files there, the `.eml` of the recorded size, the `.mpr` whole JSON."""
+    try:
+        if (reports_dir / f"{stem}.eml").stat().st_size != doc.get("size"):
+            return False
+        json.loads((reports_dir / f"{stem}.mpr").read_bytes())
+        return True
+    except (OSError, ValueError):
+        return False
 
-    A journalled message whose `.eml` is intact (size and SHA-256 as recorded) gets its
-    `.mpr` with outcome "pending" (the verdict is in doubt) unless one exists; one whose
-    `.eml` is missing or damaged was never acknowledged (its barrier did not complete)
-    and is dropped. Then the journal is deleted.
+
+def recover(reports_dir: Path, area: Path, *, quiet: bool = False) -> dict[str, int]:
+    """Rebuild the pairs of journalled messages after a crash (blocking; before serving).
+
+    Every complete record of a live segment (this release's recycled segments, or an
+    append-only `journal-*.log` of the previous one) whose pair is missing or damaged
+    gets its `.eml` from the journal and its `.mpr` with outcome "pending" (the verdict
+    is in doubt). A large message's record points at its own `.eml`, flushed before the
+    barrier: an `.eml` that does not match the record was never acknowledged and is
+    dropped. The segment's pairs are then flushed and the segment is freed.
     """
-    import hashlib
-
     counts = {"restored": 0, "dropped": 0, "present": 0}
-    segments = segment_numbers(area)
-    if not segments:
-        return counts
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    for seg in segments:
-        path = area / f"journal-{seg:08d}.log"
+    live: list[tuple[Path, list[tuple[str, dict[str, Any], bytes | None]], bool]] = []
+    for n in segment_numbers(area):
+        path = segment_path(area, n)
         try:
-            data = path.read_bytes()
+            state, _gen, records = parse_segment(path.read_bytes())
         except OSError:
             continue
-        for stem, doc, raw in parse_journal(data):
+        if state == STATE_ACTIVE:
+            live.append((path, records, True))
+    for n in segment_numbers(area, LEGACY_SUFFIX):
+        path = segment_path(area, n, LEGACY_SUFFIX)
+        try:
+            live.append((path, parse_journal(path.read_bytes()), False))
+        except OSError:
+            continue
+    if not live:
+        return counts
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    journal = Journal(area)
+    for path, records, recycled in live:
+        stems: list[str] = []
+        for stem, doc, raw in records:
             if "/" in stem or stem.startswith(".") or not stem:
                 continue
-            mpr = reports_dir / f"{stem}.mpr"
-            eml = reports_dir / f"{stem}.eml"
-            if mpr.exists():
+            stems.append(stem)
+            if _pair_intact(reports_dir, stem, doc):
                 counts["present"] += 1
                 continue
+            eml = reports_dir / f"{stem}.eml"
+            from_file = raw is None
             if raw is None:  # a large message: its own file was flushed before the record
                 try:
                     raw = eml.read_bytes()
                 except OSError:
                     counts["dropped"] += 1
                     continue
-                from_file = True
-            else:
-                from_file = False
             if len(raw) != doc.get("size") or hashlib.sha256(raw).hexdigest() != doc.get("sha256"):
                 if from_file:
                     eml.unlink(missing_ok=True)
@@ -526,10 +579,16 @@ def recover(reports_dir: Path, area: Path) -> dict[str, int]:
                 reports_dir, f"{stem}.mpr", (json.dumps(doc, ensure_ascii=False) + "\n").encode()
             )
             counts["restored"] += 1
-    syncfs(reports_dir)
-    for seg in segments:
-        (area / f"journal-{seg:08d}.log").unlink(missing_ok=True)
+        flush_files(
+            [reports_dir / f"{s}{ext}" for s in stems for ext in (".eml", ".mpr")], reports_dir
+        )
+        if recycled:
+            journal.release(int(path.name[8:16]))
+        else:
+            path.unlink(missing_ok=True)
     fsync_dir(area)
+    if not quiet:
+        log.debug("recovered %s: %s", area, counts)
     return counts
 
 

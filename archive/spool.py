@@ -167,6 +167,11 @@ class MessageWriter:
         raise SpoolError(self.error or "message file was not opened")
 
     # --- the group-commit path (archive.commit) -------------------------------------
+    @property
+    def in_memory(self) -> bool:
+        """The message is still only in memory (it has not spilled to a file)."""
+        return self._file is None and self.error is None
+
     def inline_bytes(self) -> bytes | None:
         """The whole message while it is still in memory (None once it spilled)."""
         if self._file is not None or self.error is not None:
@@ -176,8 +181,11 @@ class MessageWriter:
     def write_final_eml(self) -> int:
         """Put the message under its final `.eml` name, unsynced; return an open fd.
 
-        Blocking (commit thread). The caller fdatasyncs the fd as part of its barrier
-        and closes it. Raises SpoolError (and forgets the message) on any error.
+        Blocking (a thread of archive.commit). A spilled message: the committer
+        fdatasyncs the fd as part of its barrier. A message kept in memory: its bytes
+        are already durable in the journal, and the report writer calls this after the
+        acknowledgement. The caller closes the fd. Raises SpoolError (and forgets the
+        message) on any error.
         """
         if self.error is None:
             try:

@@ -11,7 +11,8 @@ invocation on loopback, so each ratio compares like with like on a noisy machine
 2. mailtee in its own process (`bench/_common.py serve`: the listeners of `proxy-admin
    run` without the ingest task) with two listeners: `plain` (client none -> Dovecot
    plain) and `tls` (client implicit TLS -> Dovecot implicit TLS, certificate verified).
-   Archiving is durable (`.eml` + `.mpr` fsync'd, renamed, directory fsync'd) into a state
+   Archiving is durable (group commit: the RETR's journal record fdatasync'd before the
+   terminating "."; the `.eml` + `.mpr` pair follows, docs/reliability.md) into a state
    dir under `--state-parent` (default: the directory holding the repository, i.e. the
    /work disk; its filesystem is reported and must not be tmpfs, or fsync is free).
 3. RSS: the big message is RETRed through each listener by a raw-socket client while the
@@ -23,10 +24,11 @@ invocation on loopback, so each ratio compares like with like on a noisy machine
    connect to QUIT. Every mailtee run's new `.mpr` files are checked: one per RETR,
    outcome "delivered", size and SHA-256 equal to the served message.
 
-The issue's target is mailtee >= 50% of the direct throughput; `pass` reports it per
-transport and concurrency. With one session, each RETR waits for the copy's fsyncs
-before the client sees the end of the message (DESIGN invariant 1), so a single session
-is bounded by the disk's fsync latency, not by the relay.
+Issue 12's targets: mailtee >= 0.35 of the direct throughput with one session and
+>= 0.5 with several; `pass` reports them per transport and concurrency. With one
+session, each RETR waits for one barrier (a journal fdatasync) before the client sees
+the end of the message (DESIGN invariant 1); `barriers_per_retr` (from the workers'
+`status`) shows how far the barrier is shared with several sessions.
 
     .venv/bin/python bench/pop3_relay.py            # the issue's figures (a few minutes)
     .venv/bin/python bench/pop3_relay.py --quick    # a smoke run
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -74,7 +77,11 @@ MB = 1_000_000
 HOST = "127.0.0.1"
 USERS = {"bench": "bench-pw", "big": "big-pw"}
 TERMINATOR = b"\r\n.\r\n"
-TARGETS = {"ratio_to_direct_min": 0.5, "big_message_rss_growth_mb_max": 32}
+TARGETS = {
+    "ratio_to_direct_min_1_session": 0.35,
+    "ratio_to_direct_min": 0.5,
+    "big_message_rss_growth_mb_max": 32,
+}
 
 
 # --- messages ---------------------------------------------------------------------------
@@ -286,6 +293,23 @@ def big_retr(port: int, ctx: ssl.SSLContext | None, pid: int, size: int) -> dict
     }
 
 
+def commit_counters(state: Path) -> tuple[int, int]:
+    """(barriers, messages committed) summed over the workers (the `status` command)."""
+    sys.path.insert(0, str(REPO))
+    from proxy import control
+
+    try:
+        reply = control.request(control.socket_path(state), "status", timeout=5)
+    except (OSError, control.ControlError):
+        return 0, 0
+    barriers = committed = 0
+    for w in (reply.get("status") or {}).get("workers", []):
+        c = w.get("commit") or {}
+        barriers += c.get("batches", 0)
+        committed += c.get("committed", 0)
+    return barriers, committed
+
+
 def write_config(path: Path, state: Path, dovecot: DovecotServer, ca_file: Path) -> None:
     path.write_text(
         f"""hostname = "bench.mailtee"
@@ -336,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
         help="concurrent clients per run (Dovecot allows 10 per user+IP)",
     )
     p.add_argument("--rounds", type=int, default=3, help="direct/mailtee pairs per case")
+    p.add_argument("--transports", nargs="+", default=["plain", "tls"], choices=["plain", "tls"])
     p.add_argument("--big-mb", type=int, default=50, help="big message size (10^6 B)")
     p.add_argument("--state-parent", type=Path, default=REPO.parent)
     p.add_argument("--keep", action="store_true", help="keep the state dir (path on stderr)")
@@ -362,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
             "quick": args.quick,
         },
         "machine": {**machine_info(), "state_dir_filesystem": fs},
+        "transports": args.transports,
         "targets": TARGETS,
     }
     ca = trustme.CA(organization_name="mailtee bench")
@@ -399,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
                 result["big_message"][transport] = big_retr(*via[transport], pid, args.big_mb * MB)
 
             cases: list[dict[str, Any]] = []
-            for transport in ("plain", "tls"):
+            for transport in args.transports:
                 for sessions in args.sessions:
                     rounds = []
                     for r in range(args.rounds):
@@ -407,9 +433,14 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
                         d = run_clients(*direct[transport], args.messages, sessions, args.size)
                         log(f"{transport}, {sessions} session(s), round {r + 1}: via mailtee")
                         before = mpr_names(reports_dir)
+                        b0 = commit_counters(state)
                         cpu0 = tree_cpu_seconds(pid)
                         m = run_clients(*via[transport], args.messages, sessions, args.size)
                         cpu1 = tree_cpu_seconds(pid)
+                        b1 = commit_counters(state)
+                        m["loadavg_1m"] = round(os.getloadavg()[0], 2)
+                        if b1[1] > b0[1]:
+                            m["barriers_per_retr"] = round((b1[0] - b0[0]) / (b1[1] - b0[1]), 3)
                         new = mpr_names(reports_dir) - before
                         settle = time.monotonic() + 30  # reports follow the "." by ms
                         while len(new) < args.messages and time.monotonic() < settle:
@@ -464,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
     big = result["big_message"]
     checks: dict[str, bool] = {
         f"ratio_{c['transport']}_{c['sessions']}_sessions": c["median_ratio"]
-        >= TARGETS["ratio_to_direct_min"]
+        >= TARGETS["ratio_to_direct_min_1_session" if c["sessions"] == 1 else "ratio_to_direct_min"]
         for c in result["throughput"]
     }
     checks["big_message_rss_growth"] = all(

@@ -29,7 +29,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import archive.commit as commit_mod
-from archive.commit import GroupCommitter, parse_journal, recover, segment_numbers
+import archive.journal as journal_mod
+from archive.commit import GroupCommitter, live_segments, parse_journal, recover
+from archive.journal import parse_segment, segment_numbers, segment_path
 from archive.spool import SPILL_BYTES, Spool, SpoolError
 
 
@@ -48,6 +50,9 @@ class Recorder:
 
     def fdatasync(self, fd: int) -> None:
         path = os.readlink(f"/proc/self/fd/{fd}")
+        if path.startswith(str(self.area)) and parse_segment(Path(path).read_bytes())[0] == 0:
+            self.real_fdatasync(fd)  # a segment being freed (retired), not a barrier
+            return
         if path.startswith(str(self.area)):
             with self.lock:
                 n = self.journal_syncs
@@ -93,6 +98,11 @@ def check_acks(rec: Recorder, sizes: dict[str, int]) -> None:
         assert synced, f"{stem} acknowledged before its .eml was flushed"
         assert any(before[j][2] == sizes[stem] for j in synced), "flushed before complete"
         assert any(e[0] == "dir" and eml in e[1] for e in before), "no directory flush"
+
+
+def no_reports(self, due, late, now):
+    """The report writer of a committer that crashes before writing any pair."""
+    return [(False, None)] * len(due)
 
 
 sessions_st = st.lists(
@@ -162,7 +172,7 @@ def test_no_ack_before_its_barrier(monkeypatch, sessions, fail_syncs, slow):
             assert doc["upstream"]["outcome"] == "delivered"
             assert doc["size"] == sizes[stem] == (reports / f"{stem}.eml").stat().st_size
         assert not [p for p in reports.iterdir() if p.name.startswith(".")]
-        assert segment_numbers(area) == []  # journal retired at shutdown
+        assert live_segments(area) == []  # journal retired at shutdown
 
 
 async def test_outcome_written_once_and_pending_when_none_comes(tmp_path, monkeypatch):
@@ -178,7 +188,7 @@ async def test_outcome_written_once_and_pending_when_none_comes(tmp_path, monkey
         b.write(b"Subject: b\r\n\r\nB\r\n")
         await committer.commit(a)
         await committer.commit(b)
-        assert a.eml_path.exists() and not a.mpr_path.exists()  # .mpr: off the ack path
+        assert not a.mpr_path.exists()  # the pair is written off the ack path
         committer.record_outcome(a, "rejected", "554 no")
         with trio.fail_after(5):
             while not (a.mpr_path.exists() and b.mpr_path.exists()):  # noqa: ASYNC110
@@ -196,7 +206,7 @@ async def test_recover_restores_intact_and_drops_damaged(tmp_path, monkeypatch):
     """A crash after the barrier, before the reports were written (materialiser stopped)."""
     reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
     reports.mkdir()
-    monkeypatch.setattr(GroupCommitter, "_write_reports", lambda self, due, late: [])
+    monkeypatch.setattr(GroupCommitter, "_write_reports", no_reports)
     monkeypatch.setattr(GroupCommitter, "_flush_all", lambda self: self.journal.close())
     spool = Spool(reports)
     writers = []
@@ -208,13 +218,13 @@ async def test_recover_restores_intact_and_drops_damaged(tmp_path, monkeypatch):
             await committer.commit(w, "delivered", None)
             writers.append(w)
         nursery.cancel_scope.cancel()
-    assert not list(reports.glob("*.mpr")) and segment_numbers(area)
+    assert not list(reports.glob("*.mpr")) and live_segments(area)
     writers[0].eml_path.write_bytes(b"damaged")  # rebuilt from the journal's copy
-    writers[1].eml_path.unlink()  # likewise
+    writers[1].eml_path.unlink(missing_ok=True)  # likewise
     # a torn tail: the last record's message bytes never reached the disk
-    seg = area / f"journal-{segment_numbers(area)[-1]:08d}.log"
+    seg = segment_path(area, live_segments(area)[-1])
     seg.write_bytes(seg.read_bytes()[:-5])
-    writers[2].eml_path.unlink()
+    writers[2].eml_path.unlink(missing_ok=True)
     counts = recover(reports, area)
     assert counts == {"restored": 2, "dropped": 0, "present": 0}
     for i, w in enumerate(writers[:2]):
@@ -223,7 +233,7 @@ async def test_recover_restores_intact_and_drops_damaged(tmp_path, monkeypatch):
         assert doc["pop3"]["msg"] == i
         assert w.eml_path.read_bytes() == b"Subject: %d\r\n\r\nbody\r\n" % i
     assert not writers[2].eml_path.exists() and not writers[2].mpr_path.exists()
-    assert segment_numbers(area) == []
+    assert live_segments(area) == []
     assert not [p for p in reports.iterdir() if p.name.startswith(".")]
 
 
@@ -232,7 +242,7 @@ async def test_recover_checks_a_large_message_file(tmp_path, monkeypatch):
     (never acknowledged) is dropped."""
     reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
     reports.mkdir()
-    monkeypatch.setattr(GroupCommitter, "_write_reports", lambda self, due, late: [])
+    monkeypatch.setattr(GroupCommitter, "_write_reports", no_reports)
     monkeypatch.setattr(GroupCommitter, "_flush_all", lambda self: self.journal.close())
     spool = Spool(reports)
     writers = []
@@ -259,7 +269,7 @@ async def test_commit_refused_when_the_committer_is_not_running(tmp_path):
 
 
 async def test_journal_segments_are_retired_once_their_reports_are_written(tmp_path, monkeypatch):
-    monkeypatch.setattr(commit_mod, "SEGMENT_RECORDS", 3)
+    monkeypatch.setattr(journal_mod, "SEGMENT_RECORDS", 3)
     reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
     reports.mkdir()
     spool = Spool(reports)
@@ -274,12 +284,124 @@ async def test_journal_segments_are_retired_once_their_reports_are_written(tmp_p
             writers.append(w)
         with trio.fail_after(10):
             # 10 records in segments of 3: only the open (last) segment remains
-            while len(segment_numbers(area)) > 1 or not all(  # noqa: ASYNC110
+            while len(live_segments(area)) > 1 or not all(  # noqa: ASYNC110
                 w.mpr_path.exists() for w in writers
             ):
                 await trio.sleep(0.02)
-        assert segment_numbers(area) == [4]
-        for w in writers:
+        assert live_segments(area) == [committer.journal.seq]
+        files = segment_numbers(area)
+        for i in range(6):  # two more segments' worth: retired files are recycled
+            w = spool.open_message("smtp", {})
+            w.write(b"Subject: again %d\r\n\r\nx\r\n" % i)
+            await committer.commit(w)
+            committer.record_outcome(w, "delivered", "250 ok")
+            writers.append(w)
+        assert segment_numbers(area) == files
+        for w in writers[:10]:
             assert json.loads(w.mpr_path.read_text())["upstream"]["outcome"] == "delivered"
         nursery.cancel_scope.cancel()
-    assert segment_numbers(area) == []
+    assert live_segments(area) == []
+
+
+def _doc(stem: str, raw: bytes) -> dict:
+    import hashlib
+
+    return {"id": stem, "protocol": "pop3", "size": len(raw),
+            "sha256": hashlib.sha256(raw).hexdigest(),
+            "upstream": {"outcome": "pending", "reply": None}}  # fmt: skip
+
+
+def test_a_recycled_segment_replays_only_its_own_generation(tmp_path):
+    """A segment used, freed and used again still holds records of its first use after
+    the new ones: recovery must stop at the first of them (they were retired long ago,
+    and their pairs may have been ingested and removed)."""
+    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
+    reports.mkdir()
+    j = journal_mod.Journal(area)
+    old = [(f"old{i}", b"Subject: old %d\r\n\r\n" % i + b"o" * 3000) for i in range(5)]
+    for stem, raw in old:
+        seg = j.append(stem, _doc(stem, raw), raw)
+    j.sync()
+    j.close()
+    j.release(seg)  # retired: its pairs were durable (and then ingested and removed)
+    j = journal_mod.Journal(area)
+    new = [("new0", b"Subject: new\r\n\r\n" + b"n" * 100)]
+    assert j.append("new0", _doc(*new[0]), new[0][1]) == seg  # recycled, same file
+    j.sync()
+    j.close()
+    state, gen, records = parse_segment(segment_path(area, seg).read_bytes())
+    assert [r[0] for r in records] == ["new0"] and gen == 2
+    # the old records are still in the file, byte for byte, behind the new one
+    assert b"Subject: old 4" in segment_path(area, seg).read_bytes()
+    assert recover(reports, area) == {"restored": 1, "dropped": 0, "present": 0}
+    assert (reports / "new0.eml").read_bytes() == new[0][1]
+    assert not list(reports.glob("old*"))
+    assert live_segments(area) == [] and segment_numbers(area) == [seg]  # kept, free
+
+
+def test_a_torn_record_over_old_ones_ends_the_segment(tmp_path):
+    """The last record of the new generation is torn (only its first bytes overwrote
+    an old record): it and everything behind it are ignored."""
+    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
+    reports.mkdir()
+    j = journal_mod.Journal(area)
+    for i in range(4):
+        raw = b"Subject: old\r\n\r\n" + b"o" * 5000
+        seg = j.append(f"old{i}", _doc(f"old{i}", raw), raw)
+    j.sync()
+    j.release(seg)
+    j.close()
+    j = journal_mod.Journal(area)
+    a = b"Subject: a\r\n\r\n" + b"a" * 2000
+    j.append("a", _doc("a", a), a)
+    end_of_a = j.offset
+    b = b"Subject: b\r\n\r\n" + b"b" * 2000
+    j.append("b", _doc("b", b), b)
+    j.sync()
+    j.close()
+    path = segment_path(area, seg)
+    buf = bytearray(path.read_bytes())
+    # a torn write of b: its frame and header made it, the tail of its data did not
+    # (the old generation's bytes are still there)
+    old_bytes = bytes(parse_segment_old := buf[end_of_a + 400 : end_of_a + 800])
+    buf[j.offset - 200 : j.offset] = b"o" * 200
+    path.write_bytes(bytes(buf))
+    assert old_bytes == bytes(parse_segment_old)
+    assert [r[0] for r in parse_segment(bytes(buf))[2]] == ["a"]
+    assert recover(reports, area) == {"restored": 1, "dropped": 0, "present": 0}
+    assert (reports / "a.eml").read_bytes() == a and not (reports / "b.eml").exists()
+
+
+def test_recover_replays_a_journal_of_the_previous_release(tmp_path):
+    """An append-only `journal-*.log` left by the previous release after a crash."""
+    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
+    reports.mkdir()
+    area.mkdir(parents=True)
+    raw = b"Subject: legacy\r\n\r\nx\r\n"
+    (area / "journal-00000007.log").write_bytes(commit_mod.encode_record("l", _doc("l", raw), raw))
+    assert recover(reports, area)["restored"] == 1
+    assert (reports / "l.eml").read_bytes() == raw
+    assert not (area / "journal-00000007.log").exists()
+
+
+async def test_a_pair_present_but_damaged_is_rewritten_from_the_journal(tmp_path, monkeypatch):
+    """After a power loss a pair written shortly before may be empty (never flushed):
+    recovery does not trust its mere existence."""
+    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
+    reports.mkdir()
+    monkeypatch.setattr(GroupCommitter, "_flush_all", lambda self: self.journal.close())
+    spool = Spool(reports)
+    async with trio.open_nursery() as nursery:
+        committer = await nursery.start(GroupCommitter(reports, area).run)
+        w = spool.open_message("pop3", {"pop3": {"user": "u", "msg": 1}})
+        w.write(b"Subject: p\r\n\r\nbody\r\n")
+        await committer.commit(w, "delivered", None)
+        with trio.fail_after(10):
+            while not w.mpr_path.exists():  # noqa: ASYNC110
+                await trio.sleep(0.02)
+        nursery.cancel_scope.cancel()
+    w.eml_path.write_bytes(b"")
+    w.mpr_path.write_bytes(b"")
+    assert recover(reports, area) == {"restored": 1, "dropped": 0, "present": 0}
+    assert w.eml_path.read_bytes() == b"Subject: p\r\n\r\nbody\r\n"
+    assert json.loads(w.mpr_path.read_text())["pop3"]["msg"] == 1
