@@ -405,3 +405,26 @@ async def test_a_pair_present_but_damaged_is_rewritten_from_the_journal(tmp_path
     assert recover(reports, area) == {"restored": 1, "dropped": 0, "present": 0}
     assert w.eml_path.read_bytes() == b"Subject: p\r\n\r\nbody\r\n"
     assert json.loads(w.mpr_path.read_text())["pop3"]["msg"] == 1
+
+
+async def test_the_commit_timings_account_for_every_wait(tmp_path, monkeypatch):
+    """`status` shows where an acknowledgement waits: each session's wait covers its
+    batch's work, which covers the barrier; retiring is timed apart (off the ack path)."""
+    monkeypatch.setattr(journal_mod, "SEGMENT_RECORDS", 2)
+    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
+    reports.mkdir()
+    spool = Spool(reports)
+    async with trio.open_nursery() as nursery:
+        committer = await nursery.start(GroupCommitter(reports, area).run)
+        for i in range(5):
+            w = spool.open_message("pop3", {})
+            w.write(b"Subject: %d\r\n\r\nx\r\n" % i)
+            await committer.commit(w, "delivered", None)
+        with trio.fail_after(10):
+            while committer.retire_s == 0:  # noqa: ASYNC110 - a segment of 2 retires
+                await trio.sleep(0.02)
+        snap = committer.snapshot()
+        nursery.cancel_scope.cancel()
+    assert snap["batches"] == 5 and snap["committed"] == 5
+    assert committer.wait_s >= committer.batch_s >= committer.barrier_s > 0
+    assert {"wait_ms", "batch_ms", "barrier_ms", "retire_ms"} <= snap.keys()
