@@ -24,8 +24,9 @@ rename, no fsync), with the final outcome (`record_outcome()`: no I/O, no wait),
 comes first; readers ignore it until its `.mpr` exists. Memory waiting for the writer is
 bounded (`MAX_UNWRITTEN`: commits wait when it is exceeded).
 
-A segment is retired once every message it holds has its pair written: exactly those
-files and the report directory are flushed (archive.journal.flush_files), then the
+A segment is retired once every message it holds has its pair written: the report
+directory's file system is flushed (one syncfs, archive.journal.flush_filesystem; file
+by file where syncfs cannot report errors: archive.journal.flush_files), then the
 segment is marked free and later recycled. After a crash, `recover()` replays every
 segment before serving: each complete record of the segment's current generation whose
 pair is missing or damaged gets its `.eml` (from the journal) and `.mpr` (outcome
@@ -57,6 +58,7 @@ from archive.journal import (
     decode_header,
     encode_record,
     flush_files,
+    flush_filesystem,
     parse_journal,
     parse_segment,
     segment_numbers,
@@ -468,15 +470,16 @@ class GroupCommitter:
 
     def _retire(self, files: dict[int, list[str]]) -> list[int]:
         """Worker thread: make the segments' pairs durable, then free the segments."""
-        paths = [
-            self.reports_dir / f"{stem}{ext}"
-            for stems in files.values()
-            for stem in stems
-            for ext in (".eml", ".mpr")
-        ]
         started = time.perf_counter()
         try:
-            flush_files(paths, self.reports_dir)
+            if not flush_filesystem(self.reports_dir):
+                paths = [
+                    self.reports_dir / f"{stem}{ext}"
+                    for stems in files.values()
+                    for stem in stems
+                    for ext in (".eml", ".mpr")
+                ]
+                flush_files(paths, self.reports_dir)
         except OSError as e:
             log.error("cannot flush written reports (journal kept): %s", e.strerror)
             return []

@@ -430,15 +430,21 @@ async def test_the_commit_timings_account_for_every_wait(tmp_path, monkeypatch):
     assert {"wait_ms", "batch_ms", "barrier_ms", "retire_ms"} <= snap.keys()
 
 
+def test_flush_filesystem_is_one_syncfs_where_it_reports_errors(tmp_path):
+    # True on Linux >= 5.8 (syncfs reports writeback errors there); otherwise the
+    # committer flushes file by file
+    assert journal_mod.flush_filesystem(tmp_path) is journal_mod._syncfs_reports_errors()
+
+
 async def test_a_failed_retire_flush_keeps_the_segment(tmp_path, monkeypatch):
     monkeypatch.setattr(journal_mod, "SEGMENT_RECORDS", 2)
     calls = []
 
-    def failing(paths, directory):
+    def failing(directory):
         calls.append(directory)
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(commit_mod, "flush_files", failing)
+    monkeypatch.setattr(commit_mod, "flush_filesystem", failing)
     reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
     reports.mkdir()
     spool = Spool(reports)
@@ -456,7 +462,7 @@ async def test_a_failed_retire_flush_keeps_the_segment(tmp_path, monkeypatch):
         # the pairs are written, but not known durable: the journal keeps them
         assert all(w.mpr_path.exists() for w in writers)
         assert len(live_segments(area)) == 2
-        monkeypatch.setattr(commit_mod, "flush_files", journal_mod.flush_files)
+        monkeypatch.setattr(commit_mod, "flush_filesystem", journal_mod.flush_filesystem)
         committer._work.set()
         with trio.fail_after(10):
             while len(live_segments(area)) > 1:  # noqa: ASYNC110 - retried, then freed
