@@ -293,21 +293,33 @@ def big_retr(port: int, ctx: ssl.SSLContext | None, pid: int, size: int) -> dict
     }
 
 
-def commit_counters(state: Path) -> tuple[int, int]:
-    """(barriers, messages committed) summed over the workers (the `status` command)."""
+def commit_counters(state: Path) -> tuple[int, int, dict[str, float]]:
+    """(barriers, messages committed, timings in ms) summed over the workers (`status`).
+
+    The timings are the committers' cumulative figures: `wait_ms` (a session's wait from
+    queueing its message to its release: what an acknowledgement waits for), `batch_ms`
+    (the committer thread's work per batch), `barrier_ms` (its flush calls alone) and
+    `retire_ms` (flushing retired segments' pairs, off the acknowledgement path).
+    """
     sys.path.insert(0, str(REPO))
     from proxy import control
 
+    timings = dict.fromkeys(TIMINGS, 0.0)
     try:
         reply = control.request(control.socket_path(state), "status", timeout=5)
     except (OSError, control.ControlError):
-        return 0, 0
+        return 0, 0, timings
     barriers = committed = 0
     for w in (reply.get("status") or {}).get("workers", []):
         c = w.get("commit") or {}
         barriers += c.get("batches", 0)
         committed += c.get("committed", 0)
-    return barriers, committed
+        for k in TIMINGS:
+            timings[k] += c.get(k, 0.0)
+    return barriers, committed, timings
+
+
+TIMINGS = ("wait_ms", "batch_ms", "barrier_ms", "retire_ms")
 
 
 def write_config(path: Path, state: Path, dovecot: DovecotServer, ca_file: Path) -> None:
@@ -440,7 +452,13 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
                         b1 = commit_counters(state)
                         m["loadavg_1m"] = round(os.getloadavg()[0], 2)
                         if b1[1] > b0[1]:
-                            m["barriers_per_retr"] = round((b1[0] - b0[0]) / (b1[1] - b0[1]), 3)
+                            n = b1[1] - b0[1]
+                            m["barriers_per_retr"] = round((b1[0] - b0[0]) / n, 3)
+                            # per RETR: the wait for the barrier (queue to release), the
+                            # committer's work and flush calls, the retiring's flushing
+                            m["commit_ms_per_retr"] = {
+                                k: round((b1[2][k] - b0[2][k]) / n, 3) for k in TIMINGS
+                            }
                         new = mpr_names(reports_dir) - before
                         settle = time.monotonic() + 30  # reports follow the "." by ms
                         while len(new) < args.messages and time.monotonic() < settle:

@@ -128,9 +128,15 @@ def uidl_pair(line: bytes) -> tuple[int, str] | None:
         return None
     n = parse_msg_number(words[0])
     uid = words[1]
-    if n is None or not 1 <= len(uid) <= UIDL_MAX or not all(0x21 <= b <= 0x7E for b in uid):
+    # every byte 0x21-0x7E (RFC 1939 section 7); translate() checks it in C: a session's
+    # UIDL listing is parsed line by line, one call per message of the maildrop
+    if n is None or not 1 <= len(uid) <= UIDL_MAX or uid.translate(None, _UID_BYTES):
         return None
     return n, uid.decode("ascii")
+
+
+#: the bytes a unique-id may hold (deleted by translate(); anything left is not one)
+_UID_BYTES = bytes(range(0x21, 0x7F))
 
 
 #: Verbs known to answer with a single line (RFC 1939, 2449, 6856). A +OK to any other
