@@ -86,6 +86,10 @@ MATERIALISE_INTERVAL = 0.02
 MAX_BATCH = 512
 #: message bytes committed but not yet in their `.eml`; beyond it commits wait
 MAX_UNWRITTEN = 32 * 1024 * 1024
+#: after a failed retire flush the next try waits this long, doubling up to the cap, so a
+#: disk that stays broken gets one error line per try, not one per report-writer pass
+RETIRE_RETRY_FIRST = 1.0
+RETIRE_RETRY_MAX = 60.0
 #: room a pair needs beyond the message bytes (the `.mpr`, block rounding, the temp name)
 PAIR_OVERHEAD = 16 * 1024
 
@@ -149,6 +153,8 @@ class GroupCommitter:
         self._closed: set[int] = set()  # segments no longer written
         self._late: list[tuple[MessageWriter, str, str | None]] = []
         self._retiring: set[int] = set()
+        self._retire_after = 0.0  # trio time before which no retire is tried (backoff)
+        self._retire_backoff = 0.0
         self._preparing = False
         self._unwritten = 0
         self._room = trio.Event()
@@ -401,7 +407,7 @@ class GroupCommitter:
                 for seg in self._closed
                 if self._segment_open.get(seg, 0) <= 0 and seg not in self._retiring
             ]
-            if todo and self._nursery is not None:
+            if todo and self._nursery is not None and trio.current_time() >= self._retire_after:
                 # flushing can take long on a busy disk: never delay the next reports
                 self._retiring.update(todo)
                 self._nursery.start_soon(self._retire_async, todo)
@@ -427,6 +433,13 @@ class GroupCommitter:
         try:
             with trio.CancelScope(shield=True):
                 done = await trio.to_thread.run_sync(self._retire, files)
+            if done:
+                self._retire_backoff = 0.0
+            else:  # the flush failed: the segments stay, the next try backs off
+                self._retire_backoff = min(
+                    RETIRE_RETRY_MAX, max(RETIRE_RETRY_FIRST, 2 * self._retire_backoff)
+                )
+                self._retire_after = trio.current_time() + self._retire_backoff
             for seg in done:
                 if self._segment_open.get(seg, 0) <= 0:
                     self._segment_open.pop(seg, None)

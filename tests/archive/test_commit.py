@@ -462,6 +462,11 @@ async def test_a_failed_retire_flush_keeps_the_segment(tmp_path, monkeypatch):
         # the pairs are written, but not known durable: the journal keeps them
         assert all(w.mpr_path.exists() for w in writers)
         assert len(live_segments(area)) == 2
+        # a broken disk is retried with a backoff, not on every report-writer pass
+        for _ in range(5):
+            committer._work.set()
+            await trio.sleep(0.05)
+        assert len(calls) == 1
         monkeypatch.setattr(commit_mod, "flush_filesystem", journal_mod.flush_filesystem)
         committer._work.set()
         with trio.fail_after(10):
