@@ -186,9 +186,6 @@ class Session:
                 deadline = min(deadline, self.held_since + HOLD_DELAY)
             try:  # None: the deadline came first
                 data: bytes | None = await receive_before(stream, RECEIVE_SIZE, deadline)
-                if data and side is Side.UPSTREAM and isinstance(stream, trio.SSLStream):
-                    if self.env.protocol == "pop3":
-                        data = _take_buffered_tls(stream, data)
             except STREAM_ERRORS as e:
                 self._lost(side, _reason(e))
                 continue
@@ -434,36 +431,6 @@ class _RateWindow:
         self.last_bytes, self.last_span = self._bytes, span
         self._start, self._bytes = now, 0
         return slow
-
-
-def _take_buffered_tls(stream: trio.SSLStream[Any], first: bytes) -> bytes:
-    """`first` plus the TLS records the stream has already received, up to RECEIVE_SIZE.
-
-    Providers send a RETR in small TLS records (Dovecot: 4 KiB), each of which would
-    otherwise be one pass through the relay core and one record and `send` to the
-    client. The records already in the stream's incoming buffer are decrypted now,
-    synchronously (no await, so no cancellation can drop what was read): the SSL object
-    answers from memory or says it needs more (a partial record), which ends the
-    draining. Anything the reads produce for the peer (a TLS 1.3 key update) goes out
-    with the stream's next operation. Uses trio.SSLStream's SSL object and incoming BIO;
-    if a trio release renames them, this reads nothing more (the relay stays correct).
-    """
-    obj = getattr(stream, "_ssl_object", None)
-    bio = getattr(stream, "_incoming", None)
-    if obj is None or bio is None:
-        return first
-    parts: list[bytes] = [first]
-    size = len(first)
-    while size < RECEIVE_SIZE and bio.pending:
-        try:
-            more = obj.read(RECEIVE_SIZE - size)
-        except ssl.SSLError:  # SSLWantReadError (a partial record), or an error the
-            break  # next receive_some reports
-        if not more:
-            break
-        parts.append(more)
-        size += len(more)
-    return first if len(parts) == 1 else b"".join(parts)
 
 
 def coalesce(batch: list[A.Action]) -> list[A.Action]:
