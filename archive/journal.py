@@ -30,7 +30,6 @@ first invalid one.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import hashlib
 import json
 import os
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from archive.durable import fsync_dir
+from archive.libc import function, libc
 
 JOURNAL_MODE = 0o640
 HEADER_SIZE = 4096
@@ -189,26 +189,14 @@ def parse_journal(buf: bytes) -> list[Record]:
 
 # --- flushing written files -------------------------------------------------------------
 
-_libc: Any = None
 SYNC_FILE_RANGE_WRITE = 2
-
-
-def _load_libc() -> Any:
-    global _libc
-    if _libc is None:
-        try:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            _libc.sync_file_range  # noqa: B018 - probe
-        except (OSError, AttributeError):
-            _libc = False
-    return _libc
 
 
 def start_writeback(fd: int) -> None:
     """Ask the kernel to start writing `fd`'s dirty pages now (no wait; Linux only)."""
-    libc = _load_libc()
-    if libc:
-        libc.sync_file_range(fd, ctypes.c_longlong(0), ctypes.c_longlong(0), SYNC_FILE_RANGE_WRITE)
+    lib = libc()
+    if lib is not None and hasattr(lib, "sync_file_range"):
+        lib.sync_file_range(fd, ctypes.c_longlong(0), ctypes.c_longlong(0), SYNC_FILE_RANGE_WRITE)
 
 
 def _syncfs_reports_errors() -> bool:
@@ -237,13 +225,12 @@ def flush_filesystem(directory: Path) -> bool:
     """
     global _SYNCFS
     if _SYNCFS is None:
-        libc = _load_libc()
-        _SYNCFS = bool(libc) and hasattr(libc, "syncfs") and _syncfs_reports_errors()
+        _SYNCFS = function("syncfs") and _syncfs_reports_errors()
     if not _SYNCFS:
         return False
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        if _libc.syncfs(fd) != 0:
+        if libc().syncfs(fd) != 0:  # type: ignore[union-attr]
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
     finally:

@@ -18,10 +18,11 @@ Two bounds, both no-ops where the C library is not glibc:
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 
 import trio
+
+from archive.libc import function, libc
 
 log = logging.getLogger("mailtee.memory")
 
@@ -33,20 +34,13 @@ MMAP_THRESHOLD = 128 * 1024
 TRIM_INTERVAL = 30.0
 
 
-def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    if not name:
-        return None
-    try:
-        libc = ctypes.CDLL(name)
-    except OSError:
-        return None
-    if not hasattr(libc, "malloc_trim") or not hasattr(libc, "mallopt"):
+def _glibc() -> ctypes.CDLL | None:
+    if not (function("malloc_trim") and function("mallopt")):
         return None  # not glibc (musl has neither)
-    return libc
+    return libc()
 
 
-_LIBC = _libc()
+_LIBC = _glibc()
 
 
 def configure() -> bool:

@@ -42,6 +42,7 @@ import trio
 
 from admin.config import Config, ListenerConfig, Secrets
 from admin.config import state_dir as resolve_state_dir
+from archive.libc import die_with_parent
 from archive.timefmt import utc_iso
 from proxy import control, notify
 from proxy.errors import ProxyError
@@ -482,12 +483,7 @@ async def run_supervisor(
 def _die_with_parent(parent: int) -> bool:
     """SIGKILL this worker when the supervisor dies (as systemd's control group would);
     False when it is already gone."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    die_with_parent(signal.SIGKILL)
     return os.getppid() == parent
 
 

@@ -14,7 +14,6 @@ if the parent dies without cleaning up.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -23,22 +22,19 @@ from pathlib import Path
 
 import trio
 
+from archive.libc import die_with_parent
+
 log = logging.getLogger("mailtee.web")
 
 MIN_BACKOFF = 1.0
 MAX_BACKOFF = 60.0
 HEALTHY_AFTER = 60.0
-_PR_SET_PDEATHSIG = 1
 #: where the `web` package lives, so the child imports the same code as the service
 _ROOT = str(Path(__file__).resolve().parents[1])
 
 
 def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
+    die_with_parent(signal.SIGTERM)
 
 
 def command(config_path: Path) -> list[str]:
