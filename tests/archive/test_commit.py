@@ -105,6 +105,26 @@ def no_reports(self, due, late, now):
     return [(False, None)] * len(due)
 
 
+async def crash_after_barrier(tmp_path, monkeypatch, messages, outcome="delivered"):
+    """Commit `messages` ((protocol, report, bytes)) and stop as a crash right after the
+    barrier would: no pair written, the journal left as it is. -> reports, area, writers"""
+    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
+    reports.mkdir()
+    monkeypatch.setattr(GroupCommitter, "_write_reports", no_reports)
+    monkeypatch.setattr(GroupCommitter, "_flush_all", lambda self: self.journal.close())
+    spool = Spool(reports)
+    writers = []
+    async with trio.open_nursery() as nursery:
+        committer = await nursery.start(GroupCommitter(reports, area).run)
+        for protocol, report, raw in messages:
+            w = spool.open_message(protocol, report)
+            w.write(raw)
+            await committer.commit(w, outcome, None)
+            writers.append(w)
+        nursery.cancel_scope.cancel()
+    return reports, area, writers
+
+
 sessions_st = st.lists(
     st.tuples(
         st.floats(min_value=0, max_value=0.01),  # arrival delay
@@ -204,20 +224,11 @@ async def test_outcome_written_once_and_pending_when_none_comes(tmp_path, monkey
 
 async def test_recover_restores_intact_and_drops_damaged(tmp_path, monkeypatch):
     """A crash after the barrier, before the reports were written (materialiser stopped)."""
-    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
-    reports.mkdir()
-    monkeypatch.setattr(GroupCommitter, "_write_reports", no_reports)
-    monkeypatch.setattr(GroupCommitter, "_flush_all", lambda self: self.journal.close())
-    spool = Spool(reports)
-    writers = []
-    async with trio.open_nursery() as nursery:
-        committer = await nursery.start(GroupCommitter(reports, area).run)
-        for i in range(3):
-            w = spool.open_message("pop3", {"pop3": {"user": "u", "msg": i}})
-            w.write(b"Subject: %d\r\n\r\nbody\r\n" % i)
-            await committer.commit(w, "delivered", None)
-            writers.append(w)
-        nursery.cancel_scope.cancel()
+    messages = [
+        ("pop3", {"pop3": {"user": "u", "msg": i}}, b"Subject: %d\r\n\r\nbody\r\n" % i)
+        for i in range(3)
+    ]
+    reports, area, writers = await crash_after_barrier(tmp_path, monkeypatch, messages)
     assert not list(reports.glob("*.mpr")) and live_segments(area)
     writers[0].eml_path.write_bytes(b"damaged")  # rebuilt from the journal's copy
     writers[1].eml_path.unlink(missing_ok=True)  # likewise
@@ -240,20 +251,10 @@ async def test_recover_restores_intact_and_drops_damaged(tmp_path, monkeypatch):
 async def test_recover_checks_a_large_message_file(tmp_path, monkeypatch):
     """A spilled message's bytes are in its own file, not the journal: a damaged file
     (never acknowledged) is dropped."""
-    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
-    reports.mkdir()
-    monkeypatch.setattr(GroupCommitter, "_write_reports", no_reports)
-    monkeypatch.setattr(GroupCommitter, "_flush_all", lambda self: self.journal.close())
-    spool = Spool(reports)
-    writers = []
-    async with trio.open_nursery() as nursery:
-        committer = await nursery.start(GroupCommitter(reports, area).run)
-        for i in range(2):
-            w = spool.open_message("smtp", {})
-            w.write(b"Subject: big %d\r\n\r\n" % i + b"y" * (SPILL_BYTES + 100))
-            await committer.commit(w)
-            writers.append(w)
-        nursery.cancel_scope.cancel()
+    messages = [
+        ("smtp", {}, b"Subject: big %d\r\n\r\n" % i + b"y" * (SPILL_BYTES + 100)) for i in range(2)
+    ]
+    reports, area, writers = await crash_after_barrier(tmp_path, monkeypatch, messages, "pending")
     writers[1].eml_path.write_bytes(b"short")
     assert recover(reports, area) == {"restored": 1, "dropped": 1, "present": 0}
     assert json.loads(writers[0].mpr_path.read_text())["size"] == writers[0].size
