@@ -356,17 +356,20 @@ def test_status_reload_and_restart_cover_every_worker(smtp_upstream, tmp_path):
     assert proc.returncode == 0, log.read_text()
 
 
-def test_workers_stop_when_the_supervisor_dies(smtp_upstream, tmp_path):
-    """No orphan keeps serving (or holding the ports) after a kill -9 of the main process."""
-    up = smtp_upstream()
-    state = tmp_path / "state"
-    config_path = tmp_path / "config.toml"
-    port = free_port()
+def _start_smtp_only(up, tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
+    """`proxy-admin run` with 2 workers and only an SMTP listener (on `port`, relaying to
+    `up`); state in tmp_path/state, stderr in tmp_path/service.log."""
+    state, config_path = tmp_path / "state", tmp_path / "config.toml"
     config = _config(state, port, free_port(), up.port, 9)
     config.listener = config.listener[:1]
     save_config(config, config_path)
-    log = tmp_path / "service.log"
-    proc = start(config_path, state, log, 2)
+    return start(config_path, state, tmp_path / "service.log", 2)
+
+
+def test_workers_stop_when_the_supervisor_dies(smtp_upstream, tmp_path):
+    """No orphan keeps serving (or holding the ports) after a kill -9 of the main process."""
+    state, log, port = tmp_path / "state", tmp_path / "service.log", free_port()
+    proc = _start_smtp_only(smtp_upstream(), tmp_path, port)
     pids = worker_pids(state)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -387,14 +390,8 @@ def _port_free(port: int) -> bool:
 
 def test_sigterm_to_every_process_stops_cleanly(smtp_upstream, tmp_path):
     """systemd stops a unit by signalling its whole control group at once."""
-    up = smtp_upstream()
-    state = tmp_path / "state"
-    config_path = tmp_path / "config.toml"
-    config = _config(state, free_port(), free_port(), up.port, 9)
-    config.listener = config.listener[:1]
-    save_config(config, config_path)
-    log = tmp_path / "service.log"
-    proc = start(config_path, state, log, 2)
+    state, log = tmp_path / "state", tmp_path / "service.log"
+    proc = _start_smtp_only(smtp_upstream(), tmp_path, free_port())
     pids = worker_pids(state)
     for pid in [proc.pid, *pids]:
         os.kill(pid, signal.SIGTERM)
