@@ -13,6 +13,12 @@ thread, which takes everything queued as one batch and:
    only, their files and the report directory first),
 3. hands the batch back to the Trio thread (`run_sync_soon`), which releases the
    sessions. Meanwhile the next batch has been queueing.
+A lone commit (the worker serves one session, nothing is queued or in a barrier, and
+recent barriers were short) runs steps 1-2 on the Trio thread itself: with nobody else
+to serve, blocking the loop for one short flush costs nobody anything, while the two
+thread hand-offs it saves (a wake of the committer, a wake of the loop) cost about as
+much as the flush. A slow disk (barrier average over `INLINE_BARRIER_MAX`) sends every
+commit back to the thread, so the loop never blocks for long.
 A message whose file cannot be written fails alone; a failed barrier fails the batch
 (fail closed: nobody in it is acknowledged) and the journal moves to another segment.
 
@@ -43,6 +49,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +91,8 @@ OUTCOME_WAIT = 2.0
 MATERIALISE_INTERVAL = 0.02
 #: per batch: at most this many messages (bounds the time of one barrier)
 MAX_BATCH = 512
+#: a lone commit runs on the Trio thread only while barriers average less than this
+INLINE_BARRIER_MAX = 0.002
 #: message bytes committed but not yet in their `.eml`; beyond it commits wait
 MAX_UNWRITTEN = 32 * 1024 * 1024
 #: after a failed retire flush the next try waits this long, doubling up to the cap, so a
@@ -92,6 +101,12 @@ RETIRE_RETRY_FIRST = 1.0
 RETIRE_RETRY_MAX = 60.0
 #: room a pair needs beyond the message bytes (the `.mpr`, block rounding, the temp name)
 PAIR_OVERHEAD = 16 * 1024
+#: the report directory's room is measured again after this long, or once the batches
+#: since the last measurement used ROOM_MARGIN bytes; it is trusted in between only if
+#: that measurement left twice the margin and ROOM_INODES inodes free
+ROOM_RECHECK = 1.0
+ROOM_MARGIN = 256 * 1024 * 1024
+ROOM_INODES = 100_000
 
 
 def spool_area(state_dir: Path, worker: int) -> Path:
@@ -147,6 +162,17 @@ class GroupCommitter:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._token: trio.lowlevel.TrioToken | None = None
+        self._busy = False  # a batch is being written (thread or inline); under _cond
+        self._room_until = 0.0  # _room_problem: trusted until then (monotonic) ...
+        self._room_spare = 0  # ... for at most this many more bytes ...
+        self._room_dir: tuple[int, ...] = ()  # ... while the directory is this one
+        #: running average of one batch's time (seconds); inf: none measured yet, so the
+        #: first commits go to the thread and a slow disk never blocks the loop unmeasured
+        self._batch_avg = float("inf")
+        #: the worker's "only one session is live" test (proxy.serve sets it); without
+        #: one, every commit goes to the thread
+        self.lone_session: Callable[[], bool] = lambda: False
+        self.inline_batches = 0
         self._pending: dict[str, _Pending] = {}
         self._segment_open: dict[int, int] = {}  # segment -> messages without their pair
         self._segment_files: dict[int, list[str]] = {}  # segment -> stems it holds
@@ -184,13 +210,25 @@ class GroupCommitter:
             raise SpoolError("the commit task is not running")
         req = _Request(writer, outcome, reply)
         queued = time.perf_counter()
+        inline = self._batch_avg < INLINE_BARRIER_MAX and self.lone_session()
         with self._cond:
-            self._queue.append(req)
-            self._cond.notify()
-        with trio.CancelScope(shield=True):
-            # Once queued, the outcome of the barrier must be waited for: a cancelled
-            # session must not leave a half-known message behind.
-            await req.done.wait()
+            if inline and not self._queue and not self._busy:
+                self._busy = True  # the thread stays out of the journal meanwhile
+            else:
+                inline = False
+                self._queue.append(req)
+                self._cond.notify()
+        if inline:
+            self._release(*self._run_batch([req]))
+            self.inline_batches += 1
+            # yield, but never raise Cancelled: the message is durable now and the
+            # caller must learn so (as after the shielded wait below)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            with trio.CancelScope(shield=True):
+                # Once queued, the outcome of the barrier must be waited for: a cancelled
+                # session must not leave a half-known message behind.
+                await req.done.wait()
         self.wait_s += time.perf_counter() - queued
         if req.error is not None:
             raise SpoolError(req.error)
@@ -244,25 +282,38 @@ class GroupCommitter:
         assert self._token is not None
         while True:
             with self._cond:
-                while not self._queue and not self._stopping:
+                while (not self._queue or self._busy) and not self._stopping:
                     self._cond.wait()
                 if self._stopping:
                     return
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            started = time.perf_counter()
+                self._busy = True
+            done = self._run_batch(batch)
             try:
-                self._barrier(batch)
-            except Exception as e:  # a bug must not leave sessions waiting
-                log.error("group commit failed: %r", e, exc_info=True)
-                for req in batch:
-                    req.error = req.error or "internal error in the commit path"
-                    req.writer.discard_final_eml()
-            self.batch_s += time.perf_counter() - started
-            closed = self.journal.take_closed()
-            try:
-                self._token.run_sync_soon(self._release, batch, closed)
+                self._token.run_sync_soon(self._release, *done)
             except trio.RunFinishedError:
                 return
+
+    def _run_batch(self, batch: list[_Request]) -> tuple[list[_Request], list[int]]:
+        """One batch through the barrier (whoever set `_busy`); (batch, closed segments)."""
+        started = time.perf_counter()
+        try:
+            self._barrier(batch)
+        except Exception as e:  # a bug must not leave sessions waiting
+            log.error("group commit failed: %r", e, exc_info=True)
+            for req in batch:
+                req.error = req.error or "internal error in the commit path"
+                req.writer.discard_final_eml()
+        finally:
+            took = time.perf_counter() - started
+            self.batch_s += took
+            avg = self._batch_avg
+            self._batch_avg = took if avg == float("inf") else 0.8 * avg + 0.2 * took
+            closed = self.journal.take_closed()
+            with self._cond:
+                self._busy = False
+                self._cond.notify()  # commits may have queued behind an inline batch
+        return batch, closed
 
     def _release(self, batch: list[_Request], closed: list[int]) -> None:
         """Trio thread, after the barrier: queue the batch's pairs, wake its sessions."""
@@ -340,6 +391,20 @@ class GroupCommitter:
         # a spilled message's `.eml` is already written: only the rest needs room
         need = sum(r.writer.size for r in batch if r.writer.in_memory)
         need += PAIR_OVERHEAD * len(batch)
+        now = time.monotonic()
+        try:
+            # one stat per batch: the directory must still be the one measured below
+            # (removed, replaced or chmod'ed: measured again, so refused at once)
+            seen = os.stat(self.reports_dir)
+        except OSError as e:
+            return f"cannot write message file in {self.reports_dir}: {e.strerror or e}"
+        same = (seen.st_dev, seen.st_ino, seen.st_mode, seen.st_uid, seen.st_gid)
+        if now < self._room_until and need <= self._room_spare and same == self._room_dir:
+            # Room measured lately with a wide margin (ROOM_MARGIN): two file-system
+            # calls per batch saved. What the margin cannot cover is measured again.
+            self._room_spare -= need
+            return None
+        self._room_until = 0.0
         try:
             st = os.statvfs(self.reports_dir)
             usable = os.path.isdir(self.reports_dir) and os.access(
@@ -349,8 +414,13 @@ class GroupCommitter:
             return f"cannot write message file in {self.reports_dir}: {e.strerror or e}"
         if not usable:
             return f"cannot write message file in {self.reports_dir}: not a writable directory"
-        if st.f_bavail * st.f_frsize < need or (st.f_files and st.f_favail < 2 * len(batch)):
+        free = st.f_bavail * st.f_frsize
+        if free < need or (st.f_files and st.f_favail < 2 * len(batch)):
             return f"cannot write message file in {self.reports_dir}: No space left on device"
+        if free - need >= 2 * ROOM_MARGIN and (not st.f_files or st.f_favail >= ROOM_INODES):
+            self._room_until = now + ROOM_RECHECK
+            self._room_spare = ROOM_MARGIN  # a budget well inside the free space seen
+            self._room_dir = same
         return None
 
     def _flush(self, spilled: list[int]) -> None:
@@ -531,6 +601,7 @@ class GroupCommitter:
     def snapshot(self) -> dict[str, Any]:
         return {
             "batches": self.batches,
+            "inline_batches": self.inline_batches,
             "committed": self.committed,
             "awaiting_outcome": len(self._pending),
             "wait_ms": round(self.wait_s * 1e3, 3),

@@ -26,10 +26,19 @@ from typing import Any, Literal
 Direction = Literal["outgoing", "incoming", "archived", "journal"]
 
 
+#: a section class -> its field names in declaration order (`dataclasses.fields()` walks
+#: the class on every call: measurable once per message on the hot path)
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def to_json(section: object) -> Any:
     """A section (or a value inside one) as JSON-ready data, keys in field order."""
-    if dataclasses.is_dataclass(section) and not isinstance(section, type):
-        return {f.name: to_json(getattr(section, f.name)) for f in dataclasses.fields(section)}
+    names = _FIELD_NAMES.get(type(section))
+    if names is None and dataclasses.is_dataclass(section) and not isinstance(section, type):
+        names = tuple(f.name for f in dataclasses.fields(section))
+        _FIELD_NAMES[type(section)] = names
+    if names is not None:
+        return {name: to_json(getattr(section, name)) for name in names}
     if isinstance(section, tuple | list):
         return [to_json(v) for v in section]
     return section

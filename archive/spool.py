@@ -21,6 +21,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,34 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+class _RandomIds:
+    """Version-4 UUIDs from a pool of `os.urandom` bytes: one getrandom call per 256
+    messages instead of one per message. The pool is emptied in a forked child, so two
+    processes never hand out the same id."""
+
+    POOL = 16 * 256
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+        self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._pool, self._at = b"", 0
+
+    def __call__(self) -> str:
+        with self._lock:
+            if self._at >= len(self._pool):
+                self._pool, self._at = os.urandom(self.POOL), 0
+            raw = self._pool[self._at : self._at + 16]
+            self._at += 16
+        return str(uuid.UUID(bytes=raw, version=4))
+
+
+new_id = _RandomIds()
+
+
 @dataclass
 class MessageWriter:
     """Streams one message to a temp file; see the module docstring for the protocol."""
@@ -57,7 +86,7 @@ class MessageWriter:
     #: a proxied session's typed sections, or (pull, journal) the sections as JSON
     report: SessionReport | dict[str, Any]
     received_at: dt.datetime = field(default_factory=utc_now)
-    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    id: str = field(default_factory=new_id)
     size: int = 0
     error: str | None = None
     committed: bool = False

@@ -322,10 +322,14 @@ def commit_counters(state: Path) -> tuple[int, int, dict[str, float]]:
 TIMINGS = ("wait_ms", "batch_ms", "barrier_ms", "retire_ms")
 
 
-def write_config(path: Path, state: Path, dovecot: DovecotServer, ca_file: Path) -> None:
+def write_config(
+    path: Path, state: Path, dovecot: DovecotServer, ca_file: Path, workers: int | None
+) -> None:
+    # workers: None = the default (one per core); --cprofile needs 1 (one process)
     path.write_text(
         f"""hostname = "bench.mailtee"
 state_dir = "{state}"
+{"" if workers is None else f"workers = {workers}"}
 log_level = "info"
 on_archive_failure = "reject"
 
@@ -376,7 +380,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
     p.add_argument("--big-mb", type=int, default=50, help="big message size (10^6 B)")
     p.add_argument("--state-parent", type=Path, default=REPO.parent)
     p.add_argument("--keep", action="store_true", help="keep the state dir (path on stderr)")
-    p.add_argument("--cprofile", type=Path, help="profile mailtee's Trio thread to this file")
+    p.add_argument(
+        "--cprofile", type=Path, help="profile mailtee's Trio thread to this file (--workers 1)"
+    )
+    p.add_argument("--workers", type=int, help="mailtee worker processes (default: per core)")
     p.add_argument("--quick", action="store_true", help="small smoke run")
     args = p.parse_args(argv)
     if args.quick:
@@ -419,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
 
             write_proxy_cert(ca, state)
             config = work / "config.toml"
-            write_config(config, state, dovecot, ca_file)
+            write_config(config, state, dovecot, ca_file, args.workers)
             proxy, ports = start_mailtee(config, work, cprofile=args.cprofile)
             pid = proxy.pid
             log(f"dovecot :{dovecot.port}/:{dovecot.tls_port}, mailtee {ports} (pid {pid})")

@@ -86,26 +86,46 @@ class DotReader:
             self.bare_newline = "CR"
 
     def feed(self, chunk: bytes) -> DotChunk:
+        """One pass over the chunk: every CRLF "." is either the terminator (CRLF "."
+        CRLF), a line whose first dot is stuffing (dropped from `data`), or, at the very
+        end, undecided (held back with the rest of the partial terminator)."""
         if self.done:
             raise LocalProtocolError("dot-stuffed data already complete")
-        buf = self._held + chunk
-        end = buf.find(TERMINATOR)
+        buf = self._held + chunk if self._held else chunk
+        n = len(buf)
+        end = -1
+        pieces: list[bytes] = []
+        first = self._synthetic  # the synthetic CRLF is never released
+        start = first
+        i = buf.find(_STUFFED)
+        while i >= 0:
+            j = i + len(_STUFFED)
+            if buf.startswith(_CRLF, j):
+                end = i  # the terminator
+                break
+            if j >= n or (j + 1 == n and buf[j] == 0x0D):
+                break  # a possible terminator split by the chunk: held back below
+            pieces.append(buf[start : i + 2])  # drop the stuffing dot at i + 2
+            start = j
+            i = buf.find(_STUFFED, j)
         if end >= 0:
-            region, rest = buf[: end + len(_CRLF)], buf[end + len(TERMINATOR) :]
+            region_end, rest = end + len(_CRLF), buf[end + len(TERMINATOR) :]
             self._held = b""
             self.done = True
         else:
-            keep = _held_suffix(buf)
-            region, rest = buf[: len(buf) - keep], b""
-            self._held = buf[len(buf) - keep :]
+            region_end, rest = n - _held_suffix(buf), b""
+            self._held = buf[region_end:]
+        if first:
+            first = min(first, region_end)
+            self._synthetic -= first
+        region = buf[first:region_end]
         if self._check_bare and self.bare_newline is None and region:
             self._bare(region)
-        data = region.replace(_STUFFED, _CRLF)
-        if self._synthetic and region:
-            # region starts with the synthetic CRLF; unstuffing kept it in place.
-            cut = min(self._synthetic, len(region))
-            region, data = region[cut:], data[cut:]
-            self._synthetic -= cut
+        if pieces:
+            pieces.append(buf[start:region_end])
+            data = b"".join(pieces)
+        else:
+            data = region
         self.size += len(data)
         return DotChunk(region, data, self.done, rest)
 

@@ -505,6 +505,8 @@ async def serve_listeners(
     service._limit = trio.CapacityLimiter(config.limits.max_connections)
     committer = GroupCommitter(state_dir / "reports", spool_area(state_dir, worker))
     service.committer = committer
+    # one live session: its lone commits may run on the loop (archive.commit)
+    committer.lone_session = lambda: sum(service.active.values()) <= 1
     built = [
         _build(lc, config, secrets, state_dir, service, service._limit) for lc in config.listener
     ]

@@ -434,16 +434,32 @@ class _RateWindow:
 
 
 def coalesce(batch: list[A.Action]) -> list[A.Action]:
-    """Merge runs of sends to the same side: one write per pipelined group, not per line."""
+    """Merge runs of sends to the same side: one write per pipelined group, not per line.
+
+    A send to the client also merges with an earlier one across the copy's bookkeeping
+    (BeginMessage, MessageData: no I/O, no reply), so a POP3 RETR's status line and the
+    first body bytes leave in one write. Never across anything else: a CommitMessage
+    stays between the body and the end of the message (DESIGN invariant 1), and sends
+    to the provider keep their place (the session holds message bytes back by the
+    writer BeginMessage opens).
+    """
     out: list[A.Action] = []
+    client_send = -1  # index in `out` of a SendClient only bookkeeping follows
     for action in batch:
         prev = out[-1] if out else None
         if isinstance(action, A.SendUpstream) and isinstance(prev, A.SendUpstream):
             out[-1] = A.SendUpstream(prev.data + action.data)
-        elif isinstance(action, A.SendClient) and isinstance(prev, A.SendClient):
-            out[-1] = A.SendClient(prev.data + action.data)
-        else:
-            out.append(action)
+            continue
+        if isinstance(action, A.SendClient) and client_send >= 0:
+            earlier = out[client_send]
+            assert isinstance(earlier, A.SendClient)
+            out[client_send] = A.SendClient(earlier.data + action.data)
+            continue
+        out.append(action)
+        if isinstance(action, A.SendClient):
+            client_send = len(out) - 1
+        elif not isinstance(action, A.BeginMessage | A.MessageData):
+            client_send = -1
     return out
 
 

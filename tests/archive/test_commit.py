@@ -16,6 +16,7 @@ and that a message in a failed barrier is never acknowledged and leaves no `.eml
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import tempfile
@@ -144,14 +145,18 @@ sessions_st = st.lists(
     sessions=sessions_st,
     fail_syncs=st.sets(st.integers(min_value=0, max_value=4), max_size=2),
     slow=st.sampled_from([0.0, 0.002, 0.01]),
+    lone=st.sampled_from(["never", "always", "alternate"]),
 )
-def test_no_ack_before_its_barrier(monkeypatch, sessions, fail_syncs, slow):
+def test_no_ack_before_its_barrier(monkeypatch, sessions, fail_syncs, slow, lone):
+    """Thread and inline (lone session) barriers alike: no ack before its flush."""
     with tempfile.TemporaryDirectory() as tmp:
         reports, area = Path(tmp) / "reports", Path(tmp) / "spool" / "w0"
         reports.mkdir()
         rec = Recorder(reports, area, fail_syncs, slow)
         monkeypatch.setattr(commit_mod.os, "fdatasync", rec.fdatasync)
         monkeypatch.setattr(commit_mod, "fsync_dir", rec.fsync_dir)
+        # the recorder makes every barrier slow; inline commits must still be drawn
+        monkeypatch.setattr(commit_mod, "INLINE_BARRIER_MAX", 1.0)
         spool = Spool(reports)
         sizes: dict[str, int] = {}
         acked: list[str] = []
@@ -176,6 +181,12 @@ def test_no_ack_before_its_barrier(monkeypatch, sessions, fail_syncs, slow):
         async def main() -> None:
             async with trio.open_nursery() as outer:
                 committer = await outer.start(GroupCommitter(reports, area).run)
+                calls = itertools.count()
+                committer.lone_session = {
+                    "never": lambda: False,
+                    "always": lambda: True,
+                    "alternate": lambda: next(calls) % 2 == 0,
+                }[lone]
                 async with trio.open_nursery() as nursery:
                     for n, (delay, size) in enumerate(sessions):
                         nursery.start_soon(session, committer, delay, size, n)
@@ -473,4 +484,81 @@ async def test_a_failed_retire_flush_keeps_the_segment(tmp_path, monkeypatch):
         with trio.fail_after(10):
             while len(live_segments(area)) > 1:  # noqa: ASYNC110 - retried, then freed
                 await trio.sleep(0.02)
+        nursery.cancel_scope.cancel()
+
+
+async def lone_commits(tmp_path, monkeypatch, n: int, flush_delay: float):
+    """`n` commits one after another by a lone session; -> (committer, recorder, stems)."""
+    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
+    reports.mkdir()
+    rec = Recorder(reports, area, set(), flush_delay)
+    monkeypatch.setattr(commit_mod.os, "fdatasync", rec.fdatasync)
+    spool = Spool(reports)
+    stems = []
+    async with trio.open_nursery() as nursery:
+        committer = await nursery.start(GroupCommitter(reports, area).run)
+        committer.lone_session = lambda: True
+        for i in range(n):
+            w = spool.open_message("pop3", {"pop3": {"user": "u", "uidl": str(i), "msg": i}})
+            w.write(b"Subject: lone\r\n\r\nbody\r\n")
+            await committer.commit(w, "delivered", None)
+            rec.ack(w.stem)
+            stems.append(w.stem)
+        nursery.cancel_scope.cancel()
+    return committer, rec, stems
+
+
+async def test_a_lone_session_commits_on_the_loop_after_its_flush(tmp_path, monkeypatch):
+    # the recorder's own checks make a barrier slow: this test is about the mechanism
+    monkeypatch.setattr(commit_mod, "INLINE_BARRIER_MAX", 10.0)
+    committer, rec, stems = await lone_commits(tmp_path, monkeypatch, 6, 0.0)
+    # the first commit goes to the thread (no barrier measured yet), the others inline
+    assert committer.inline_batches == 5
+    assert committer.batches == 6
+    check_acks(rec, {s: 10 for s in stems})
+
+
+async def test_slow_barriers_keep_even_a_lone_session_off_the_loop(tmp_path, monkeypatch):
+    # a barrier over INLINE_BARRIER_MAX: blocking the loop for it is never worth it
+    monkeypatch.setattr(commit_mod, "INLINE_BARRIER_MAX", 0.02)
+    delay = 0.04
+    committer, rec, stems = await lone_commits(tmp_path, monkeypatch, 4, delay)
+    assert committer.inline_batches == 0
+    check_acks(rec, {s: 10 for s in stems})
+
+
+async def test_room_is_measured_again_when_the_margin_or_the_directory_changes(
+    tmp_path, monkeypatch
+):
+    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
+    reports.mkdir()
+    measured = []
+    real_statvfs = os.statvfs
+
+    def statvfs(path):
+        measured.append(path)
+        return real_statvfs(path)
+
+    monkeypatch.setattr(commit_mod.os, "statvfs", statvfs)
+    monkeypatch.setattr(commit_mod, "ROOM_MARGIN", 1)  # any real disk has twice that free
+    spool = Spool(reports)
+
+    async def one(committer):
+        w = spool.open_message("smtp", {"smtp": {"mail_from": "a@x"}})
+        w.write(b"Subject: room\r\n\r\nbody\r\n")
+        await committer.commit(w)
+
+    async with trio.open_nursery() as nursery:
+        committer = await nursery.start(GroupCommitter(reports, area).run)
+        await one(committer)
+        assert len(measured) == 1
+        monkeypatch.setattr(commit_mod, "ROOM_MARGIN", 10 * 1024 * 1024)
+        await one(committer)  # the spare budget of 1 byte is spent: measured again
+        await one(committer)
+        await one(committer)
+        assert len(measured) == 2
+        reports.chmod(0o500)  # another directory state: measured again
+        await one(committer)
+        assert len(measured) == 3
+        reports.chmod(0o750)
         nursery.cancel_scope.cancel()
