@@ -109,7 +109,12 @@ def catalog_hashes(state_dir: Path) -> set[str]:
         return set()
 
 
-def test_sigkill_mid_load_then_restart_loses_nothing(smtp_upstream, tmp_path):
+@pytest.mark.parametrize(
+    "clients",
+    [THREADS, 1],
+    ids=["6-clients", "1-client"],  # 1 client: its commits take the inline barrier
+)
+def test_sigkill_mid_load_then_restart_loses_nothing(smtp_upstream, tmp_path, clients):
     up = smtp_upstream()
     port = free_port()
     state = tmp_path / "state"
@@ -135,7 +140,7 @@ def test_sigkill_mid_load_then_restart_loses_nothing(smtp_upstream, tmp_path):
     proc = start_service(config_path, port, log)
     load = Load()
     threads = [
-        threading.Thread(target=load.client, args=(port, i), daemon=True) for i in range(THREADS)
+        threading.Thread(target=load.client, args=(port, i), daemon=True) for i in range(clients)
     ]
     try:
         for t in threads:
