@@ -19,6 +19,10 @@ What stays true:
   the scheduler every `YIELD_EVERY` operations of that stream, so a peer that always has
   data ready cannot starve the other sessions or outlive a cancelled scope by more than
   that many chunks.
+- A receive right after a send on the same stream waits first: the peer's answer takes
+  at least a round trip, so trying the syscall first would only fail (EAGAIN, an
+  exception) -- about half the receives of an SMTP dialogue did. Data that is there
+  anyway is found by the wait at once; a deadline already past tries the syscall first.
 - Bounded memory: receives go through one module-wide buffer (the Trio thread is the
   only caller and nothing awaits between the `recv_into` and the copy), so a read of
   64 KiB allocates only the bytes that arrived, never a 64 KiB block per read.
@@ -66,6 +70,7 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
 
     __slots__ = (
         "socket", "_unyielded", "_closed", "_sending", "_receiving", "_eof_sent", "_timed_out",
+        "_sent",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket) -> None:
@@ -78,6 +83,7 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
         self._receiving = False
         self._eof_sent = False
         self._timed_out = False  # set by the deadline sweeper (_Deadlines) before it wakes us
+        self._sent = False  # bytes sent since the last receive: the next one waits first
 
     async def _fairness(self) -> None:
         self._unyielded += 1
@@ -117,6 +123,8 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
                     raise trio.BrokenResourceError(f"socket send failed: {e}") from e
             if view is not None:
                 view.release()
+            if total:
+                self._sent = True
             await self._fairness()
         finally:
             self._sending = False
@@ -142,6 +150,16 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
         self._receiving = True
         try:
             sock = self.socket
+            if self._sent:  # the answer to what we sent cannot be here yet: wait first
+                self._sent = False
+                self._unyielded = 0
+                if deadline == float("inf"):
+                    await wait_readable(sock)
+                elif deadline > trio.current_time():
+                    if not await self._wait_readable_until(deadline):
+                        return None
+                if self._closed:
+                    raise trio.ClosedResourceError("closed while receiving") from None
             while True:
                 try:
                     if max_bytes <= RECEIVE_BUFFER:

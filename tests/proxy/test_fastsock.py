@@ -155,3 +155,52 @@ async def test_a_tls_receive_takes_every_record_already_received() -> None:
     await close_stream(client)
     await close_stream(server)
     await lst.aclose()
+
+
+class CountingSocket(socket.socket):
+    """A stdlib socket that counts its receive calls (each one a syscall)."""
+
+    receives = 0
+
+    def recv_into(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        CountingSocket.receives += 1
+        return super().recv_into(*args, **kwargs)
+
+
+def _counting_pair() -> tuple[FastSocketStream, socket.socket]:
+    a, b = socket.socketpair()
+    counted = CountingSocket(a.family, a.type, a.proto, fileno=a.detach())
+    CountingSocket.receives = 0
+    return FastSocketStream(counted), b
+
+
+async def test_a_receive_after_a_send_waits_before_its_first_syscall() -> None:
+    stream, peer = _counting_pair()
+    await stream.send_all(b"NOOP\r\n")
+    async with trio.open_nursery() as nursery:
+
+        async def answer() -> None:
+            await trio.sleep(0.05)
+            assert peer.recv(100) == b"NOOP\r\n"
+            peer.send(b"250 ok\r\n")
+
+        nursery.start_soon(answer)
+        assert await stream.receive_some() == b"250 ok\r\n"
+    assert CountingSocket.receives == 1  # no EAGAIN try before the answer came
+    await close_stream(stream)
+    peer.close()
+
+
+async def test_data_already_there_is_received_with_or_without_a_send_before() -> None:
+    stream, peer = _counting_pair()
+    peer.send(b"first")
+    assert await stream.receive_some() == b"first"  # no send before: the syscall first
+    assert CountingSocket.receives == 1
+    await stream.send_all(b"x")
+    peer.send(b"pipelined")  # there before the receive: the wait finds it at once
+    assert await stream.receive_before(100, trio.current_time() + 5) == b"pipelined"
+    await stream.send_all(b"y")
+    peer.send(b"late")  # a deadline already past: the syscall first, the data returned
+    assert await stream.receive_before(100, trio.current_time() - 1) == b"late"
+    await close_stream(stream)
+    peer.close()
