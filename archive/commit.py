@@ -99,6 +99,10 @@ MAX_UNWRITTEN = 32 * 1024 * 1024
 #: disk that stays broken gets one error line per try, not one per report-writer pass
 RETIRE_RETRY_FIRST = 1.0
 RETIRE_RETRY_MAX = 60.0
+#: likewise after a pass of the report writer in which a pair could not be written: the
+#: pairs stay due (their bytes in memory and in the journal) and are tried again then
+PAIR_RETRY_FIRST = 1.0
+PAIR_RETRY_MAX = 60.0
 #: room a pair needs beyond the message bytes (the `.mpr`, block rounding, the temp name)
 PAIR_OVERHEAD = 16 * 1024
 #: the report directory's room is measured again after this long, or once the batches
@@ -181,6 +185,8 @@ class GroupCommitter:
         self._retiring: set[int] = set()
         self._retire_after = 0.0  # trio time before which no retire is tried (backoff)
         self._retire_backoff = 0.0
+        self._write_after = 0.0  # trio time before which no pair is written (backoff)
+        self._write_backoff = 0.0
         self._preparing = False
         self._unwritten = 0
         self._room = trio.Event()
@@ -443,6 +449,7 @@ class GroupCommitter:
             self._work = trio.Event()
             await trio.sleep(MATERIALISE_INTERVAL)  # let a few commits gather
             now = time.monotonic()
+            late: list[tuple[MessageWriter, str, str | None]] = []
             due = [
                 (p, p.outcome or ("pending", None))
                 for p in self._pending.values()
@@ -452,10 +459,16 @@ class GroupCommitter:
                     and p.written != (p.outcome or ("pending",))[0]
                 )
             ]
-            late, self._late = self._late, []
+            if trio.current_time() < self._write_after:
+                due = []  # the last pass failed: wait out the backoff (the pairs stay due)
+            else:
+                late, self._late = self._late, []
             if due or late:
                 with trio.CancelScope(shield=True):
-                    written = await trio.to_thread.run_sync(self._write_reports, due, late, now)
+                    written, failed = await trio.to_thread.run_sync(
+                        self._write_reports, due, late, now
+                    )
+                self._pairs_failed(failed)
                 for (p, _), (eml_ok, mpr_outcome) in zip(due, written, strict=True):
                     if eml_ok and p.inline:
                         self._unwritten -= p.inline
@@ -518,24 +531,44 @@ class GroupCommitter:
         finally:
             self._retiring.difference_update(segments)
 
+    def _pairs_failed(self, failed: list[str]) -> None:
+        """Trio thread: one log line per failed pass of the report writer, and a backoff
+        (1 s doubling to 60 s) before the next, so a report directory that stays broken
+        is neither hammered nor floods the log; the pairs wait in memory and journal."""
+        if not failed:
+            self._write_backoff = 0.0
+            return
+        self._write_backoff = min(PAIR_RETRY_MAX, max(PAIR_RETRY_FIRST, 2 * self._write_backoff))
+        self._write_after = trio.current_time() + self._write_backoff
+        log.error(
+            "cannot write %d report file(s) in %s (%s); kept in the journal, "
+            "next try in %gs",
+            len(failed), self.reports_dir, failed[0], self._write_backoff,
+        )  # fmt: skip
+
     def _write_reports(
         self,
         due: list[tuple[_Pending, tuple[str, str | None]]],
         late: list[tuple[MessageWriter, str, str | None]],
         now: float,
-    ) -> list[tuple[bool, str | None]]:
-        """Worker thread: each due `.eml`, then its `.mpr` when due; what was written."""
+    ) -> tuple[list[tuple[bool, str | None]], list[str]]:
+        """Worker thread: each due `.eml`, then its `.mpr` when due.
+
+        Returns what was written per due pair, and the errors of what was not (each
+        such pair stays due and is written by a later pass).
+        """
         written: list[tuple[bool, str | None]] = []
+        failed: list[str] = []
         for p, (outcome, reply) in due:
             eml_ok = not p.inline
             if p.inline:
                 try:
                     # no early writeback here: measured, it slowed the barriers (the
                     # pages are flushed when their segment retires)
-                    os.close(p.writer.write_final_eml())
+                    p.writer.write_committed_eml()
                     eml_ok = True
-                except (SpoolError, OSError):
-                    log.error("cannot write %s.eml (kept in the journal)", p.writer.stem)
+                except OSError as e:
+                    failed.append(f"{p.writer.stem}.eml: {e.strerror or e}")
             mpr_due = (
                 p.outcome is not None or now - p.committed_at >= OUTCOME_WAIT
             ) and p.written != outcome
@@ -544,12 +577,13 @@ class GroupCommitter:
                 if p.writer.write_mpr(outcome, reply):
                     mpr_outcome = outcome
                 else:
-                    log.error("cannot write report %s.mpr (kept in the journal)", p.writer.stem)
+                    failed.append(f"{p.writer.stem}.mpr: {p.writer.error}")
             written.append((eml_ok, mpr_outcome))
         for writer, outcome, reply in late:
             if writer.mpr_path.exists():  # ingest may already have removed the pair
-                writer.write_mpr(outcome, reply)
-        return written
+                if not writer.write_mpr(outcome, reply):
+                    failed.append(f"{writer.stem}.mpr: {writer.error}")
+        return written, failed
 
     def _retire(self, files: dict[int, list[str]]) -> list[int]:
         """Worker thread: make the segments' pairs durable, then free the segments."""
@@ -583,9 +617,9 @@ class GroupCommitter:
         for p in self._pending.values():
             if p.inline:
                 try:
-                    os.close(p.writer.write_final_eml())
-                except (SpoolError, OSError):
-                    log.error("cannot write %s.eml (kept in the journal)", p.writer.stem)
+                    p.writer.write_committed_eml()
+                except OSError as e:
+                    log.error("cannot write %s.eml (kept in the journal): %s", p.writer.stem, e)
                     continue
             outcome, reply = p.outcome or ("pending", None)
             if p.written != outcome:

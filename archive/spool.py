@@ -246,6 +246,31 @@ class MessageWriter:
         self.abort()
         raise SpoolError(self.error or "message file was not opened")
 
+    def write_committed_eml(self) -> None:
+        """The report writer's `.eml` of a committed message kept in memory. Blocking.
+
+        Unlike `write_final_eml`, a failure forgets nothing: the bytes stay in memory
+        (and in the journal), a partial file is removed, and the next try writes the
+        file again from the start. Raises OSError.
+        """
+        assert self.committed and self._file is None
+        fd = os.open(self.eml_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, REPORT_MODE)
+        try:
+            with memoryview(self._head) as head:
+                view = head
+                while view:
+                    view = view[os.write(fd, view) :]
+                view.release()
+        except OSError:
+            os.close(fd)
+            try:
+                self.eml_path.unlink(missing_ok=True)
+            except OSError:
+                pass  # the next try truncates it
+            raise
+        os.close(fd)
+        self._head.clear()
+
     def discard_final_eml(self) -> None:
         """The barrier failed: the message was never acknowledged, drop its file."""
         try:

@@ -103,7 +103,7 @@ def check_acks(rec: Recorder, sizes: dict[str, int]) -> None:
 
 def no_reports(self, due, late, now):
     """The report writer of a committer that crashes before writing any pair."""
-    return [(False, None)] * len(due)
+    return [(False, None)] * len(due), []
 
 
 async def crash_after_barrier(tmp_path, monkeypatch, messages, outcome="delivered"):
@@ -562,3 +562,49 @@ async def test_room_is_measured_again_when_the_margin_or_the_directory_changes(
         assert len(measured) == 3
         reports.chmod(0o750)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_pair_that_cannot_be_written_is_retried_with_a_backoff(
+    tmp_path, monkeypatch, caplog
+):
+    """A report directory that refuses pairs for a while: the committed messages keep
+    their bytes (memory and journal), one line is logged per failed pass, and every pair
+    is written once the directory works again (nothing waits for a restart)."""
+    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
+    reports.mkdir()
+    monkeypatch.setattr(commit_mod, "PAIR_RETRY_FIRST", 0.05)
+    real_open = os.open
+    broken = {"on": True}
+
+    def failing_open(path, flags, mode=0o777, **kw):
+        if broken["on"] and str(path).endswith(".eml"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, flags, mode, **kw)
+
+    monkeypatch.setattr("archive.spool.os.open", failing_open)
+    spool = Spool(reports)
+    caplog.set_level("ERROR", logger="mailtee.commit")
+    async with trio.open_nursery() as nursery:
+        committer = await nursery.start(GroupCommitter(reports, area).run)
+        writers = []
+        for i in range(3):
+            w = spool.open_message("pop3", {"pop3": {"user": "u", "uidl": str(i), "msg": i}})
+            w.write(b"Subject: %d\r\n\r\nbody\r\n" % i)
+            await committer.commit(w, "delivered", None)
+            writers.append(w)
+        await trio.sleep(0.4)  # several passes: the first fails, then backoff 0.05, 0.1, 0.2
+        failures = [r for r in caplog.records if "cannot write" in r.getMessage()]
+        assert 1 <= len(failures) <= 4, [r.getMessage() for r in failures]
+        assert "No space left on device" in failures[0].getMessage()
+        assert "kept in the journal" in failures[0].getMessage()
+        assert not list(reports.glob("*.eml"))
+        broken["on"] = False
+        with trio.fail_after(5):
+            while committer._unwritten or len(list(reports.glob("*.mpr"))) < 3:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    for w in writers:
+        assert (reports / f"{w.stem}.eml").read_bytes().startswith(b"Subject: ")
+        assert json.loads((reports / f"{w.stem}.mpr").read_text())["upstream"]["outcome"] == (
+            "delivered"
+        )
