@@ -60,6 +60,12 @@ TlsOpt = Annotated[
                  show_default="implicit"),
 ]  # fmt: skip
 UserOpt = Annotated[str | None, typer.Option("--user", metavar="U", help="Login name.")]
+AccountOpt = Annotated[
+    str | None,
+    typer.Option("--account", metavar="NAME", help="Log in with this OAuth2 account's token "
+                 "(SASL XOAUTH2: Microsoft 365, Gmail) instead of a password; see "
+                 "`proxy-admin account add`. \"\" (empty) goes back to the password."),
+]  # fmt: skip
 PasswordStdinOpt = Annotated[
     bool, typer.Option("--password-stdin", help="Read the password from the first stdin line.")
 ]
@@ -140,6 +146,7 @@ def _options(
     delete_after_days: int | None,
     ca: str | None,
     no_verify: bool | None,
+    account: str | None = None,
 ) -> dict[str, Any]:
     """The changed fields, each option checked with a one-line error (exit 2)."""
     ch: dict[str, Any] = {}
@@ -182,7 +189,21 @@ def _options(
         ch["ca"] = _ca_file(ca)
     if no_verify is not None:
         ch["verify"] = not no_verify
+    if account is not None:
+        ch["account"] = account or None
     return ch
+
+
+def _check_account(config: Config, box: MailboxConfig) -> None:
+    from admin.config import MAILBOX_LOCKED_ACCOUNT
+
+    if box.account is None:
+        return
+    accounts = {a.name: a for a in config.account}
+    if box.account not in accounts:
+        fail(f"--account: no account named {box.account!r} (see `proxy-admin account list`)", 2)
+    if accounts[box.account].protect == "password":
+        fail("--account: " + MAILBOX_LOCKED_ACCOUNT.format(box.name, box.account), 2)
 
 
 def _ca_file(value: str) -> str | None:
@@ -251,6 +272,8 @@ def _ensure_users(c: CliContext, wanted: list[tuple[str, str | None]]) -> list[s
 
 def _summary(box: MailboxConfig) -> str:
     extra = []
+    if box.account:
+        extra.append(f"OAuth2 account {box.account}")
     if box.multidrop:
         extra.append("multidrop")
     if box.archive_user:
@@ -275,6 +298,7 @@ class _Given(NamedTuple):
     server: ServerOpt = None
     tls: TlsOpt = None
     user: UserOpt = None
+    account: AccountOpt = None
     password_stdin: PasswordStdinOpt = False
     folders: FoldersOpt = None
     exclude_folders: ExcludeOpt = None
@@ -290,7 +314,7 @@ class _Given(NamedTuple):
         return _options(self.protocol, self.server, self.tls, self.user, self.folders,
                         self.exclude_folders, self.archive_user, self.multidrop,
                         self.interval, self.delete_after_days, self.ca,
-                        self.no_verify)  # fmt: skip
+                        self.no_verify, self.account)  # fmt: skip
 
 
 @mailbox_app.command("add")
@@ -304,22 +328,25 @@ def mailbox_add(ctx: typer.Context, given: _Given) -> None:
                        ("--user", given.user)):  # fmt: skip
         if value is None:
             fail(f"{opt}: required", 2)
-    if not password_stdin:
-        fail("--password-stdin: required (the password is read from stdin)", 2)
+    if given.account and password_stdin:
+        fail("--account and --password-stdin: a mailbox logs in with one of them", 2)
+    if not password_stdin and not given.account:
+        fail("--password-stdin: required (the password is read from stdin), or --account", 2)
     ch = given.changes()
     box = _build({"name": name, **ch})
     config = c.load_config()
     if any(b.name == name for b in config.mailbox):
         fail(f"mailbox {name!r} already exists (change it with `mailbox set`)", 1)
-    secrets = _with_password(c.load_secrets(strict_mode=False), name, _read_password())
+    _check_account(config, box)
+    if password_stdin:
+        c.save_secrets(_with_password(c.load_secrets(strict_mode=False), name, _read_password()))
     config.mailbox = [*config.mailbox, box]
-    c.save_secrets(secrets)
     c.save_config(config)
     typer.echo(f"added mailbox {name!r}: {_summary(box)}")
     if box.archive_user:
         for u in _ensure_users(c, [(box.archive_user, None)]):
             typer.echo(f"created archive user {u!r}")
-    audit(c, "mailbox.add", {"name": name, **ch, "password": "set"})
+    audit(c, "mailbox.add", {"name": name, **ch, **({"password": "set"} if password_stdin else {})})
 
 
 @mailbox_app.command("set")
@@ -339,6 +366,7 @@ def mailbox_set(ctx: typer.Context, given: _Given) -> None:
     if "tls" in ch and "port" not in ch:
         old.pop("port", None)
     box = _build({**old, **ch})
+    _check_account(config, box)
     if password_stdin:
         c.save_secrets(_with_password(c.load_secrets(strict_mode=False), name, _read_password()))
     config.mailbox = [*config.mailbox[:i], box, *config.mailbox[i + 1 :]]
@@ -371,6 +399,8 @@ def _box_dict(c: CliContext, box: MailboxConfig) -> dict[str, Any]:
     try:
         has = c.load_secrets(strict_mode=False).mailbox_password(box.name) is not None
         d["password"] = "set" if has else "not set"
+        if box.account is not None:
+            d["password"] = "not used (OAuth2 account)"
     except OSError:
         d["password"] = "unknown (cannot read secrets.toml)"
     return d

@@ -8,13 +8,17 @@ others were pulled. Repeated failures of a mailbox raise the "pull" alert.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Annotated, Any
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from admin.cli_common import JsonOpt, context, fail, print_json, show_progress
 from admin.cli_mailbox import _find
+
+if TYPE_CHECKING:
+    from admin.config import Config, Secrets
 
 
 @contextlib.contextmanager
@@ -115,6 +119,7 @@ def pull(
             dry_run=dry_run,
             progress_for=progress_for,
             on_repeated_failure=alert,
+            tokens=_tokens(c.config_path, config, secrets),
         )
     out = summary(results)
     out["dry_run"] = dry_run
@@ -129,3 +134,14 @@ def pull(
                     typer.echo(f"  would delete {w['folder'] or '(pop3)'} {w['ref']}")
     if not out["ok"]:
         raise typer.Exit(1)
+
+
+def _tokens(config_path: Path, config: Config, secrets: Secrets) -> Callable[[str], str] | None:
+    """OAuth2 tokens for the mailboxes with `account` (the accounts stack only then)."""
+    if not any(b.account for b in config.mailbox):
+        return None
+    from accounts.blocking import token_source
+    from accounts.store import TokenStore
+    from admin.config import secrets_path
+
+    return token_source(config, secrets, TokenStore.beside(secrets_path(config_path)))

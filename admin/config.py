@@ -276,10 +276,19 @@ def parse_duration(value: str | float | int) -> float:
     return seconds
 
 
+#: why a mailbox cannot pull with a per-person account (config load, `mailbox add/set`)
+MAILBOX_LOCKED_ACCOUNT = (
+    "mailbox {0!r}: account {1!r} is locked by its owner's local password (a per-person "
+    "account); a mailbox pulls without anyone logged in, so it needs an account signed "
+    "in without --password-stdin"
+)
+
+
 class MailboxConfig(_Model):
     """One `[[mailbox]]`: an IMAP or POP3 mailbox whose mail `proxy-admin pull` archives.
 
-    The password lives in secrets.toml (`[mailbox.NAME] password`). See docs/mailboxes.md.
+    The password lives in secrets.toml (`[mailbox.NAME] password`), or `account` names
+    an `[[account]]` whose OAuth2 token logs in (SASL XOAUTH2). See docs/mailboxes.md.
     """
 
     name: SafeName
@@ -291,6 +300,8 @@ class MailboxConfig(_Model):
     verify: bool = True
     ca: str | None = None
     user: str
+    #: log in with this `[[account]]`'s OAuth2 access token (XOAUTH2) instead of a password
+    account: SafeName | None = None
     #: IMAP folders to archive (with their subfolders); empty = all folders
     folders: list[str] = Field(default_factory=list)
     exclude_folders: list[str] = Field(default_factory=list)
@@ -460,6 +471,11 @@ class Config(_Model):
             if box.name in boxes:
                 raise ValueError(f"mailbox name {box.name!r} is used twice")
             boxes.add(box.name)
+            if box.account is not None:
+                if box.account not in accounts:
+                    raise ValueError(f"mailbox {box.name!r}: no account named {box.account!r}")
+                if self.get_account(box.account).protect == "password":
+                    raise ValueError(MAILBOX_LOCKED_ACCOUNT.format(box.name, box.account))
         return self
 
     def get_account(self, name: str) -> AccountConfig:

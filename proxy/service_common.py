@@ -160,7 +160,8 @@ def start_service_tasks(
     config: Config = service.config
     retention = parse_duration(config.report_retention)
     nursery.start_soon(partial(ingest_loop, state, retention=retention))
-    nursery.start_soon(pull_loop, service, alert)  # [[mailbox]] interval
+    # [[mailbox]] interval; a mailbox with `account` logs in with the tokens beside secrets
+    nursery.start_soon(pull_loop, service, alert, token_store(config_path))
     if config.web.enabled:  # in a supervised child: a crash there never stops relaying
         from web.supervisor import supervise
 

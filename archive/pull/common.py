@@ -26,10 +26,34 @@ HEAD_BYTES = 256 * 1024
 
 #: progress(done, total) after each committed batch; tests use it to inject faults
 Progress = Callable[[int, int], None]
+#: tokens(account name) -> a valid access token (blocking; accounts.blocking builds one)
+TokenSource = Callable[[str], str]
 
 
 class PullError(ArchiveError):
     """A mailbox could not be pulled; one line, never a password."""
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """How a pull logs in to its mailbox: the password from secrets.toml, or (with
+    `[[mailbox]] account`) an OAuth2 access token sent as SASL XOAUTH2 (what Microsoft
+    365 and Gmail accept for IMAP and POP3). `repr` shows neither."""
+
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+
+    @property
+    def secret(self) -> str | None:
+        """What must never be shown (scrub())."""
+        return self.token or self.password
+
+    def xoauth2(self, user: str) -> str:
+        """The XOAUTH2 initial response, unencoded (imaplib and poplib encode it)."""
+        assert self.token is not None
+        if any(c in user for c in "\x01\r\n") or any(c in self.token for c in "\x01\r\n "):
+            raise PullError("the user name or token has characters SASL cannot carry")
+        return f"user={user}\x01auth=Bearer {self.token}\x01\x01"
 
 
 def scrub(text: str, secret: str | None) -> str:

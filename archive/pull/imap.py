@@ -34,6 +34,7 @@ from .common import (
     PARTIAL_OVER,
     SERVER_TIMEOUT,
     BoxResult,
+    Credential,
     Progress,
     PullError,
     client_context,
@@ -61,7 +62,7 @@ class FolderPlan:
     uids: list[int] = field(default_factory=list)
 
 
-def connect(box: MailboxConfig, password: str) -> IMAPClient:
+def connect(box: MailboxConfig, cred: Credential) -> IMAPClient:
     ctx = client_context(box.verify, box.ca) if box.tls != "none" else None
     try:
         c = IMAPClient(
@@ -72,15 +73,19 @@ def connect(box: MailboxConfig, password: str) -> IMAPClient:
             timeout=SERVER_TIMEOUT,
         )
     except IMAP_ERRORS as e:
-        raise PullError(f"{box.server}:{box.port}: {scrub(str(e), password)}") from None
+        raise PullError(f"{box.server}:{box.port}: {scrub(str(e), cred.secret)}") from None
     try:
         if box.tls == "starttls":
             c.starttls(ctx)
         c.normalise_times = False
-        c.login(box.user, password)
+        if cred.token is not None:
+            cred.xoauth2(box.user)  # refuses what SASL cannot carry before anything is sent
+            c.oauth2_login(box.user, cred.token)  # SASL XOAUTH2 (imapclient's)
+        else:
+            c.login(box.user, cred.password or "")
     except IMAP_ERRORS as e:
         close(c)
-        raise PullError(f"{box.server}:{box.port}: {scrub(str(e), password)}") from None
+        raise PullError(f"{box.server}:{box.port}: {scrub(str(e), cred.secret)}") from None
     return c
 
 
@@ -184,7 +189,7 @@ def _fetch_large(c: IMAPClient, uid: int, size: int, write: Callable[[bytes], No
 
 def pull(
     box: MailboxConfig,
-    password: str,
+    cred: Credential,
     state: PullState,
     writer: Callable[[str | None], PullWriter],
     result: BoxResult,
@@ -193,7 +198,7 @@ def pull(
     progress: Progress | None = None,
 ) -> None:
     """Archive what is new in `box`; counts go into `result`. Raises PullError."""
-    c = connect(box, password)
+    c = connect(box, cred)
     try:
         try:
             plans = plan(c, box, state)
@@ -217,7 +222,7 @@ def pull(
         finally:
             close(c)
     except IMAP_ERRORS as e:
-        raise PullError(scrub(f"{box.server}:{box.port}: {e}", password)) from None
+        raise PullError(scrub(f"{box.server}:{box.port}: {e}", cred.secret)) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from admin.config import Config, MailboxConfig, Secrets
 
 from . import delete as deletion
 from . import imap, pop3
-from .common import BoxResult, Progress, PullError, scrub
+from .common import BoxResult, Credential, Progress, PullError, TokenSource, scrub
 from .state import PullState
 from .writer import PullWriter
 
@@ -66,21 +66,18 @@ def pull_one(
     *,
     dry_run: bool = False,
     progress: Progress | None = None,
+    tokens: TokenSource | None = None,
 ) -> BoxResult:
     result = BoxResult(box.name, box.protocol)
     started = time.monotonic()
-    password = secrets.mailbox_password(box.name)
+    cred = Credential()
     try:
-        if password is None:
-            raise PullError(
-                f"no password in secrets.toml (set one with `proxy-admin mailbox set "
-                f"{box.name} --password-stdin`)"
-            )
+        cred = credential(box, secrets, tokens)
         module = imap if box.protocol == "imap" else pop3
         with _mailbox_lock(state_dir, box.name):
             module.pull(
                 box,
-                password,
+                cred,
                 state,
                 _writer(state_dir, box),
                 result,
@@ -91,9 +88,30 @@ def pull_one(
         result.fail(str(e))
     except Exception as e:  # noqa: BLE001 - one mailbox must not stop the others
         log.debug("pull %s failed", box.name, exc_info=True)
-        result.fail(scrub(f"{type(e).__name__}: {e}", password))
+        result.fail(scrub(f"{type(e).__name__}: {e}", cred.secret))
     result.seconds = time.monotonic() - started
     return result
+
+
+def credential(box: MailboxConfig, secrets: Secrets, tokens: TokenSource | None) -> Credential:
+    """The password of `box`, or an access token of its `account`. Raises PullError."""
+    if box.account is not None:
+        if tokens is None:
+            raise PullError(f"no OAuth2 token source for account {box.account!r}")
+        try:
+            return Credential(token=tokens(box.account))
+        except PullError:
+            raise
+        except Exception as e:  # noqa: BLE001 - TokenUnavailable, ConfigError, network
+            # the account layer's messages never hold a token (accounts/tokens.py)
+            raise PullError(f"account {box.account!r}: {e}") from None
+    password = secrets.mailbox_password(box.name)
+    if password is None:
+        raise PullError(
+            f"no password in secrets.toml (set one with `proxy-admin mailbox set "
+            f"{box.name} --password-stdin`, or use an OAuth2 account: `account = NAME`)"
+        )
+    return Credential(password=password)
 
 
 def _ingest(state_dir: Path) -> str | None:
@@ -125,6 +143,7 @@ def _delete(
     result: BoxResult,
     dry_run: bool,
     archive_problem: str | None,
+    tokens: TokenSource | None = None,
 ) -> None:
     from archive.store import Archive
 
@@ -147,10 +166,11 @@ def _delete(
         return
     if not rows:
         return
-    password = secrets.mailbox_password(box.name) or ""
+    cred = Credential()
     try:
+        cred = credential(box, secrets, tokens)  # a token may have expired since the pull
         if box.protocol == "imap":
-            c = imap.connect(box, password)
+            c = imap.connect(box, cred)
             try:
                 done, note = deletion.delete_imap(c, rows)
             finally:
@@ -158,7 +178,7 @@ def _delete(
             if note:
                 result.delete_skipped = note
         else:
-            p = pop3.connect(box, password)
+            p = pop3.connect(box, cred)
             done = pop3.delete(p, rows)
             p.quit()  # the deletions take effect only with a successful QUIT
         state.mark_deleted(done)
@@ -166,7 +186,7 @@ def _delete(
     except PullError as e:
         result.fail(f"delete: {e}")
     except (*imap.IMAP_ERRORS, *pop3.POP3_ERRORS) as e:
-        result.fail(scrub(f"delete: {e}", password))
+        result.fail(scrub(f"delete: {e}", cred.secret))
 
 
 def pull_mailboxes(
@@ -179,8 +199,12 @@ def pull_mailboxes(
     progress_for: ProgressFor | None = None,
     ingest: bool = True,
     on_repeated_failure: AlertHook | None = None,
+    tokens: TokenSource | None = None,
 ) -> list[BoxResult]:
-    """Pull the named mailboxes (all when `names` is empty); never raises for one box."""
+    """Pull the named mailboxes (all when `names` is empty); never raises for one box.
+
+    `tokens(account)` -> an access token, for mailboxes with `account` (accounts.blocking).
+    """
     boxes = [config.get_mailbox(n) for n in names] if names else list(config.mailbox)
     state = PullState(state_dir)
     try:
@@ -190,7 +214,9 @@ def pull_mailboxes(
         results = []
         for box in boxes:
             progress = progress_for(box.name) if progress_for else None
-            r = pull_one(box, secrets, state, state_dir, dry_run=dry_run, progress=progress)
+            r = pull_one(
+                box, secrets, state, state_dir, dry_run=dry_run, progress=progress, tokens=tokens
+            )
             results.append(r)
             _log(r, dry_run)
             if not dry_run:
@@ -208,7 +234,7 @@ def pull_mailboxes(
             problem = "ingest left to the service"
         for box, r in zip(boxes, results, strict=True):
             if box.delete_after_days is not None and r.ok:
-                _delete(box, secrets, state, state_dir, r, dry_run, problem)
+                _delete(box, secrets, state, state_dir, r, dry_run, problem, tokens)
         return results
     finally:
         state.close()

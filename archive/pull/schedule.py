@@ -44,8 +44,14 @@ def _due(config: Config, state_dir: Path, now: float) -> list[str]:
         state.close()
 
 
-async def pull_loop(service: Any, alert: Callable[[str, str, str], Any]) -> None:
-    """Run forever in the service nursery; `service` has .config, .secrets, .state_dir."""
+async def pull_loop(
+    service: Any, alert: Callable[[str, str, str], Any], token_store: Any = None
+) -> None:
+    """Run forever in the service nursery; `service` has .config, .secrets, .state_dir.
+
+    `token_store` (accounts.store.TokenStore): where mailboxes with `account` get their
+    OAuth2 tokens; without one such a mailbox fails with a clear error.
+    """
     from .runner import pull_mailboxes
 
     def on_failure(name: str, failures: int, error: str) -> None:
@@ -57,6 +63,11 @@ async def pull_loop(service: Any, alert: Callable[[str, str, str], Any]) -> None
         try:
             due = await trio.to_thread.run_sync(_due, config, service.state_dir, time.time())
             if due:
+                tokens = None
+                if token_store is not None and any(b.account for b in config.mailbox):
+                    from accounts.blocking import token_source
+
+                    tokens = token_source(config, secrets, token_store)
                 await trio.to_thread.run_sync(
                     partial(
                         pull_mailboxes,
@@ -65,6 +76,7 @@ async def pull_loop(service: Any, alert: Callable[[str, str, str], Any]) -> None
                         service.state_dir,
                         due,
                         on_repeated_failure=lambda *a: trio.from_thread.run_sync(on_failure, *a),
+                        tokens=tokens,
                     )
                 )
         except Exception as e:  # noqa: BLE001 - the schedule must survive anything

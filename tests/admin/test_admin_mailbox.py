@@ -90,3 +90,25 @@ def test_csv_reader_and_names() -> None:
     assert read_csv("u\tp\nx\ty\n") == [("x", "y", None, None)]
     assert mailbox_name_for("a@x.example", set()) == "a-x-example"
     assert mailbox_name_for("a@x.example", {"a-x-example"}) == "a-x-example-2"
+
+
+def test_an_oauth2_mailbox_needs_no_password_and_a_listener_account(initialised: Cli) -> None:
+    import pytest
+
+    from admin.config import AccountConfig, Config, MailboxConfig
+
+    base = ("mailbox", "add", "m365", "--protocol", "imap", "--server", "outlook.office365.com",
+            "--user", "a@example.com", "--account", "work")  # fmt: skip
+    r = initialised(*base)
+    assert_one_line_error(r, 2, "no account named 'work'")
+    r = initialised(*base, "--password-stdin", input="pw\n")
+    assert_one_line_error(r, 2, "--account and --password-stdin")
+    box = MailboxConfig(name="m", protocol="imap", server="x", user="a@example.com",
+                        account="work")  # fmt: skip
+    listener_acc = AccountConfig(name="work", provider="microsoft", email="a@example.com")
+    person_acc = listener_acc.model_copy(update={"protect": "password"})
+    Config(hostname="h", account=[listener_acc], mailbox=[box])  # a listener account: fine
+    with pytest.raises(ValueError, match="locked by its owner's local password"):
+        Config(hostname="h", account=[person_acc], mailbox=[box])
+    with pytest.raises(ValueError, match="no account named 'work'"):
+        Config(hostname="h", mailbox=[box])
