@@ -573,6 +573,44 @@ def _accepting(
     return False, "not listening"
 
 
+def _mailbox_runs(config: Any, state_dir: Path) -> list[dict[str, Any]]:
+    """Each configured mailbox with its last pull (archive/pull/state.py), for status."""
+    if not config.mailbox:
+        return []
+    from archive.pull.state import run_outcomes
+    from archive.timefmt import utc_iso
+
+    runs = run_outcomes(state_dir)
+    out = []
+    for box in config.mailbox:
+        r = runs.get(box.name, {})
+        out.append(
+            {
+                "name": box.name,
+                "protocol": box.protocol,
+                "interval": box.interval,
+                "last_run": utc_iso(r["last_run"]) if r.get("last_run") else None,
+                "last_ok": utc_iso(r["last_ok"]) if r.get("last_ok") else None,
+                "failures_in_a_row": r.get("failures", 0),
+                "last_error": r.get("last_error"),
+            }
+        )
+    return out
+
+
+def _mailbox_line(box: dict[str, Any]) -> str:
+    when = f"every {box['interval']}" if box["interval"] else "pulled by `proxy-admin pull`"
+    if box["last_run"] is None:
+        return f"never pulled ({when})"
+    if not box["failures_in_a_row"]:
+        return f"ok, last pull {box['last_run']} ({when})"
+    ok = f"; last good pull {box['last_ok']}" if box["last_ok"] else ""
+    return (
+        f"FAILED {box['failures_in_a_row']} time(s) in a row, last {box['last_run']}: "
+        f"{box['last_error']}{ok} ({when})"
+    )
+
+
 @app.command()
 def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Show listeners, sessions, the report backlog, recent errors and free disk space.
@@ -616,6 +654,7 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
             pop3_accepting=_probe("127.0.0.1", config.demo.pop3_port, listening),
         )
     pending = svc["reports_pending"] if svc else report_backlog(sd)
+    mailboxes = _mailbox_runs(config, sd)
     service: dict[str, Any] = {"running": False}
     if svc:
         service = {"running": True, **{k: v for k, v in svc.items() if k != "listeners"}}
@@ -626,6 +665,7 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
                 "state_dir": str(sd),
                 "reports_pending": pending,
                 "listeners": listeners,
+                "mailboxes": mailboxes,
                 "demo": demo,
                 "service": service,
             }
@@ -638,6 +678,8 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     else:
         fields.append(("service", "not running (no answer on the control socket)"))
     fields.append(("reports", backlog))
+    for box in mailboxes:
+        fields.append((f"mailbox {box['name']}", _mailbox_line(box)))
     if config.demo.enabled:
         fields.append(
             (

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from archive.sqltx import immediate
 
@@ -228,3 +229,28 @@ class PullState:
         with self._tx() as c:
             c.execute("DELETE FROM seen WHERE mailbox = ?", (mailbox,))
             c.execute("DELETE FROM folders WHERE mailbox = ?", (mailbox,))
+
+
+def run_outcomes(state_dir: Path) -> dict[str, dict[str, Any]]:
+    """Each mailbox's last pull, for `status` (read-only: creates nothing; {} if none ran).
+
+    -> {mailbox: {"last_run", "last_ok" (epoch seconds or None), "failures" (in a row),
+    "last_error" (one line, never a password)}}
+    """
+    path = state_dir / "pull" / "state.sqlite"
+    if not path.exists():
+        return {}
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = con.execute(
+                "SELECT mailbox, last_run, last_ok, failures, last_error FROM runs"
+            ).fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return {}
+    return {
+        r[0]: {"last_run": r[1], "last_ok": r[2], "failures": r[3], "last_error": r[4]}
+        for r in rows
+    }

@@ -112,3 +112,34 @@ def test_an_oauth2_mailbox_needs_no_password_and_a_listener_account(initialised:
         Config(hostname="h", account=[person_acc], mailbox=[box])
     with pytest.raises(ValueError, match="no account named 'work'"):
         Config(hostname="h", mailbox=[box])
+
+
+def test_status_shows_each_mailboxs_last_pull(initialised: Cli) -> None:
+    from archive.pull.state import PullState
+
+    add(initialised, "good", "--protocol", "imap", "--server", "imap.example.com",
+        "--user", "g", "--interval", "15m")  # fmt: skip
+    add(initialised, "bad", "--protocol", "pop3", "--server", "pop.example.com", "--user", "b")
+    add(initialised, "new", "--protocol", "pop3", "--server", "pop.example.com", "--user", "n")
+    state_dir = initialised.config_path.parent / initialised.toml()["state_dir"]
+    state = PullState(state_dir)
+    try:
+        state.record_run("good", True, None)
+        state.record_run("bad", True, None)
+        state.record_run("bad", False, "pop.example.com:995: -ERR [AUTH] authentication failed")
+        state.record_run("bad", False, "pop.example.com:995: -ERR [AUTH] authentication failed")
+    finally:
+        state.close()
+    r = initialised("status", "--json")
+    assert r.exit_code == 0, r.output
+    boxes = {b["name"]: b for b in json.loads(r.stdout)["mailboxes"]}
+    assert boxes["good"]["failures_in_a_row"] == 0 and boxes["good"]["last_ok"]
+    assert (
+        boxes["bad"]["failures_in_a_row"] == 2
+        and "authentication failed" in (boxes["bad"]["last_error"])
+    )
+    assert boxes["bad"]["last_ok"] and boxes["new"]["last_run"] is None
+    human = initialised("status").stdout
+    assert "mailbox good" in human and "ok, last pull" in human and "every 15m" in human
+    assert "FAILED 2 time(s) in a row" in human and "never pulled" in human
+    assert PW not in r.stdout + human
