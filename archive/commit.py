@@ -13,12 +13,13 @@ thread, which takes everything queued as one batch and:
    only, their files and the report directory first),
 3. hands the batch back to the Trio thread (`run_sync_soon`), which releases the
    sessions. Meanwhile the next batch has been queueing.
-A lone commit (the worker serves one session, nothing is queued or in a barrier, and
-recent barriers were short) runs steps 1-2 on the Trio thread itself: with nobody else
-to serve, blocking the loop for one short flush costs nobody anything, while the two
-thread hand-offs it saves (a wake of the committer, a wake of the loop) cost about as
-much as the flush. A slow disk (barrier average over `INLINE_BARRIER_MAX`) sends every
-commit back to the thread, so the loop never blocks for long.
+A lone commit (the worker serves one session, nothing is queued or in a barrier, the
+message is kept in memory, and recent barriers were short) runs steps 1-2 on the Trio
+thread itself: with nobody else to serve, blocking the loop for one short flush costs
+nobody anything, while the two thread hand-offs it saves (a wake of the committer, a
+wake of the loop) cost about as much as the flush. A disk that turns slow (barrier
+average over `INLINE_BARRIER_MAX`) sends every commit back to the thread after one slow
+barrier (docs/reliability.md says what a disk that stalls outright does then).
 A message whose file cannot be written fails alone; a failed barrier fails the batch
 (fail closed: nobody in it is acknowledged) and the journal moves to another segment.
 
@@ -216,7 +217,8 @@ class GroupCommitter:
             raise SpoolError("the commit task is not running")
         req = _Request(writer, outcome, reply)
         queued = time.perf_counter()
-        inline = self._batch_avg < INLINE_BARRIER_MAX and self.lone_session()
+        # a spilled message's barrier flushes its whole file: never on the loop
+        inline = writer.in_memory and self._batch_avg < INLINE_BARRIER_MAX and self.lone_session()
         with self._cond:
             if inline and not self._queue and not self._busy:
                 self._busy = True  # the thread stays out of the journal meanwhile

@@ -608,3 +608,20 @@ async def test_a_pair_that_cannot_be_written_is_retried_with_a_backoff(
         assert json.loads((reports / f"{w.stem}.mpr").read_text())["upstream"]["outcome"] == (
             "delivered"
         )
+
+
+async def test_a_spilled_message_is_never_committed_on_the_loop(tmp_path, monkeypatch):
+    monkeypatch.setattr(commit_mod, "INLINE_BARRIER_MAX", 10.0)
+    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
+    reports.mkdir()
+    spool = Spool(reports)
+    async with trio.open_nursery() as nursery:
+        committer = await nursery.start(GroupCommitter(reports, area).run)
+        committer.lone_session = lambda: True
+        for size in (100, SPILL_BYTES + 10, 100):
+            w = spool.open_message("pop3", {"pop3": {"user": "u", "uidl": str(size), "msg": 1}})
+            w.write(b"x" * size)
+            await committer.commit(w, "delivered", None)
+        nursery.cancel_scope.cancel()
+    # the first goes to the thread (nothing measured yet), the spilled one too
+    assert committer.inline_batches == 1 and committer.batches == 3
