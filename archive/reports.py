@@ -14,12 +14,12 @@ import hashlib
 import json
 import os
 import re
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from archive.errors import ArchiveError
+from archive.sqltx import read_only_rows
 
 from .origin import origin_keys
 
@@ -97,20 +97,12 @@ def backlog(state_dir: Path) -> int | None:
     reports_dir = state_dir / "reports"
     if not reports_dir.is_dir():
         return None
-    known: dict[str, tuple[int, int]] = {}
-    catalog = state_dir / "archive" / "catalog.sqlite"
-    if catalog.exists():
-        try:
-            con = sqlite3.connect(f"file:{catalog}?mode=ro", uri=True, timeout=5)
-            try:
-                rows = con.execute(
-                    "SELECT stem, mpr_mtime_ns, mpr_size FROM reports WHERE stem IS NOT NULL"
-                ).fetchall()
-            finally:
-                con.close()
-            known = {stem: (mtime, size) for stem, mtime, size in rows}
-        except sqlite3.Error:
-            pass  # unreadable catalog: every report counts as waiting
+    rows = read_only_rows(
+        state_dir / "archive" / "catalog.sqlite",
+        "SELECT stem, mpr_mtime_ns, mpr_size FROM reports WHERE stem IS NOT NULL",
+    )
+    # no or an unreadable catalog: every report counts as waiting
+    known = {stem: (mtime, size) for stem, mtime, size in rows or []}
     return len(scan(reports_dir, known))
 
 

@@ -17,6 +17,7 @@ Hidden (dot) files are work in progress; readers of the report directory skip th
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -219,18 +220,7 @@ class MessageWriter:
         if self.error is None:
             try:
                 if self._file is None:
-                    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-                    fd = os.open(self.eml_path, flags, REPORT_MODE)
-                    try:
-                        with memoryview(self._head) as head:
-                            view = head
-                            while view:
-                                view = view[os.write(fd, view) :]
-                            view.release()
-                    except OSError:
-                        os.close(fd)
-                        self.eml_path.unlink(missing_ok=True)
-                        raise
+                    fd = self._head_to_file(os.O_EXCL)
                     self._head.clear()
                     return fd
                 self._spill()
@@ -254,7 +244,14 @@ class MessageWriter:
         file again from the start. Raises OSError.
         """
         assert self.committed and self._file is None
-        fd = os.open(self.eml_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, REPORT_MODE)
+        os.close(self._head_to_file(os.O_TRUNC))
+        self._head.clear()
+
+    def _head_to_file(self, flag: int) -> int:
+        """The in-memory bytes under the final `.eml` name (opened with `flag`: O_EXCL
+        or O_TRUNC); an open fd. A failed write removes the partial file and raises
+        OSError; the bytes stay in memory."""
+        fd = os.open(self.eml_path, os.O_WRONLY | os.O_CREAT | flag, REPORT_MODE)
         try:
             with memoryview(self._head) as head:
                 view = head
@@ -263,13 +260,10 @@ class MessageWriter:
                 view.release()
         except OSError:
             os.close(fd)
-            try:
+            with contextlib.suppress(OSError):  # the next try truncates it
                 self.eml_path.unlink(missing_ok=True)
-            except OSError:
-                pass  # the next try truncates it
             raise
-        os.close(fd)
-        self._head.clear()
+        return fd
 
     def discard_final_eml(self) -> None:
         """The barrier failed: the message was never acknowledged, drop its file."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from archive.sqltx import immediate
+from archive.sqltx import immediate, read_only_rows
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS folders (
@@ -237,20 +237,11 @@ def run_outcomes(state_dir: Path) -> dict[str, dict[str, Any]]:
     -> {mailbox: {"last_run", "last_ok" (epoch seconds or None), "failures" (in a row),
     "last_error" (one line, never a password)}}
     """
-    path = state_dir / "pull" / "state.sqlite"
-    if not path.exists():
-        return {}
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            rows = con.execute(
-                "SELECT mailbox, last_run, last_ok, failures, last_error FROM runs"
-            ).fetchall()
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return {}
+    rows = read_only_rows(
+        state_dir / "pull" / "state.sqlite",
+        "SELECT mailbox, last_run, last_ok, failures, last_error FROM runs",
+    )
     return {
         r[0]: {"last_run": r[1], "last_ok": r[2], "failures": r[3], "last_error": r[4]}
-        for r in rows
+        for r in rows or []
     }
