@@ -106,14 +106,19 @@ def no_reports(self, due, late, now):
     return [(False, None)] * len(due), []
 
 
+def committer_dirs(tmp_path: Path) -> tuple[Path, Path, Spool]:
+    """The report directory (created), the spool area and a Spool on them."""
+    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
+    reports.mkdir()
+    return reports, area, Spool(reports)
+
+
 async def crash_after_barrier(tmp_path, monkeypatch, messages, outcome="delivered"):
     """Commit `messages` ((protocol, report, bytes)) and stop as a crash right after the
     barrier would: no pair written, the journal left as it is. -> reports, area, writers"""
-    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
-    reports.mkdir()
+    reports, area, spool = committer_dirs(tmp_path)
     monkeypatch.setattr(GroupCommitter, "_write_reports", no_reports)
     monkeypatch.setattr(GroupCommitter, "_flush_all", lambda self: self.journal.close())
-    spool = Spool(reports)
     writers = []
     async with trio.open_nursery() as nursery:
         committer = await nursery.start(GroupCommitter(reports, area).run)
@@ -489,11 +494,9 @@ async def test_a_failed_retire_flush_keeps_the_segment(tmp_path, monkeypatch):
 
 async def lone_commits(tmp_path, monkeypatch, n: int, flush_delay: float):
     """`n` commits one after another by a lone session; -> (committer, recorder, stems)."""
-    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
-    reports.mkdir()
+    reports, area, spool = committer_dirs(tmp_path)
     rec = Recorder(reports, area, set(), flush_delay)
     monkeypatch.setattr(commit_mod.os, "fdatasync", rec.fdatasync)
-    spool = Spool(reports)
     stems = []
     async with trio.open_nursery() as nursery:
         committer = await nursery.start(GroupCommitter(reports, area).run)
@@ -530,8 +533,7 @@ async def test_slow_barriers_keep_even_a_lone_session_off_the_loop(tmp_path, mon
 async def test_room_is_measured_again_when_the_margin_or_the_directory_changes(
     tmp_path, monkeypatch
 ):
-    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
-    reports.mkdir()
+    reports, area, spool = committer_dirs(tmp_path)
     measured = []
     real_statvfs = os.statvfs
 
@@ -541,7 +543,6 @@ async def test_room_is_measured_again_when_the_margin_or_the_directory_changes(
 
     monkeypatch.setattr(commit_mod.os, "statvfs", statvfs)
     monkeypatch.setattr(commit_mod, "ROOM_MARGIN", 1)  # any real disk has twice that free
-    spool = Spool(reports)
 
     async def one(committer):
         w = spool.open_message("smtp", {"smtp": {"mail_from": "a@x"}})
@@ -570,8 +571,7 @@ async def test_a_pair_that_cannot_be_written_is_retried_with_a_backoff(
     """A report directory that refuses pairs for a while: the committed messages keep
     their bytes (memory and journal), one line is logged per failed pass, and every pair
     is written once the directory works again (nothing waits for a restart)."""
-    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
-    reports.mkdir()
+    reports, area, spool = committer_dirs(tmp_path)
     monkeypatch.setattr(commit_mod, "PAIR_RETRY_FIRST", 0.05)
     real_open = os.open
     broken = {"on": True}
@@ -582,7 +582,6 @@ async def test_a_pair_that_cannot_be_written_is_retried_with_a_backoff(
         return real_open(path, flags, mode, **kw)
 
     monkeypatch.setattr("archive.spool.os.open", failing_open)
-    spool = Spool(reports)
     caplog.set_level("ERROR", logger="mailtee.commit")
     async with trio.open_nursery() as nursery:
         committer = await nursery.start(GroupCommitter(reports, area).run)
@@ -612,9 +611,7 @@ async def test_a_pair_that_cannot_be_written_is_retried_with_a_backoff(
 
 async def test_a_spilled_message_is_never_committed_on_the_loop(tmp_path, monkeypatch):
     monkeypatch.setattr(commit_mod, "INLINE_BARRIER_MAX", 10.0)
-    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
-    reports.mkdir()
-    spool = Spool(reports)
+    reports, area, spool = committer_dirs(tmp_path)
     async with trio.open_nursery() as nursery:
         committer = await nursery.start(GroupCommitter(reports, area).run)
         committer.lone_session = lambda: True
