@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import trio
 
 from archive.pull import imap as pull_imap
 from archive.pull import pop3 as pull_pop3
 from archive.pull.common import Credential, PullError
 from fixtures.dovecot_oauth import OAuthImapDovecot, start_oauth_dovecot
-from fixtures.proxy import read_reports
+from fixtures.proxy import read_reports, wait_for_reports
 
 from .conftest import Deployment
 from .oauth_env import MAILBOXES, check_no_secrets, setup_accounts
@@ -93,3 +94,22 @@ def test_imap_and_pop3_mailboxes_pull_with_an_oauth2_account(deployment: Deploym
         show = d.cli("mailbox", "show", "shared-imap", "--json")
         assert json.loads(show.stdout)["account"] == "shared"
         check_no_secrets(d, dovecot.log_text(), *(r.mpr_path.read_text() for r in reports))
+
+
+async def test_the_service_pulls_an_oauth2_mailbox_on_its_schedule(
+    deployment: Deployment, nursery: trio.Nursery
+) -> None:
+    d = deployment
+    setup_accounts(d)
+    with start_oauth_dovecot(d.oauth.introspection_url(), MAILBOXES) as dovecot:
+        served = [dovecot.deliver("shared@example.test", _msg(n)) for n in range(2)]
+        _add(d, "shared-pop", "pop3", dovecot.port, "shared")
+        assert d.cli("mailbox", "set", "shared-pop", "--interval", "1m").returncode == 0
+        await d.start(nursery)  # the schedule's first look is at start: the box is due
+        reports = await wait_for_reports(d.reports_dir, 2, max_wait=60)
+        assert sorted(r.eml for r in reports) == sorted(served)
+        assert {r["protocol"] for r in reports} == {"pop3-pull"}
+        status = await d.status()
+        boxes = json.loads(status.stdout)["mailboxes"]
+        assert boxes[0]["name"] == "shared-pop" and boxes[0]["failures_in_a_row"] == 0
+        check_no_secrets(d, dovecot.log_text(), status.stdout)
