@@ -577,25 +577,9 @@ def _mailbox_runs(config: Any, state_dir: Path) -> list[dict[str, Any]]:
     """Each configured mailbox with its last pull (archive/pull/state.py), for status."""
     if not config.mailbox:
         return []
-    from archive.pull.state import run_outcomes
-    from archive.timefmt import utc_iso
+    from archive.pull.state import mailbox_outcomes
 
-    runs = run_outcomes(state_dir)
-    out = []
-    for box in config.mailbox:
-        r = runs.get(box.name, {})
-        out.append(
-            {
-                "name": box.name,
-                "protocol": box.protocol,
-                "interval": box.interval,
-                "last_run": utc_iso(r["last_run"]) if r.get("last_run") else None,
-                "last_ok": utc_iso(r["last_ok"]) if r.get("last_ok") else None,
-                "failures_in_a_row": r.get("failures", 0),
-                "last_error": r.get("last_error"),
-            }
-        )
-    return out
+    return mailbox_outcomes(config.mailbox, state_dir)
 
 
 def _mailbox_line(box: dict[str, Any]) -> str:

@@ -63,13 +63,25 @@ async def admin_status(request: Request) -> Response:
     if refusal is not None:
         return refusal
     status, error = None, ""
+    ctx = context_of(request)
     try:
-        status = await run(_status, context_of(request).state_dir)
+        status = await run(_status, ctx.state_dir)
     except Exception as e:  # the service may be down; show why, do not fail the page
         error = describe(e, limit=200)
+    # the pulls' outcomes come from their own state, whether the service runs or not
+    mailboxes = await run(_mailboxes, ctx.config, ctx.state_dir)
     return render(
-        request, "admin.html", session=session, tab="status", status=status, status_error=error
-    )
+        request, "admin.html", session=session, tab="status", status=status,
+        status_error=error, mailboxes=mailboxes,
+    )  # fmt: skip
+
+
+def _mailboxes(config: Any, state_dir: Path) -> list[dict[str, Any]]:
+    if not config.mailbox:
+        return []
+    from archive.pull.state import mailbox_outcomes
+
+    return mailbox_outcomes(config.mailbox, state_dir)
 
 
 async def admin_users(request: Request) -> Response:

@@ -245,3 +245,26 @@ def run_outcomes(state_dir: Path) -> dict[str, dict[str, Any]]:
         r[0]: {"last_run": r[1], "last_ok": r[2], "failures": r[3], "last_error": r[4]}
         for r in rows or []
     }
+
+
+def mailbox_outcomes(boxes: Iterable[Any], state_dir: Path) -> list[dict[str, Any]]:
+    """Each configured mailbox (`[[mailbox]]` entries) with its last pull, times in UTC
+    ISO form: what `proxy-admin status` and the web's status page show."""
+    from archive.timefmt import utc_iso
+
+    runs = run_outcomes(state_dir)
+    out = []
+    for box in boxes:
+        r = runs.get(box.name, {})
+        out.append(
+            {
+                "name": box.name,
+                "protocol": box.protocol,
+                "interval": box.interval,
+                "last_run": utc_iso(r["last_run"]) if r.get("last_run") else None,
+                "last_ok": utc_iso(r["last_ok"]) if r.get("last_ok") else None,
+                "failures_in_a_row": r.get("failures", 0),
+                "last_error": r.get("last_error"),
+            }
+        )
+    return out

@@ -241,3 +241,28 @@ def test_a_changed_role_or_a_removed_user_ends_the_session(site: WebSite) -> Non
     with site.archive() as a:
         remove_user(a.catalog, "temp")
     assert c.get("/search").status == 303
+
+
+def test_admin_status_shows_the_mailboxes_last_pulls(web_site) -> None:  # type: ignore[no-untyped-def]
+    from archive.pull.state import PullState
+
+    boxes = [
+        {"name": "ok-box", "protocol": "imap", "server": "imap.example.com", "user": "a"},
+        {"name": "bad-box", "protocol": "pop3", "server": "pop.example.com", "user": "b"},
+        {"name": "new-box", "protocol": "pop3", "server": "pop.example.com", "user": "c"},
+    ]
+    site = web_site(extra={"mailbox": boxes})
+    state = PullState(site.state_dir)
+    try:
+        state.record_run("ok-box", True, None)
+        state.record_run("bad-box", False, "pop.example.com:995: timed out")
+    finally:
+        state.close()
+    root = site.client()
+    root.login("root")
+    en = root.get("/admin/status", accept_language="en").text
+    assert "Mailboxes (pull archiving)" in en  # shown although no service answers here
+    assert "ok-box" in en and "failed 1 time(s) in a row: pop.example.com:995: timed out" in en
+    assert "new-box" in en and "never" in en
+    ja = root.get("/admin/status", accept_language="ja").text
+    assert "1 回連続で失敗" in ja and "未実行" in ja
