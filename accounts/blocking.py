@@ -21,12 +21,16 @@ from accounts.tokens import TokenManager
 from admin.config import Config, Secrets
 
 
-def token_source(config: Config, secrets: Secrets, store: TokenStore) -> Callable[[str], str]:
-    """`tokens(account name)` -> a valid access token. Raises TokenUnavailable (one line,
-    no secret) when the account has no usable sign-in or its token endpoint is down."""
+def token_source(
+    config: Config, secrets: Secrets, store: TokenStore
+) -> Callable[[str], tuple[str, str]]:
+    """`tokens(account name)` -> (a valid access token, the account's `sasl` mechanism).
+    Raises TokenUnavailable (one line, no secret) when the account has no usable sign-in
+    or its token endpoint is down."""
 
-    def tokens(name: str) -> str:
+    def tokens(name: str) -> tuple[str, str]:
         manager = TokenManager(config, secrets, store)
-        return trio.run(manager.token, name).access_token
+        token = trio.run(manager.token, name).access_token
+        return token, manager.account(name).sasl
 
     return tokens

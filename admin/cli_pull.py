@@ -136,7 +136,9 @@ def pull(
         raise typer.Exit(1)
 
 
-def _tokens(config_path: Path, config: Config, secrets: Secrets) -> Callable[[str], str] | None:
+def _tokens(
+    config_path: Path, config: Config, secrets: Secrets
+) -> Callable[[str], tuple[str, str]] | None:
     """OAuth2 tokens for the mailboxes with `account` (the accounts stack only then)."""
     if not any(b.account for b in config.mailbox):
         return None

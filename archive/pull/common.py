@@ -26,8 +26,9 @@ HEAD_BYTES = 256 * 1024
 
 #: progress(done, total) after each committed batch; tests use it to inject faults
 Progress = Callable[[int, int], None]
-#: tokens(account name) -> a valid access token (blocking; accounts.blocking builds one)
-TokenSource = Callable[[str], str]
+#: tokens(account name) -> (a valid access token, the account's SASL mechanism: xoauth2 or
+#: oauthbearer); blocking (accounts.blocking builds one)
+TokenSource = Callable[[str], tuple[str, str]]
 
 
 class PullError(ArchiveError):
@@ -38,21 +39,26 @@ class PullError(ArchiveError):
 class Credential:
     """How a pull logs in to its mailbox: the password from secrets.toml, or (with
     `[[mailbox]] account`) an OAuth2 access token sent as SASL XOAUTH2 (what Microsoft
-    365 and Gmail accept for IMAP and POP3). `repr` shows neither."""
+    365 and Gmail accept for IMAP and POP3) or OAUTHBEARER (RFC 7628), as the account's
+    `sasl` says. `repr` shows neither secret."""
 
     password: str | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
+    mechanism: str = "xoauth2"
 
     @property
     def secret(self) -> str | None:
         """What must never be shown (scrub())."""
         return self.token or self.password
 
-    def xoauth2(self, user: str) -> str:
-        """The XOAUTH2 initial response, unencoded (imaplib and poplib encode it)."""
+    def initial_response(self, user: str, host: str, port: int) -> str:
+        """The SASL initial response of `mechanism`, unencoded (RFC 7628 3.1 with the GS2
+        header of RFC 5801 for OAUTHBEARER; Google's and Microsoft's XOAUTH2 form)."""
         assert self.token is not None
-        if any(c in user for c in "\x01\r\n") or any(c in self.token for c in "\x01\r\n "):
+        if any(c in user for c in "\x01\r\n,=") or any(c in self.token for c in "\x01\r\n "):
             raise PullError("the user name or token has characters SASL cannot carry")
+        if self.mechanism == "oauthbearer":
+            return f"n,a={user},\x01host={host}\x01port={port}\x01auth=Bearer {self.token}\x01\x01"
         return f"user={user}\x01auth=Bearer {self.token}\x01\x01"
 
 

@@ -79,8 +79,12 @@ def connect(box: MailboxConfig, cred: Credential) -> IMAPClient:
             c.starttls(ctx)
         c.normalise_times = False
         if cred.token is not None:
-            cred.xoauth2(box.user)  # refuses what SASL cannot carry before anything is sent
-            c.oauth2_login(box.user, cred.token)  # SASL XOAUTH2 (imapclient's)
+            # refuses what SASL cannot carry before anything is sent
+            cred.initial_response(box.user, box.server, box.port or 0)
+            if cred.mechanism == "oauthbearer":
+                c.oauthbearer_login(box.user, cred.token)  # RFC 7628 (imapclient's)
+            else:
+                c.oauth2_login(box.user, cred.token)  # SASL XOAUTH2 (imapclient's)
         else:
             c.login(box.user, cred.password or "")
     except IMAP_ERRORS as e:

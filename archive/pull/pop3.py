@@ -57,7 +57,7 @@ def connect(box: MailboxConfig, cred: Credential) -> poplib.POP3:
         if box.tls == "starttls":
             c.stls(client_context(box.verify, box.ca))
         if cred.token is not None:
-            _auth_xoauth2(c, cred.xoauth2(box.user))
+            _auth_oauth(c, cred.mechanism, cred.initial_response(box.user, box.server, box.port))
         else:
             c.user(box.user)
             c.pass_(cred.password or "")
@@ -67,13 +67,13 @@ def connect(box: MailboxConfig, cred: Credential) -> poplib.POP3:
     return c
 
 
-def _auth_xoauth2(c: poplib.POP3, response: str) -> None:
-    """`AUTH XOAUTH2 <initial response>` (RFC 5034 with the response on the command
-    line). A refused token is answered with a `+` challenge carrying the server's JSON
+def _auth_oauth(c: poplib.POP3, mechanism: str, response: str) -> None:
+    """`AUTH XOAUTH2|OAUTHBEARER <initial response>` (RFC 5034 with the response on the
+    command line). A refused token is answered with a `+` challenge carrying the server's JSON
     error, to which the client sends an empty line and gets the `-ERR` (RFC 7628 3.2.3);
     poplib would take that `+` for success, so the replies are read here."""
     initial = base64.b64encode(response.encode()).decode()
-    c._putcmd(f"AUTH XOAUTH2 {initial}")  # type: ignore[attr-defined]  # noqa: SLF001
+    c._putcmd(f"AUTH {mechanism.upper()} {initial}")  # type: ignore[attr-defined]  # noqa: SLF001
     reply, _ = c._getline()  # type: ignore[attr-defined]  # noqa: SLF001
     if reply.startswith(b"+ ") or reply == b"+":
         c._putcmd("")  # type: ignore[attr-defined]  # noqa: SLF001

@@ -99,7 +99,8 @@ def credential(box: MailboxConfig, secrets: Secrets, tokens: TokenSource | None)
         if tokens is None:
             raise PullError(f"no OAuth2 token source for account {box.account!r}")
         try:
-            return Credential(token=tokens(box.account))
+            token, mechanism = tokens(box.account)
+            return Credential(token=token, mechanism=mechanism)
         except PullError:
             raise
         except Exception as e:  # noqa: BLE001 - TokenUnavailable, ConfigError, network

@@ -10,6 +10,7 @@ import json
 import pytest
 import trio
 
+from admin.config import save_config
 from archive.pull import imap as pull_imap
 from archive.pull import pop3 as pull_pop3
 from archive.pull.common import Credential, PullError
@@ -72,6 +73,20 @@ def test_imap_and_pop3_mailboxes_pull_with_an_oauth2_account(deployment: Deploym
         }
         again = _pull(d, "shared-imap")
         assert again["ok"] and again["new"] == 0  # nothing new: nothing fetched again
+
+        # An account with `sasl = "oauthbearer"`: the pulls log in with OAUTHBEARER.
+        config = d.config()
+        config.account = [
+            a.model_copy(update={"sasl": "oauthbearer"}) if a.name == "shared" else a
+            for a in config.account
+        ]
+        save_config(config, d.config_path)
+        dovecot.add("shared@example.test", "INBOX", _msg(3))
+        dovecot.deliver("shared@example.test", _msg(4))
+        for name in ("shared-imap", "shared-pop"):
+            r = _pull(d, name)
+            assert r["ok"] and r["new"] >= 1, r
+        assert dovecot.log_text().count("method=OAUTHBEARER") >= 2
 
         # A per-person account is locked by its owner's password: a mailbox cannot use
         # it (nobody is logged in when it pulls), and the CLI says so in one line.
