@@ -25,11 +25,11 @@ from typing import Any
 
 import trio
 
+from accounts.sasl import MECHANISMS, initial_response
 from accounts.tokens import TokenManager, TokenUnavailable
 from admin.config import AccountConfig, ListenerConfig
 from proxy import actions as A
 from proxy.login import LoginResult, VerifyLogin
-from proxy.sasl_oauth import MECHANISMS, initial_response
 from proxy.session import Session
 from proxy.settings import RelaySettings
 

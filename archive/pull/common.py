@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from accounts import sasl
 from archive import tls_client
 from archive.errors import ArchiveError
 from archive.timefmt import utc_iso
@@ -51,15 +52,14 @@ class Credential:
         """What must never be shown (scrub())."""
         return self.token or self.password
 
-    def initial_response(self, user: str, host: str, port: int) -> str:
-        """The SASL initial response of `mechanism`, unencoded (RFC 7628 3.1 with the GS2
-        header of RFC 5801 for OAUTHBEARER; Google's and Microsoft's XOAUTH2 form)."""
+    def initial_response(self, user: str, host: str, port: int) -> bytes:
+        """The base64 SASL initial response of `mechanism` (accounts.sasl, as the relay's
+        upstream logins send it). Raises PullError for what SASL cannot carry."""
         assert self.token is not None
-        if any(c in user for c in "\x01\r\n,=") or any(c in self.token for c in "\x01\r\n "):
-            raise PullError("the user name or token has characters SASL cannot carry")
-        if self.mechanism == "oauthbearer":
-            return f"n,a={user},\x01host={host}\x01port={port}\x01auth=Bearer {self.token}\x01\x01"
-        return f"user={user}\x01auth=Bearer {self.token}\x01\x01"
+        try:
+            return sasl.initial_response(self.mechanism, user, self.token, host, port)
+        except ValueError as e:
+            raise PullError(str(e)) from None
 
 
 def scrub(text: str, secret: str | None) -> str:

@@ -11,7 +11,6 @@ header, or the time mailtee first archived it.
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import poplib
 import time
@@ -67,13 +66,12 @@ def connect(box: MailboxConfig, cred: Credential) -> poplib.POP3:
     return c
 
 
-def _auth_oauth(c: poplib.POP3, mechanism: str, response: str) -> None:
+def _auth_oauth(c: poplib.POP3, mechanism: str, response: bytes) -> None:
     """`AUTH XOAUTH2|OAUTHBEARER <initial response>` (RFC 5034 with the response on the
     command line). A refused token is answered with a `+` challenge carrying the server's JSON
     error, to which the client sends an empty line and gets the `-ERR` (RFC 7628 3.2.3);
     poplib would take that `+` for success, so the replies are read here."""
-    initial = base64.b64encode(response.encode()).decode()
-    c._putcmd(f"AUTH {mechanism.upper()} {initial}")  # type: ignore[attr-defined]  # noqa: SLF001
+    c._putcmd(f"AUTH {mechanism.upper()} {response.decode()}")  # type: ignore[attr-defined]  # noqa: SLF001
     reply, _ = c._getline()  # type: ignore[attr-defined]  # noqa: SLF001
     if reply.startswith(b"+ ") or reply == b"+":
         c._putcmd("")  # type: ignore[attr-defined]  # noqa: SLF001

@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = ["trio", "socket", "ssl", "_socket", "_ssl", "asyncio", "selectors", "threading"]
 CORE_MODULES = ["proxy.actions", "proxy.settings", "proxy.buffer", "proxy.errors"]
-CORE_MODULES += ["proxy.login", "proxy.sasl_oauth"]  # OAuth2: local logins, SASL
+CORE_MODULES += ["proxy.login", "accounts.sasl"]  # OAuth2: local logins, SASL
 PACKAGES = ["proxy.smtp", "proxy.pop3"]
 
 PROBE = """

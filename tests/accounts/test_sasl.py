@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from proxy.sasl_oauth import initial_response, oauthbearer, xoauth2
+from accounts.sasl import initial_response, oauthbearer, xoauth2
 
 
 def test_xoauth2_matches_googles_example() -> None:

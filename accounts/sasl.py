@@ -7,7 +7,8 @@ OAUTHBEARER (RFC 7628 section 3.1, with the GS2 header of RFC 5801):
            "\\x01auth=Bearer " token "\\x01\\x01")
 Both are sent as the SASL initial response; a failure is answered by the server with a
 challenge carrying a JSON error, to which the client sends an empty response (RFC 7628
-3.2.3) and then gets the final failure reply.
+3.2.3) and then gets the final failure reply. Used by the relay's upstream logins
+(proxy/oauth_session.py) and by mailbox pulls (archive/pull/); standard library only.
 """
 
 from __future__ import annotations
