@@ -152,14 +152,9 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
             sock = self.socket
             if self._sent:  # the answer to what we sent cannot be here yet: wait first
                 self._sent = False
-                self._unyielded = 0
-                if deadline == float("inf"):
-                    await wait_readable(sock)
-                elif deadline > trio.current_time():
-                    if not await self._wait_readable_until(deadline):
-                        return None
-                if self._closed:
-                    raise trio.ClosedResourceError("closed while receiving") from None
+                # (a deadline already past: the syscall first, as without a send)
+                if deadline > trio.current_time() and not await self._wait_data(deadline):
+                    return None
             while True:
                 try:
                     if max_bytes <= RECEIVE_BUFFER:
@@ -168,13 +163,8 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
                     else:
                         data = sock.recv(max_bytes)
                 except BlockingIOError:
-                    self._unyielded = 0
-                    if deadline == float("inf"):
-                        await wait_readable(sock)
-                    elif not await self._wait_readable_until(deadline):
+                    if not await self._wait_data(deadline):
                         return None
-                    if self._closed:
-                        raise trio.ClosedResourceError("closed while receiving") from None
                     continue
                 except OSError as e:
                     if self._closed:
@@ -184,6 +174,17 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
                 return data
         finally:
             self._receiving = False
+
+    async def _wait_data(self, deadline: float) -> bool:
+        """Wait until the socket is readable; False once `deadline` came first."""
+        self._unyielded = 0
+        if deadline == float("inf"):
+            await wait_readable(self.socket)
+        elif not await self._wait_readable_until(deadline):
+            return False
+        if self._closed:
+            raise trio.ClosedResourceError("closed while receiving")
+        return True
 
     async def _wait_readable_until(self, deadline: float) -> bool:
         """wait_readable, or False once `deadline` has passed (see _Deadlines)."""
