@@ -209,22 +209,17 @@ class MessageWriter:
         return bytes(self._head)
 
     def write_final_eml(self) -> int:
-        """Put the message under its final `.eml` name, unsynced; return an open fd.
-
-        Blocking (a thread of archive.commit). A spilled message: the committer
-        fdatasyncs the fd as part of its barrier. A message kept in memory: its bytes
-        are already durable in the journal, and the report writer calls this after the
-        acknowledgement. The caller closes the fd. Raises SpoolError (and forgets the
-        message) on any error.
+        """A message that spilled to its temp file: put it under its final `.eml` name,
+        unsynced; return an open fd, which the committer fdatasyncs as part of its
+        barrier and closes. Blocking (archive.commit). Raises SpoolError (and forgets
+        the message) on any error. (A message kept in memory gets its `.eml` after the
+        acknowledgement, from write_committed_eml.)
         """
         if self.error is None:
             try:
-                if self._file is None:
-                    fd = self._head_to_file(os.O_EXCL)
-                    self._head.clear()
-                    return fd
                 self._spill()
                 if self.error is None:
+                    assert self._file is not None
                     self._file.flush()
                     fd = os.dup(self._file.fileno())
                     self._file.close()
@@ -241,17 +236,10 @@ class MessageWriter:
 
         Unlike `write_final_eml`, a failure forgets nothing: the bytes stay in memory
         (and in the journal), a partial file is removed, and the next try writes the
-        file again from the start. Raises OSError.
+        file again from the start (O_TRUNC). Raises OSError.
         """
         assert self.committed and self._file is None
-        os.close(self._head_to_file(os.O_TRUNC))
-        self._head.clear()
-
-    def _head_to_file(self, flag: int) -> int:
-        """The in-memory bytes under the final `.eml` name (opened with `flag`: O_EXCL
-        or O_TRUNC); an open fd. A failed write removes the partial file and raises
-        OSError; the bytes stay in memory."""
-        fd = os.open(self.eml_path, os.O_WRONLY | os.O_CREAT | flag, REPORT_MODE)
+        fd = os.open(self.eml_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, REPORT_MODE)
         try:
             with memoryview(self._head) as head:
                 view = head
@@ -259,11 +247,12 @@ class MessageWriter:
                     view = view[os.write(fd, view) :]
                 view.release()
         except OSError:
-            os.close(fd)
-            with contextlib.suppress(OSError):  # the next try truncates it
+            with contextlib.suppress(OSError):  # the next try truncates it anyway
                 self.eml_path.unlink(missing_ok=True)
             raise
-        return fd
+        finally:
+            os.close(fd)
+        self._head.clear()
 
     def discard_final_eml(self) -> None:
         """The barrier failed: the message was never acknowledged, drop its file."""
