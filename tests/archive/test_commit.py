@@ -213,9 +213,7 @@ def test_no_ack_before_its_barrier(monkeypatch, sessions, fail_syncs, slow, lone
 
 async def test_outcome_written_once_and_pending_when_none_comes(tmp_path, monkeypatch):
     monkeypatch.setattr(commit_mod, "OUTCOME_WAIT", 0.2)
-    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
-    reports.mkdir()
-    spool = Spool(reports)
+    reports, area, spool = committer_dirs(tmp_path)
     async with trio.open_nursery() as nursery:
         committer = await nursery.start(GroupCommitter(reports, area).run)
         a = spool.open_message("smtp", {})
@@ -287,9 +285,7 @@ async def test_commit_refused_when_the_committer_is_not_running(tmp_path):
 
 async def test_journal_segments_are_retired_once_their_reports_are_written(tmp_path, monkeypatch):
     monkeypatch.setattr(journal_mod, "SEGMENT_RECORDS", 3)
-    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
-    reports.mkdir()
-    spool = Spool(reports)
+    reports, area, spool = committer_dirs(tmp_path)
     async with trio.open_nursery() as nursery:
         committer = await nursery.start(GroupCommitter(reports, area).run)
         writers = []
@@ -332,8 +328,7 @@ def test_a_recycled_segment_replays_only_its_own_generation(tmp_path):
     """A segment used, freed and used again still holds records of its first use after
     the new ones: recovery must stop at the first of them (they were retired long ago,
     and their pairs may have been ingested and removed)."""
-    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
-    reports.mkdir()
+    reports, area, _ = committer_dirs(tmp_path)
     j = journal_mod.Journal(area)
     old = [(f"old{i}", b"Subject: old %d\r\n\r\n" % i + b"o" * 3000) for i in range(5)]
     for stem, raw in old:
@@ -359,8 +354,7 @@ def test_a_recycled_segment_replays_only_its_own_generation(tmp_path):
 def test_a_torn_record_over_old_ones_ends_the_segment(tmp_path):
     """The last record of the new generation is torn (only its first bytes overwrote
     an old record): it and everything behind it are ignored."""
-    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
-    reports.mkdir()
+    reports, area, _ = committer_dirs(tmp_path)
     j = journal_mod.Journal(area)
     for i in range(4):
         raw = b"Subject: old\r\n\r\n" + b"o" * 5000
@@ -391,8 +385,7 @@ def test_a_torn_record_over_old_ones_ends_the_segment(tmp_path):
 
 def test_recover_replays_a_journal_of_the_previous_release(tmp_path):
     """An append-only `journal-*.log` left by the previous release after a crash."""
-    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
-    reports.mkdir()
+    reports, area, _ = committer_dirs(tmp_path)
     area.mkdir(parents=True)
     raw = b"Subject: legacy\r\n\r\nx\r\n"
     (area / "journal-00000007.log").write_bytes(commit_mod.encode_record("l", _doc("l", raw), raw))
@@ -404,10 +397,8 @@ def test_recover_replays_a_journal_of_the_previous_release(tmp_path):
 async def test_a_pair_present_but_damaged_is_rewritten_from_the_journal(tmp_path, monkeypatch):
     """After a power loss a pair written shortly before may be empty (never flushed):
     recovery does not trust its mere existence."""
-    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
-    reports.mkdir()
+    reports, area, spool = committer_dirs(tmp_path)
     monkeypatch.setattr(GroupCommitter, "_flush_all", lambda self: self.journal.close())
-    spool = Spool(reports)
     async with trio.open_nursery() as nursery:
         committer = await nursery.start(GroupCommitter(reports, area).run)
         w = spool.open_message("pop3", {"pop3": {"user": "u", "msg": 1}})
@@ -428,9 +419,7 @@ async def test_the_commit_timings_account_for_every_wait(tmp_path, monkeypatch):
     """`status` shows where an acknowledgement waits: each session's wait covers its
     batch's work, which covers the barrier; retiring is timed apart (off the ack path)."""
     monkeypatch.setattr(journal_mod, "SEGMENT_RECORDS", 2)
-    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
-    reports.mkdir()
-    spool = Spool(reports)
+    reports, area, spool = committer_dirs(tmp_path)
     async with trio.open_nursery() as nursery:
         committer = await nursery.start(GroupCommitter(reports, area).run)
         for i in range(5):
@@ -462,9 +451,7 @@ async def test_a_failed_retire_flush_keeps_the_segment(tmp_path, monkeypatch):
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(commit_mod, "flush_filesystem", failing)
-    reports, area = tmp_path / "reports", tmp_path / "spool" / "w0"
-    reports.mkdir()
-    spool = Spool(reports)
+    reports, area, spool = committer_dirs(tmp_path)
     async with trio.open_nursery() as nursery:
         committer = await nursery.start(GroupCommitter(reports, area).run)
         writers = []
