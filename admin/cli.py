@@ -573,15 +573,6 @@ def _accepting(
     return False, "not listening"
 
 
-def _mailbox_runs(config: Any, state_dir: Path) -> list[dict[str, Any]]:
-    """Each configured mailbox with its last pull (archive/pull/state.py), for status."""
-    if not config.mailbox:
-        return []
-    from archive.pull.state import mailbox_outcomes
-
-    return mailbox_outcomes(config.mailbox, state_dir)
-
-
 def _mailbox_line(box: dict[str, Any]) -> str:
     when = f"every {box['interval']}" if box["interval"] else "pulled by `proxy-admin pull`"
     if box["last_run"] is None:
@@ -638,7 +629,9 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
             pop3_accepting=_probe("127.0.0.1", config.demo.pop3_port, listening),
         )
     pending = svc["reports_pending"] if svc else report_backlog(sd)
-    mailboxes = _mailbox_runs(config, sd)
+    from archive.pull.state import mailbox_outcomes
+
+    mailboxes = mailbox_outcomes(config.mailbox, sd)
     service: dict[str, Any] = {"running": False}
     if svc:
         service = {"running": True, **{k: v for k, v in svc.items() if k != "listeners"}}

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from archive.errtext import describe
+from archive.pull.state import mailbox_outcomes
 from archive.users import list_users
 
 from . import views
@@ -69,19 +70,11 @@ async def admin_status(request: Request) -> Response:
     except Exception as e:  # the service may be down; show why, do not fail the page
         error = describe(e, limit=200)
     # the pulls' outcomes come from their own state, whether the service runs or not
-    mailboxes = await run(_mailboxes, ctx.config, ctx.state_dir)
+    mailboxes = await run(mailbox_outcomes, ctx.config.mailbox, ctx.state_dir)
     return render(
         request, "admin.html", session=session, tab="status", status=status,
         status_error=error, mailboxes=mailboxes,
     )  # fmt: skip
-
-
-def _mailboxes(config: Any, state_dir: Path) -> list[dict[str, Any]]:
-    if not config.mailbox:
-        return []
-    from archive.pull.state import mailbox_outcomes
-
-    return mailbox_outcomes(config.mailbox, state_dir)
 
 
 async def admin_users(request: Request) -> Response:

@@ -252,7 +252,8 @@ def mailbox_outcomes(boxes: Iterable[Any], state_dir: Path) -> list[dict[str, An
     ISO form: what `proxy-admin status` and the web's status page show."""
     from archive.timefmt import utc_iso
 
-    runs = run_outcomes(state_dir)
+    boxes = list(boxes)
+    runs = run_outcomes(state_dir) if boxes else {}
     out = []
     for box in boxes:
         r = runs.get(box.name, {})
