@@ -23,6 +23,11 @@ invocation on loopback, so each ratio compares like with like on a noisy machine
    the messages, reading every byte up to the terminating ".\\r\\n"; wall time covers
    connect to QUIT. Every mailtee run's new `.mpr` files are checked: one per RETR,
    outcome "delivered", size and SHA-256 equal to the served message.
+5. Floors (plain only; `--no-floors` skips them): each round also runs the same clients
+   through bench/relay_floor.py's fastsock byte pump (`pump`: what a Trio relay pays with
+   no POP3, no copy) and through bench/pop3_floor.py (`durable`: blocking threads that
+   flush each RETR's body before its terminator and do nothing else), so "how much of
+   the gap is the barrier, how much is mailtee's own work" is measured in the same run.
 
 Issue 12's targets: mailtee >= 0.35 of the direct throughput with one session and
 >= 0.5 with several; `pass` reports them per transport and concurrency. With one
@@ -227,6 +232,61 @@ def run_clients(
     return out
 
 
+# --- the floors --------------------------------------------------------------------------------
+
+
+def start_floors(target_port: int, work: Path) -> dict[str, tuple[int, Any]]:
+    """The two floor relays in front of Dovecot's plain port: name -> (port, process).
+
+    - `pump`: bench/relay_floor.py's fastsock byte pump, one process (no POP3, no copy);
+    - `durable`: bench/pop3_floor.py, blocking threads that flush each RETR's body
+      (pwrite + fdatasync) before its terminator (invariant 1 and nothing else).
+    """
+    import pop3_floor
+    import relay_floor
+
+    ports = [free_port(), free_port()]
+    return {
+        "pump": (ports[0], relay_floor.start(ports[0], target_port, 1, "fast")),
+        "durable": (ports[1], pop3_floor.start(ports[1], target_port, work / "floor.ring")),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def run_floors(
+    floors: dict[str, tuple[int, Any]],
+    args: argparse.Namespace,
+    sessions: int,
+    direct: dict[str, Any],
+    mailtee: dict[str, Any],
+) -> dict[str, Any]:
+    """One run through each floor, right after the direct and mailtee runs of a round."""
+    out: dict[str, Any] = {}
+    for name, (port, proc) in floors.items():
+        cpu0 = tree_cpu_seconds(proc.pid)
+        r = run_clients(port, None, args.messages, sessions, args.size)
+        r["cpu_ms_per_retr"] = round((tree_cpu_seconds(proc.pid) - cpu0) / args.messages * 1e3, 3)
+        r["ratio"] = round(r["retr_per_s"] / direct["retr_per_s"], 4)
+        #: mailtee's throughput as a share of this floor's
+        r["mailtee_share"] = round(mailtee["retr_per_s"] / r["retr_per_s"], 4)
+        out[name] = r
+    return out
+
+
+def floor_medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    if not rounds or "floors" not in rounds[0]:
+        return {}
+    return {
+        f"median_ratio_floor_{name}": statistics.median(x["floors"][name]["ratio"] for x in rounds)
+        for name in rounds[0]["floors"]
+    }
+
+
 # --- reports ------------------------------------------------------------------------------------
 
 
@@ -384,6 +444,12 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
         "--cprofile", type=Path, help="profile mailtee's Trio thread to this file (--workers 1)"
     )
     p.add_argument("--workers", type=int, help="mailtee worker processes (default: per core)")
+    p.add_argument(
+        "--no-floors",
+        action="store_true",
+        help="skip the floor relays (plain only: bench/relay_floor.py's byte pump and "
+        "bench/pop3_floor.py's durable minimum)",
+    )
     p.add_argument("--quick", action="store_true", help="small smoke run")
     args = p.parse_args(argv)
     if args.quick:
@@ -414,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
     ca.cert_pem.write_to_path(str(ca_file))
     ctx = ssl.create_default_context(cafile=str(ca_file))
     proxy = None
+    floors: dict[str, tuple[int, Any]] = {}
     try:
         with start_dovecot(tls_ca=ca, users=USERS) as dovecot:
             log(f"delivering {args.messages} x {args.size} B and one {args.big_mb} MB message")
@@ -430,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
             proxy, ports = start_mailtee(config, work, cprofile=args.cprofile)
             pid = proxy.pid
             log(f"dovecot :{dovecot.port}/:{dovecot.tls_port}, mailtee {ports} (pid {pid})")
+            if "plain" in args.transports and not args.no_floors:
+                floors = start_floors(dovecot.port, work)
+                log(f"floor relays {({k: v[0] for k, v in floors.items()})}")
             direct = {"plain": (dovecot.port, None), "tls": (dovecot.tls_port, ctx)}
             via = {"plain": (ports["plain"], None), "tls": (ports["tls"], ctx)}
 
@@ -437,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
             for transport in ("plain", "tls"):
                 run_clients(*direct[transport], args.messages, 4, args.size)
                 run_clients(*via[transport], min(args.messages, 100), 2, args.size)
+            for port, _ in floors.values():
+                run_clients(port, None, min(args.messages, 100), 2, args.size)
 
             result["big_message"] = {}
             for transport in ("plain", "tls"):
@@ -482,7 +554,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
                             and "errors" not in m
                         )
                         ratio = round(m["retr_per_s"] / d["retr_per_s"], 4)
-                        rounds.append({"direct": d, "mailtee": m, "ratio": ratio})
+                        one: dict[str, Any] = {"direct": d, "mailtee": m, "ratio": ratio}
+                        if transport == "plain" and floors:
+                            one["floors"] = run_floors(floors, args, sessions, d, m)
+                        rounds.append(one)
                         log(
                             f"  direct {d['retr_per_s']}/s, mailtee {m['retr_per_s']}/s, "
                             f"ratio {ratio}, archived ok: {m['all_archived']}"
@@ -504,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
                                 x["mailtee"]["mb_per_s"] for x in rounds
                             ),
                             "median_ratio": statistics.median(x["ratio"] for x in rounds),
+                            **floor_medians(rounds),
                             "rounds": rounds,
                         }
                     )
@@ -512,6 +588,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
             result["tmp_files_left"] = len(list(reports_dir.glob(".*.tmp")))
     finally:
         stop(proxy)
+        for _, floor in floors.values():
+            stop(floor)
         if args.keep:
             log(f"kept {work}")
         else:
