@@ -320,7 +320,8 @@ class GroupCommitter:
             closed = self.journal.take_closed()
             with self._cond:
                 self._busy = False
-                self._cond.notify()  # commits may have queued behind an inline batch
+                if self._queue:  # commits queued behind an inline batch: the thread's turn
+                    self._cond.notify()
         return batch, closed
 
     def _release(self, batch: list[_Request], closed: list[int]) -> None:

@@ -508,6 +508,26 @@ async def test_a_lone_session_commits_on_the_loop_after_its_flush(tmp_path, monk
     check_acks(rec, {s: 10 for s in stems})
 
 
+async def test_inline_commits_leave_the_committer_thread_asleep(tmp_path, monkeypatch):
+    # A wake of the idle thread after every inline batch cost two context switches per
+    # POP3 RETR (measured: 2.9 voluntary switches of the commit thread per RETR -> 0.06).
+    monkeypatch.setattr(commit_mod, "INLINE_BARRIER_MAX", 10.0)
+    notified = []
+
+    class Counting(threading.Condition):
+        def notify(self, n: int = 1) -> None:
+            notified.append(self)
+            super().notify(n)
+
+    monkeypatch.setattr(commit_mod.threading, "Condition", Counting)
+    committer, rec, stems = await lone_commits(tmp_path, monkeypatch, 6, 0.0)
+    assert committer.inline_batches == 5
+    # the first commit was queued for the thread (one notify); the stop wakes it once
+    # more; the five inline batches found nothing queued and woke nobody
+    assert notified.count(committer._cond) == 2
+    check_acks(rec, {s: 10 for s in stems})
+
+
 async def test_slow_barriers_keep_even_a_lone_session_off_the_loop(tmp_path, monkeypatch):
     # a barrier over INLINE_BARRIER_MAX: blocking the loop for it is never worth it
     monkeypatch.setattr(commit_mod, "INLINE_BARRIER_MAX", 0.02)
