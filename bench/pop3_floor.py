@@ -112,7 +112,9 @@ def serve(listen_port: int, target_port: int, path: Path) -> None:
     with socket.create_server(("127.0.0.1", listen_port), backlog=64) as ls:
         while True:
             client, _ = ls.accept()
-            threading.Thread(target=_safe_relay, args=(client, target_port, ring), daemon=True).start()
+            threading.Thread(
+                target=_safe_relay, args=(client, target_port, ring), daemon=True
+            ).start()
 
 
 def _safe_relay(client: socket.socket, target: int, ring: Ring) -> None:

@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
             log(f"dovecot :{dovecot.port}/:{dovecot.tls_port}, mailtee {ports} (pid {pid})")
             if "plain" in args.transports and not args.no_floors:
                 floors = start_floors(dovecot.port, work)
-                log(f"floor relays {({k: v[0] for k, v in floors.items()})}")
+                log(f"floor relays { ({k: v[0] for k, v in floors.items()}) }")
             direct = {"plain": (dovecot.port, None), "tls": (dovecot.tls_port, ctx)}
             via = {"plain": (ports["plain"], None), "tls": (ports["tls"], ctx)}
 
