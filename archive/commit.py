@@ -349,10 +349,10 @@ class GroupCommitter:
         room = self._room_problem(batch)
         try:
             for req in batch:
-                inline = req.writer.inline_bytes()
-                if inline is not None and room is not None:
+                if req.writer.in_memory and room is not None:
                     req.error = room
                     continue
+                inline = req.writer.inline_bytes()
                 if inline is None:
                     try:
                         fd = req.writer.write_final_eml()
@@ -363,9 +363,13 @@ class GroupCommitter:
                 else:
                     req.inline = len(inline)
                 good.append(req)
-                req.writer.segment = self.journal.append(
-                    req.writer.stem, req.writer.document("pending", None), inline
-                )
+                try:
+                    req.writer.segment = self.journal.append(
+                        req.writer.stem, req.writer.document("pending", None), inline
+                    )
+                finally:
+                    if inline is not None:
+                        inline.release()  # a view of the writer's buffer, cleared later
             if good:
                 self._flush(spilled)
         except OSError as e:

@@ -18,7 +18,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_file(path: Path, data: bytes, *, mode: int = 0o640, sync: bool = True) -> None:
+def write_file(path: Path | str, data: bytes, *, mode: int = 0o640, sync: bool = True) -> None:
     """Create or truncate `path` with exactly `mode` and write `data` (fsync'd if `sync`)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:

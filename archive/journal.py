@@ -96,7 +96,9 @@ def decode_header(buf: bytes) -> tuple[int, int] | None:
     return state, gen
 
 
-def encode_frame(gen: int, stem: str, doc: dict[str, Any], data: bytes | None) -> list[bytes]:
+def encode_frame(
+    gen: int, stem: str, doc: dict[str, Any], data: bytes | memoryview | None
+) -> list[bytes | memoryview]:
     """One record as buffers to write (the message bytes are not copied)."""
     header: dict[str, Any] = {"m": stem, "doc": doc}
     if data is None:
@@ -104,7 +106,7 @@ def encode_frame(gen: int, stem: str, doc: dict[str, Any], data: bytes | None) -
     head = json.dumps(header, ensure_ascii=False).encode()
     dlen = len(data) if data else 0
     crc = zlib.crc32(head, zlib.crc32(_REC_CRC.pack(gen, len(head), dlen)))
-    out = [_REC.pack(REC_MAGIC, gen, len(head), dlen, crc), head]
+    out: list[bytes | memoryview] = [_REC.pack(REC_MAGIC, gen, len(head), dlen, crc), head]
     if data:
         out.append(data)
     return out
@@ -319,7 +321,7 @@ class Journal:
         self.seq, self.fd, self.offset, self.records = number, fd, HEADER_SIZE, 0
         self._dirty.append(fd)
 
-    def append(self, stem: str, doc: dict[str, Any], data: bytes | None) -> int:
+    def append(self, stem: str, doc: dict[str, Any], data: bytes | memoryview | None) -> int:
         """Write one record (no flush yet); returns the segment number it is in."""
         size = _REC.size + (len(data) if data else 0) + 512
         if (

