@@ -95,7 +95,12 @@ class MessageWriter:
     segment: int = 0
 
     def __post_init__(self) -> None:
+        # The hash of what went to the temp file (a spilled message), and the digest
+        # once asked for. A message kept in memory is hashed in one call when its
+        # document is built: one GIL release instead of one per chunk (each release let
+        # the report writer thread in: bench/commit_path.py).
         self._sha = hashlib.sha256()
+        self._digest: str | None = None
         stamp = self.received_at.strftime("%Y%m%dT%H%M%SZ")
         self.stem = f"{stamp}-{self.protocol}-{self.id}"
         # str paths for the report writer's per-message calls: pathlib's `/` cost more
@@ -112,6 +117,7 @@ class MessageWriter:
 
     def _spill(self) -> None:
         """Move the buffered head to the temp file (creating it); latch errors."""
+        self._sha.update(self._head)  # first: the hash covers it even if the write fails
         try:
             if self._file is None:
                 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
@@ -135,7 +141,14 @@ class MessageWriter:
 
     @property
     def sha256(self) -> str:
-        return self._sha.hexdigest()
+        """Of every byte written so far (cached until the next write)."""
+        if self._digest is None:
+            h = self._sha
+            if self._head:
+                h = h.copy()
+                h.update(self._head)
+            self._digest = h.hexdigest()
+        return self._digest
 
     def _fail(self, what: str, exc: OSError) -> None:
         if self.error is None:
@@ -144,8 +157,9 @@ class MessageWriter:
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
-        self._sha.update(data)
+        self._digest = None
         if self.error is not None:
+            self._sha.update(data)  # kept nowhere, but still counted in the hash
             return
         self._head += data
         if len(self._head) >= SPILL_BYTES:
