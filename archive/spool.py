@@ -310,6 +310,7 @@ class MessageWriter:
 
     def abort(self) -> None:
         """Forget an uncommitted message (client aborted, upstream lost, refused)."""
+        self._sha.update(self._head)  # `sha256` still names what was written (pulls log it)
         self._head.clear()
         if self._file is not None:
             try:
