@@ -298,15 +298,12 @@ class MessageWriter:
             return False
 
     def set_outcome(self, outcome: str, reply: str | None) -> None:
-        """Atomically replace the committed `.mpr` with the final outcome. Blocking."""
+        """Atomically replace the committed `.mpr` with the final outcome. Blocking.
+
+        On failure the durable pending report stays; ingest reads it as "outcome
+        unknown"."""
         assert outcome in OUTCOMES and self.committed
-        tmp = self.reports_dir / f".{self.stem}.mpr.tmp"
-        try:
-            write_file(tmp, self._encode(outcome, reply), mode=REPORT_MODE, sync=False)
-            os.replace(tmp, self.mpr_path)
-        except OSError as e:
-            # The durable pending report stays; ingest reads it as "outcome unknown".
-            self._fail("cannot update report", e)
+        self.write_mpr(outcome, reply)
 
     def abort(self) -> None:
         """Forget an uncommitted message (client aborted, upstream lost, refused)."""
