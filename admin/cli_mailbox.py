@@ -195,15 +195,8 @@ def _options(
 
 
 def _check_account(config: Config, box: MailboxConfig) -> None:
-    from admin.config import MAILBOX_LOCKED_ACCOUNT
-
-    if box.account is None:
-        return
-    accounts = {a.name: a for a in config.account}
-    if box.account not in accounts:
-        fail(f"--account: no account named {box.account!r} (see `proxy-admin account list`)", 2)
-    if accounts[box.account].protect == "password":
-        fail("--account: " + MAILBOX_LOCKED_ACCOUNT.format(box.name, box.account), 2)
+    if problem := config.mailbox_account_problem(box):
+        fail(f"--account: {problem} (see `proxy-admin account list`)", 2)
 
 
 def _ca_file(value: str) -> str | None:

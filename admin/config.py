@@ -471,12 +471,21 @@ class Config(_Model):
             if box.name in boxes:
                 raise ValueError(f"mailbox name {box.name!r} is used twice")
             boxes.add(box.name)
-            if box.account is not None:
-                if box.account not in accounts:
-                    raise ValueError(f"mailbox {box.name!r}: no account named {box.account!r}")
-                if self.get_account(box.account).protect == "password":
-                    raise ValueError(MAILBOX_LOCKED_ACCOUNT.format(box.name, box.account))
+            if problem := self.mailbox_account_problem(box):
+                raise ValueError(problem)
         return self
+
+    def mailbox_account_problem(self, box: MailboxConfig) -> str | None:
+        """Why `box` cannot log in with its `account` (None: it can, or it has none).
+        The one check for config load and `proxy-admin mailbox add/set --account`."""
+        if box.account is None:
+            return None
+        account = next((a for a in self.account if a.name == box.account), None)
+        if account is None:
+            return f"mailbox {box.name!r}: no account named {box.account!r}"
+        if account.protect == "password":
+            return MAILBOX_LOCKED_ACCOUNT.format(box.name, box.account)
+        return None
 
     def get_account(self, name: str) -> AccountConfig:
         for acc in self.account:
