@@ -18,19 +18,20 @@ import base64
 MECHANISMS = {"xoauth2": b"XOAUTH2", "oauthbearer": b"OAUTHBEARER"}
 
 
-def _check(user: str, token: str) -> None:
+def check(user: str, token: str) -> None:
+    """Raise ValueError if `user` or `token` holds what SASL cannot carry."""
     # \x01 separates the fields and "," the GS2 header: neither may hide in the values.
     if any(c in user for c in "\x01,=\r\n") or any(c in token for c in "\x01\r\n "):
         raise ValueError("user name or token has characters SASL cannot carry")
 
 
 def xoauth2(user: str, token: str) -> bytes:
-    _check(user, token)
+    check(user, token)
     return base64.b64encode(f"user={user}\x01auth=Bearer {token}\x01\x01".encode())
 
 
 def oauthbearer(user: str, token: str, host: str, port: int) -> bytes:
-    _check(user, token)
+    check(user, token)
     raw = f"n,a={user},\x01host={host}\x01port={port}\x01auth=Bearer {token}\x01\x01"
     return base64.b64encode(raw.encode())
 

@@ -52,6 +52,15 @@ class Credential:
         """What must never be shown (scrub())."""
         return self.token or self.password
 
+    def check(self, user: str) -> None:
+        """Refuse (PullError) a user name or token SASL cannot carry, before anything is
+        sent (imapclient builds its own initial response)."""
+        assert self.token is not None
+        try:
+            sasl.check(user, self.token)
+        except ValueError as e:
+            raise PullError(str(e)) from None
+
     def initial_response(self, user: str, host: str, port: int) -> bytes:
         """The base64 SASL initial response of `mechanism` (accounts.sasl, as the relay's
         upstream logins send it). Raises PullError for what SASL cannot carry."""

@@ -79,8 +79,7 @@ def connect(box: MailboxConfig, cred: Credential) -> IMAPClient:
             c.starttls(ctx)
         c.normalise_times = False
         if cred.token is not None:
-            # refuses what SASL cannot carry before anything is sent
-            cred.initial_response(box.user, box.server, box.port or 0)
+            cred.check(box.user)
             if cred.mechanism == "oauthbearer":
                 c.oauthbearer_login(box.user, cred.token)  # RFC 7628 (imapclient's)
             else:
