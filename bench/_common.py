@@ -39,10 +39,15 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # --- ports and peers --------------------------------------------------------------------
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def free_port() -> int:
+    """A free loopback port, never one handed out lately in this process: the tests'
+    tests/fixtures/net.free_port (the kernel may offer a port again as soon as its probe
+    socket closes, and a bench that draws two in a row would start two peers on one)."""
+    if str(REPO / "tests") not in sys.path:
+        sys.path.insert(0, str(REPO / "tests"))
+    from fixtures.net import free_port as fixture_free_port
+
+    return fixture_free_port()
 
 
 def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:

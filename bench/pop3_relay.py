@@ -63,6 +63,7 @@ from _common import (  # noqa: E402 - bench/ is not a package
     RssSampler,
     emit,
     filesystem_of,
+    free_port,
     log,
     machine_info,
     rss_kib,
@@ -250,12 +251,6 @@ def start_floors(target_port: int, work: Path) -> dict[str, tuple[int, Any]]:
         "pump": (ports[0], relay_floor.start(ports[0], target_port, 1, "fast")),
         "durable": (ports[1], pop3_floor.start(ports[1], target_port, work / "floor.ring")),
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def run_floors(
