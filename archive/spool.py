@@ -262,7 +262,8 @@ class MessageWriter:
         file again from the start (O_TRUNC). Raises OSError.
         """
         assert self.committed and self._file is None
-        fd = os.open(f"{self._prefix}.eml", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, REPORT_MODE)
+        path = f"{self._prefix}.eml"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, REPORT_MODE)
         try:
             with memoryview(self._head) as head:
                 view = head
@@ -271,7 +272,7 @@ class MessageWriter:
                 view.release()
         except OSError:
             with contextlib.suppress(OSError):  # the next try truncates it anyway
-                self.eml_path.unlink(missing_ok=True)
+                os.unlink(path)
             raise
         finally:
             os.close(fd)
