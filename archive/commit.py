@@ -10,7 +10,9 @@ thread, which takes everything queued as one batch and:
    that already streamed into a hidden temp file, which is renamed to its final `.eml`
    name now,
 2. runs the barrier: one fdatasync of the journal segment (plus, for spilled messages
-   only, their files and the report directory first),
+   only, their files and the report directory first); a batch of one message kept in
+   memory, with nothing else written since the last barrier, is written with RWF_DSYNC
+   instead, which is its barrier (archive.journal.Journal.append),
 3. hands the batch back to the Trio thread (`run_sync_soon`), which releases the
    sessions. Meanwhile the next batch has been queueing.
 A lone commit (the worker serves one session, nothing is queued or in a barrier, the
@@ -25,11 +27,15 @@ A message whose file cannot be written fails alone; a failed barrier fails the b
 
 The report pair is not written on the hot path at all: the bytes of a message kept in
 memory reach the disk once before the acknowledgement, in the journal. The report
-writer task then writes each `.eml` (from memory) and each `.mpr` once (temp name +
-rename, no fsync), with the final outcome (`record_outcome()`: no I/O, no wait), or with
-"pending" when none came within `OUTCOME_WAIT` (rewritten if it comes later). The `.eml`
-comes first; readers ignore it until its `.mpr` exists. Memory waiting for the writer is
-bounded (`MAX_UNWRITTEN`: commits wait when it is exceeded).
+writer task then has each `.eml` and each `.mpr` written once (temp name + rename for
+the `.mpr`, no fsync), with the final outcome (`record_outcome()`: no I/O, no wait), or
+with "pending" when none came within `OUTCOME_WAIT` (rewritten if it comes later). The
+writing is done by the worker's pair writer process (archive.pair_writer), which reads
+each message and its report document back from the journal record (still in the page
+cache): the bookkeeping stays here, on the Trio thread, and the file system calls run
+under another interpreter lock. The `.eml` comes first; readers ignore it until its
+`.mpr` exists. Memory waiting for the writer is bounded (`MAX_UNWRITTEN`: commits wait
+when it is exceeded); a message's bytes are dropped from memory once its `.eml` exists.
 
 A segment is retired once every message it holds has its pair written: the report
 directory's file system is flushed (one syncfs, archive.journal.flush_filesystem; file
@@ -72,6 +78,7 @@ from archive.journal import (
     segment_numbers,
     segment_path,
 )
+from archive.pair_process import PairProcess
 from archive.spool import REPORT_MODE, MessageWriter, SpoolError
 
 __all__ = [
@@ -141,6 +148,8 @@ class _Pending:
     segment: int
     committed_at: float
     inline: int  # bytes still only in memory (0: its `.eml` exists)
+    #: where its journal record is: segment file, header offset, header and data lengths
+    record: tuple[str, int, int, int]
     outcome: tuple[str, str | None] | None = None
     written: str | None = None  # the outcome the written `.mpr` holds
 
@@ -153,6 +162,7 @@ class _Request:
     done: trio.Event = field(default_factory=trio.Event)
     error: str | None = None
     inline: int = 0
+    record: tuple[str, int, int, int] = ("", 0, 0, 0)
 
 
 class GroupCommitter:
@@ -179,6 +189,8 @@ class GroupCommitter:
         self.lone_session: Callable[[], bool] = lambda: False
         self.inline_batches = 0
         self._pending: dict[str, _Pending] = {}
+        #: writes the pairs in its own process (archive.pair_writer): off this GIL
+        self.pairs = PairProcess(reports_dir)
         self._segment_open: dict[int, int] = {}  # segment -> messages without their pair
         self._segment_files: dict[int, list[str]] = {}  # segment -> stems it holds
         self._closed: set[int] = set()  # segments no longer written
@@ -284,6 +296,7 @@ class GroupCommitter:
                     req.done.set()
                 self._queue = []
                 await trio.to_thread.run_sync(self._flush_all)
+                await self.pairs.aclose()
 
     def _commit_thread(self) -> None:
         """The committer's own thread: batches, barriers, and the hand-back to Trio."""
@@ -330,7 +343,7 @@ class GroupCommitter:
         for req in batch:
             if req.error is None:
                 seg = req.writer.segment
-                p = _Pending(req.writer, seg, now, req.inline)
+                p = _Pending(req.writer, seg, now, req.inline, req.record)
                 if req.outcome != "pending":
                     p.outcome = (req.outcome, req.reply)
                 self._pending[req.writer.stem] = p
@@ -365,8 +378,12 @@ class GroupCommitter:
                 good.append(req)
                 try:
                     req.writer.segment = self.journal.append(
-                        req.writer.stem, req.writer.document("pending", None), inline
+                        req.writer.stem,
+                        req.writer.document("pending", None),
+                        inline,
+                        alone=len(batch) == 1 and inline is not None,
                     )
+                    req.record = self.journal.last
                 finally:
                     if inline is not None:
                         inline.release()  # a view of the writer's buffer, cleared later
@@ -472,9 +489,7 @@ class GroupCommitter:
                 late, self._late = self._late, []
             if due or late:
                 with trio.CancelScope(shield=True):
-                    written, failed = await trio.to_thread.run_sync(
-                        self._write_reports, due, late, now
-                    )
+                    written, failed = await self._write_reports(due, late, now)
                 self._pairs_failed(failed)
                 for (p, _), (eml_ok, mpr_outcome) in zip(due, written, strict=True):
                     if eml_ok and p.inline:
@@ -553,44 +568,51 @@ class GroupCommitter:
             len(failed), self.reports_dir, failed[0], self._write_backoff,
         )  # fmt: skip
 
-    def _write_reports(
+    async def _write_reports(
         self,
         due: list[tuple[_Pending, tuple[str, str | None]]],
         late: list[tuple[MessageWriter, str, str | None]],
         now: float,
     ) -> tuple[list[tuple[bool, str | None]], list[str]]:
-        """Worker thread: each due `.eml`, then its `.mpr` when due.
+        """Each due `.eml`, then its `.mpr` when due, by the pair writer process (read
+        from their journal records); the late outcomes' `.mpr` rewrites in a thread.
 
         Returns what was written per due pair, and the errors of what was not (each
         such pair stays due and is written by a later pass).
         """
-        written: list[tuple[bool, str | None]] = []
-        failed: list[str] = []
+        jobs = []
         for p, (outcome, reply) in due:
-            eml_ok = not p.inline
-            if p.inline:
-                try:
-                    # no early writeback here: measured, it slowed the barriers (the
-                    # pages are flushed when their segment retires)
-                    p.writer.write_committed_eml()
-                    eml_ok = True
-                except OSError as e:
-                    failed.append(f"{p.writer.stem}.eml: {e.strerror or e}")
             mpr_due = (
                 p.outcome is not None or now - p.committed_at >= OUTCOME_WAIT
             ) and p.written != outcome
-            mpr_outcome = None
-            if eml_ok and mpr_due:
-                if p.writer.write_mpr(outcome, reply):
-                    mpr_outcome = outcome
-                else:
-                    failed.append(f"{p.writer.stem}.mpr: {p.writer.error}")
-            written.append((eml_ok, mpr_outcome))
+            path, hoff, hlen, dlen = p.record
+            jobs.append(
+                [path, hoff, hlen, dlen, p.writer.stem, bool(p.inline)]
+                + ([outcome, reply] if mpr_due else [None, None])
+            )
+        written: list[tuple[bool, str | None]] = []
+        failed: list[str] = []
+        for (p, _), (eml_ok, mpr_outcome, error) in zip(
+            due, await self.pairs.write(jobs), strict=True
+        ):
+            if eml_ok and p.inline:
+                p.writer.forget_bytes()  # its `.eml` holds them now
+            if error is not None:
+                failed.append(error)
+            written.append((bool(eml_ok), mpr_outcome))
+        if late:
+            failed += await trio.to_thread.run_sync(self._write_late, late)
+        return written, failed
+
+    @staticmethod
+    def _write_late(late: list[tuple[MessageWriter, str, str | None]]) -> list[str]:
+        """Worker thread: the outcomes that came after their `.mpr` was written."""
+        failed = []
         for writer, outcome, reply in late:
             if writer.mpr_path.exists():  # ingest may already have removed the pair
                 if not writer.write_mpr(outcome, reply):
                     failed.append(f"{writer.stem}.mpr: {writer.error}")
-        return written, failed
+        return failed
 
     def _retire(self, files: dict[int, list[str]]) -> list[int]:
         """Worker thread: make the segments' pairs durable, then free the segments."""
@@ -649,6 +671,8 @@ class GroupCommitter:
             "batch_ms": round(self.batch_s * 1e3, 3),
             "barrier_ms": round(self.barrier_s * 1e3, 3),
             "retire_ms": round(self.retire_s * 1e3, 3),
+            # a count over 1: the pair writer process died and was started again
+            "pair_writer_starts": self.pairs.starts,
         }
 
 

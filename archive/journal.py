@@ -30,6 +30,7 @@ first invalid one.
 from __future__ import annotations
 
 import ctypes
+import errno
 import hashlib
 import json
 import os
@@ -60,6 +61,9 @@ SUFFIX = ".wal"
 LEGACY_SUFFIX = ".log"
 
 Record = tuple[str, dict[str, Any], bytes | None]
+
+#: pwritev2's RWF_DSYNC where Python and the kernel have it (0 once a write refused it)
+_RWF_DSYNC = [getattr(os, "RWF_DSYNC", 0)]
 
 
 def segment_path(area: Path, number: int, suffix: str = SUFFIX) -> Path:
@@ -294,6 +298,8 @@ class Journal:
                 if hdr[0] == STATE_FREE:
                     self._free.append(n)
         self.seq = 0  # the segment number being written (0: none yet)
+        self.path = ""  # ... and its file
+        self.last = ("", 0, 0, 0)  # see append()
         self.fd: int | None = None
         self.offset = 0
         self.records = 0
@@ -303,6 +309,8 @@ class Journal:
         #: segments no longer written (switched away from, or broken), not yet reported
         self.closed: list[int] = []
         self._unsynced: list[tuple[int, int]] = []  # (fd, offset) of records since the barrier
+        #: nothing written to the segment since the last barrier but RWF_DSYNC records
+        self._clean = False
 
     def _start_segment(self) -> None:
         with self._lock:
@@ -319,10 +327,27 @@ class Journal:
         self.gen += 1
         os.pwrite(fd, encode_header(STATE_ACTIVE, self.gen), 0)
         self.seq, self.fd, self.offset, self.records = number, fd, HEADER_SIZE, 0
+        self.path = os.fspath(path)
         self._dirty.append(fd)
+        self._clean = False
 
-    def append(self, stem: str, doc: dict[str, Any], data: bytes | memoryview | None) -> int:
-        """Write one record (no flush yet); returns the segment number it is in."""
+    def append(
+        self,
+        stem: str,
+        doc: dict[str, Any],
+        data: bytes | memoryview | None,
+        *,
+        alone: bool = False,
+    ) -> int:
+        """Write one record (no flush yet); returns the segment number it is in.
+
+        `alone`: the record is the only one of its barrier. When nothing else was written
+        since the last barrier, it is then written with RWF_DSYNC (pwritev2): the write
+        returns once the record is as durable as an fdatasync would make it, and the
+        barrier's `sync()` has nothing left to flush. One system call instead of two, and
+        the flush covers only the record's range (measured on the development VM: 176 µs
+        instead of 188-235 for 50 KB; docs/performance.md, "Sixth pass").
+        """
         size = _REC.size + (len(data) if data else 0) + 512
         if (
             self.fd is None
@@ -335,10 +360,14 @@ class Journal:
             self._start_segment()
         assert self.fd is not None
         bufs = encode_frame(self.gen, stem, doc, data)
+        #: the record just appended: its file, header offset, header and data lengths
+        self.last = (self.path, self.offset + _REC.size, len(bufs[1]), len(data) if data else 0)
         self._unsynced.append((self.fd, self.offset))
-        n = os.pwritev(self.fd, bufs, self.offset)
+        dsync = alone and self._clean and _RWF_DSYNC[0]
+        n = self._pwritev(bufs, dsync)
         want = sum(len(b) for b in bufs)
-        if n != want:  # a short write: finish it
+        self._clean = bool(dsync) and n == want
+        if n != want:  # a short write: finish it (the barrier flushes it)
             rest = b"".join(bufs)[n:]
             while rest:
                 rest = rest[os.pwrite(self.fd, rest, self.offset + want - len(rest)) :]
@@ -346,10 +375,22 @@ class Journal:
         self.records += 1
         return self.seq
 
+    def _pwritev(self, bufs: list[bytes | memoryview], dsync: int) -> int:
+        assert self.fd is not None
+        if dsync:
+            try:
+                return os.pwritev(self.fd, bufs, self.offset, dsync)
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
+                _RWF_DSYNC[0] = 0  # not on this kernel or file system: fdatasync it is
+        return os.pwritev(self.fd, bufs, self.offset)
+
     def sync(self) -> None:
-        """The barrier: fdatasync every segment written since the last barrier."""
+        """The barrier: fdatasync every segment written since the last barrier (none
+        when the only record since was written with RWF_DSYNC, see `append`)."""
         dirty, self._dirty = self._dirty, []
-        if self.fd is not None and self.fd not in dirty:
+        if self.fd is not None and self.fd not in dirty and not self._clean:
             dirty.append(self.fd)
         for fd in dirty:
             os.fdatasync(fd)
@@ -357,6 +398,7 @@ class Journal:
         if self._new_file:
             fsync_dir(self.area)
             self._new_file = False
+        self._clean = self.fd is not None
         for fd in self._retired_fds:
             try:
                 os.close(fd)

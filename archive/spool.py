@@ -278,6 +278,12 @@ class MessageWriter:
             os.close(fd)
         self._head.clear()
 
+    def forget_bytes(self) -> None:
+        """A committed message's `.eml` was written elsewhere (archive.pair_writer, from
+        the journal): the copy in memory is no longer needed."""
+        assert self.committed and self._file is None
+        self._head.clear()
+
     def discard_final_eml(self) -> None:
         """The barrier failed: the message was never acknowledged, drop its file."""
         try:

@@ -16,6 +16,7 @@ and that a message in a failed barrier is never acknowledged and leaves no `.eml
 from __future__ import annotations
 
 import errno
+import hashlib
 import itertools
 import json
 import os
@@ -47,6 +48,8 @@ class Recorder:
         self.slow = slow
         self.journal_syncs = 0
         self.real_fdatasync = os.fdatasync
+        self.real_pwritev = os.pwritev
+        self.dsync_writes = 0
         self.real_fsync_dir = commit_mod.fsync_dir
 
     def fdatasync(self, fd: int) -> None:
@@ -72,6 +75,26 @@ class Recorder:
         self.real_fdatasync(fd)
         with self.lock:
             self.events.append(("eml", Path(path).name, os.fstat(fd).st_size))
+
+    def pwritev(self, fd: int, bufs: list, offset: int, flags: int = 0) -> int:
+        """A journal record written with RWF_DSYNC is a barrier of its own."""
+        if not flags & getattr(os, "RWF_DSYNC", 0):
+            return self.real_pwritev(fd, bufs, offset)
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        with self.lock:
+            n = self.journal_syncs
+            self.journal_syncs += 1
+            self.dsync_writes += 1
+        if self.slow:
+            time.sleep(self.slow)
+        if n in self.fail_syncs:
+            self.real_pwritev(fd, bufs, offset)  # written, but not known to be durable
+            raise OSError(errno.EIO, "Input/output error")
+        written = self.real_pwritev(fd, bufs, offset, flags)
+        stems = {stem for stem, _doc, _raw in parse_journal(Path(path).read_bytes())}
+        with self.lock:
+            self.events.append(("journal", stems))
+        return written
 
     def fsync_dir(self, path: Path) -> None:
         self.real_fsync_dir(path)
@@ -159,6 +182,7 @@ def test_no_ack_before_its_barrier(monkeypatch, sessions, fail_syncs, slow, lone
         reports.mkdir()
         rec = Recorder(reports, area, fail_syncs, slow)
         monkeypatch.setattr(commit_mod.os, "fdatasync", rec.fdatasync)
+        monkeypatch.setattr(commit_mod.os, "pwritev", rec.pwritev)
         monkeypatch.setattr(commit_mod, "fsync_dir", rec.fsync_dir)
         # the recorder makes every barrier slow; inline commits must still be drawn
         monkeypatch.setattr(commit_mod, "INLINE_BARRIER_MAX", 1.0)
@@ -484,6 +508,7 @@ async def lone_commits(tmp_path, monkeypatch, n: int, flush_delay: float):
     reports, area, spool = committer_dirs(tmp_path)
     rec = Recorder(reports, area, set(), flush_delay)
     monkeypatch.setattr(commit_mod.os, "fdatasync", rec.fdatasync)
+    monkeypatch.setattr(commit_mod.os, "pwritev", rec.pwritev)
     stems = []
     async with trio.open_nursery() as nursery:
         committer = await nursery.start(GroupCommitter(reports, area).run)
@@ -506,6 +531,35 @@ async def test_a_lone_session_commits_on_the_loop_after_its_flush(tmp_path, monk
     assert committer.inline_batches == 5
     assert committer.batches == 6
     check_acks(rec, {s: 10 for s in stems})
+    if getattr(os, "RWF_DSYNC", 0):
+        # one batch, one record, nothing else dirty: the record's own RWF_DSYNC write
+        # is its barrier (the first opened the segment, whose header needs a flush)
+        assert rec.dsync_writes == 5
+        barriers = [e for e in rec.events if e[0] == "journal"]
+        assert len(barriers) == 6  # and no fdatasync of the journal besides
+
+
+def test_a_record_is_written_with_rwf_dsync_only_when_nothing_else_is_dirty(tmp_path):
+    """`alone` records after a barrier: RWF_DSYNC and no fdatasync; any other record
+    since the barrier (or a new segment's header) sends the barrier back to fdatasync."""
+    if not getattr(os, "RWF_DSYNC", 0):
+        pytest.skip("no RWF_DSYNC in this Python")
+    area = tmp_path / "w0"
+    j = journal_mod.Journal(area)
+    raw = b"Subject: x\r\n\r\n"
+    j.append("a", _doc("a", raw), raw, alone=True)
+    assert not j._clean  # the segment's header was written too
+    j.sync()
+    j.append("b", _doc("b", raw), raw, alone=True)
+    assert j._clean  # durable already: sync() has nothing to flush
+    j.sync()
+    j.append("c", _doc("c", raw), raw, alone=True)
+    j.append("d", _doc("d", raw), raw)
+    assert not j._clean
+    j.sync()
+    assert [stem for stem, _d, _r in parse_segment(segment_path(area, j.seq).read_bytes())[2]] == [
+        "a", "b", "c", "d",
+    ]  # fmt: skip
 
 
 async def test_inline_commits_leave_the_committer_thread_asleep(tmp_path, monkeypatch):
@@ -577,34 +631,36 @@ async def test_a_pair_that_cannot_be_written_is_retried_with_a_backoff(
 ):
     """A report directory that refuses pairs for a while: the committed messages keep
     their bytes (memory and journal), one line is logged per failed pass, and every pair
-    is written once the directory works again (nothing waits for a restart)."""
+    is written once the directory works again (nothing waits for a restart).
+
+    The failure is real, in the pair writer's own process: the report directory's name
+    is taken by a file (so even root gets ENOTDIR) while the pairs are due."""
     reports, area, spool = committer_dirs(tmp_path)
     monkeypatch.setattr(commit_mod, "PAIR_RETRY_FIRST", 0.05)
-    real_open = os.open
-    broken = {"on": True}
-
-    def failing_open(path, flags, mode=0o777, **kw):
-        if broken["on"] and str(path).endswith(".eml"):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_open(path, flags, mode, **kw)
-
-    monkeypatch.setattr("archive.spool.os.open", failing_open)
     caplog.set_level("ERROR", logger="mailtee.commit")
+    aside = tmp_path / "reports.aside"
     async with trio.open_nursery() as nursery:
         committer = await nursery.start(GroupCommitter(reports, area).run)
+        committer._write_after = float("inf")  # hold the writer until the directory breaks
         writers = []
         for i in range(3):
             w = spool.open_message("pop3", {"pop3": {"user": "u", "uidl": str(i), "msg": i}})
             w.write(b"Subject: %d\r\n\r\nbody\r\n" % i)
             await committer.commit(w, "delivered", None)
             writers.append(w)
+        reports.rename(aside)
+        reports.write_bytes(b"not a directory")
+        committer._write_after = 0.0
+        committer._work.set()
         await trio.sleep(0.4)  # several passes: the first fails, then backoff 0.05, 0.1, 0.2
         failures = [r for r in caplog.records if "cannot write" in r.getMessage()]
         assert 1 <= len(failures) <= 4, [r.getMessage() for r in failures]
-        assert "No space left on device" in failures[0].getMessage()
+        assert "Not a directory" in failures[0].getMessage()
         assert "kept in the journal" in failures[0].getMessage()
+        assert committer._unwritten == sum(w.size for w in writers)
+        reports.unlink()
+        aside.rename(reports)
         assert not list(reports.glob("*.eml"))
-        broken["on"] = False
         with trio.fail_after(5):
             while committer._unwritten or len(list(reports.glob("*.mpr"))) < 3:  # noqa: ASYNC110
                 await trio.sleep(0.05)
@@ -614,6 +670,66 @@ async def test_a_pair_that_cannot_be_written_is_retried_with_a_backoff(
         assert json.loads((reports / f"{w.stem}.mpr").read_text())["upstream"]["outcome"] == (
             "delivered"
         )
+    assert not list(reports.glob(".*.tmp"))
+
+
+async def test_a_killed_pair_writer_is_started_again_and_loses_nothing(tmp_path, caplog):
+    """kill -9 of the pair writer process: the pairs it had not written are written by
+    the next one, from the journal, and the memory they held is given back."""
+    reports, area, spool = committer_dirs(tmp_path)
+    caplog.set_level("ERROR", logger="mailtee.commit")
+    async with trio.open_nursery() as nursery:
+        committer = await nursery.start(GroupCommitter(reports, area).run)
+        w = spool.open_message("pop3", {"pop3": {"user": "u", "uidl": "first", "msg": 1}})
+        w.write(b"Subject: first\r\n\r\nbody\r\n")
+        await committer.commit(w, "delivered", None)
+        with trio.fail_after(5):
+            while not (reports / f"{w.stem}.mpr").exists():  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        first_pid = committer.pairs.pid
+        assert first_pid is not None and committer.pairs.starts == 1
+        os.kill(first_pid, 9)
+        writers = []
+        for i in range(5):
+            w = spool.open_message("pop3", {"pop3": {"user": "u", "uidl": str(i), "msg": i}})
+            w.write(b"Subject: %d\r\n\r\n" % i + os.urandom(3000).hex().encode() + b"\r\n")
+            await committer.commit(w, "delivered", None)
+            writers.append(w)
+        with trio.fail_after(10):
+            while committer._unwritten or len(list(reports.glob("*.mpr"))) < 6:  # noqa: ASYNC110
+                await trio.sleep(0.02)
+        assert committer.pairs.starts == 2 and committer.pairs.pid != first_pid
+        assert committer.snapshot()["pair_writer_starts"] == 2  # `status` shows it
+        nursery.cancel_scope.cancel()
+    for w in writers:
+        eml = (reports / f"{w.stem}.eml").read_bytes()
+        assert len(eml) == w.size and hashlib.sha256(eml).hexdigest() == w.sha256
+    assert committer.pairs.pid is None  # stopped with the committer
+
+
+async def test_the_pair_writer_writes_the_report_write_mpr_would(tmp_path):
+    """The `.mpr` the pair writer builds from the journal record is byte for byte the
+    one `MessageWriter.write_mpr` writes (Japanese text, a reply, key order)."""
+    reports, area, spool = committer_dirs(tmp_path)
+    sections = {
+        "pop3": {"user": "山田", "uidl": "ユー", "msg": 3},
+        "client": {"name": "東京オフィス", "ip": "127.0.0.1"},
+    }
+    async with trio.open_nursery() as nursery:
+        committer = await nursery.start(GroupCommitter(reports, area).run)
+        w = spool.open_message("pop3", sections)
+        w.write("Subject: =?UTF-8?B?5pel5pys6Kqe?=\r\n\r\n日本語\r\n".encode())
+        await committer.commit(w, "pending", None)
+        committer.record_outcome(w, "rejected", "550 5.7.1 拒否")
+        with trio.fail_after(5):
+            while committer._pending:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    written = (reports / f"{w.stem}.mpr").read_bytes()
+    (reports / f"{w.stem}.mpr").unlink()
+    assert w.write_mpr("rejected", "550 5.7.1 拒否")
+    assert written == (reports / f"{w.stem}.mpr").read_bytes()
+    assert json.loads(written)["upstream"] == {"outcome": "rejected", "reply": "550 5.7.1 拒否"}
 
 
 async def test_a_spilled_message_is_never_committed_on_the_loop(tmp_path, monkeypatch):
