@@ -211,7 +211,8 @@ class GroupCommitter:
         # cumulative timings (status, bench/pop3_relay.py): where an acknowledgement waits
         self.wait_s = 0.0  # Trio side: from queueing a commit to its release, summed
         self.batch_s = 0.0  # committer thread: journal records + barrier, per batch
-        self.barrier_s = 0.0  # of that, the barrier's flush calls alone
+        self.barrier_s = 0.0  # of that, the barrier's flush calls alone (and, in status,
+        # the journal's RWF_DSYNC writes: Journal.dsync_s)
         self.retire_s = 0.0  # retiring segments (flushing their pairs), off the ack path
 
     # --- the session side (Trio thread, no I/O) -------------------------------------
@@ -669,7 +670,7 @@ class GroupCommitter:
             "awaiting_outcome": len(self._pending),
             "wait_ms": round(self.wait_s * 1e3, 3),
             "batch_ms": round(self.batch_s * 1e3, 3),
-            "barrier_ms": round(self.barrier_s * 1e3, 3),
+            "barrier_ms": round((self.barrier_s + self.journal.dsync_s) * 1e3, 3),
             "retire_ms": round(self.retire_s * 1e3, 3),
             # a count over 1: the pair writer process died and was started again
             "pair_writer_starts": self.pairs.starts,

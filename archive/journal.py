@@ -36,6 +36,7 @@ import json
 import os
 import struct
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -311,6 +312,8 @@ class Journal:
         self._unsynced: list[tuple[int, int]] = []  # (fd, offset) of records since the barrier
         #: nothing written to the segment since the last barrier but RWF_DSYNC records
         self._clean = False
+        #: time spent in RWF_DSYNC writes, each a barrier (status: part of barrier_ms)
+        self.dsync_s = 0.0
 
     def _start_segment(self) -> None:
         with self._lock:
@@ -378,12 +381,15 @@ class Journal:
     def _pwritev(self, bufs: list[bytes | memoryview], dsync: int) -> int:
         assert self.fd is not None
         if dsync:
+            started = time.perf_counter()
             try:
                 return os.pwritev(self.fd, bufs, self.offset, dsync)
             except OSError as e:
                 if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                     raise
                 _RWF_DSYNC[0] = 0  # not on this kernel or file system: fdatasync it is
+            finally:
+                self.dsync_s += time.perf_counter() - started
         return os.pwritev(self.fd, bufs, self.offset)
 
     def sync(self) -> None:

@@ -29,6 +29,7 @@ or died).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -59,37 +60,41 @@ def _reason(e: OSError) -> str:
 
 def write_pair(reports: str, fds: dict[str, int], job: Job) -> Result:
     """One job: its `.eml` (as `MessageWriter.write_committed_eml`), then its `.mpr`
-    (as `write_mpr`). A failure removes what it left half written; the pair stays due."""
+    (as `write_mpr`). A failure removes what it left half written; the pair stays due.
+
+    The bytes read back are checked against the report's size and SHA-256 before the
+    `.eml` is written: a record that is not the message's (it cannot be, short of a
+    bug) fails loudly here instead of becoming a wrong copy."""
     seg, hoff, hlen, dlen, stem, eml, outcome, reply = job
     prefix = f"{reports}/{stem}"
     try:
         fd = fds.get(seg)
         if fd is None:
             fd = fds[seg] = os.open(seg, os.O_RDONLY)
+        doc = json.loads(os.pread(fd, hlen, hoff))["doc"]
+        if not isinstance(doc, dict):
+            raise TypeError
     except OSError as e:
         return [not eml, None, f"{stem}: cannot read its journal record: {_reason(e)}"]
-    try:
-        if eml:
-            data = os.pread(fd, dlen, hoff + hlen)
-            if len(data) != dlen:
-                return [False, None, f"{stem}.eml: its journal record is short"]
+    except (ValueError, KeyError, TypeError):
+        return [not eml, None, f"{stem}: its journal record is not a report"]
+    if eml:
+        data = os.pread(fd, dlen, hoff + hlen)
+        if len(data) != doc.get("size") or hashlib.sha256(data).hexdigest() != doc.get("sha256"):
+            return [False, None, f"{stem}.eml: its journal record does not hold the message"]
+        try:
+            _write(f"{prefix}.eml", data, chmod=False)
+        except OSError as e:
             try:
-                _write(f"{prefix}.eml", data, chmod=False)
+                os.unlink(f"{prefix}.eml")  # the next try truncates it anyway
             except OSError:
-                try:
-                    os.unlink(f"{prefix}.eml")  # the next try truncates it anyway
-                except OSError:
-                    pass
-                raise
-    except OSError as e:
-        return [False, None, f"{stem}.eml: {_reason(e)}"]
+                pass
+            return [False, None, f"{stem}.eml: {_reason(e)}"]
     if outcome is None:
         return [True, None, None]
     tmp = f"{reports}/.{stem}.mpr.tmp"
+    doc["upstream"] = {"outcome": outcome, "reply": reply}
     try:
-        head = json.loads(os.pread(fd, hlen, hoff))
-        doc = head["doc"]
-        doc["upstream"] = {"outcome": outcome, "reply": reply}
         _write(tmp, (json.dumps(doc, ensure_ascii=False) + "\n").encode(), chmod=True)
         os.replace(tmp, f"{prefix}.mpr")
     except OSError as e:
@@ -98,8 +103,6 @@ def write_pair(reports: str, fds: dict[str, int], job: Job) -> Result:
         except OSError:
             pass
         return [True, None, f"{stem}.mpr: cannot write report in {reports}: {_reason(e)}"]
-    except (ValueError, KeyError, TypeError):
-        return [True, None, f"{stem}.mpr: its journal record is not a report"]
     return [True, outcome, None]
 
 

@@ -707,6 +707,33 @@ async def test_a_killed_pair_writer_is_started_again_and_loses_nothing(tmp_path,
     assert committer.pairs.pid is None  # stopped with the committer
 
 
+async def test_the_pair_writer_never_writes_bytes_that_are_not_the_message(tmp_path, caplog):
+    """A journal record whose bytes no longer match the report's SHA-256 (damaged
+    under the worker): no `.eml` from it, one error line; the bytes the worker still
+    holds in memory are written at shutdown instead."""
+    reports, area, spool = committer_dirs(tmp_path)
+    caplog.set_level("ERROR", logger="mailtee.commit")
+    async with trio.open_nursery() as nursery:
+        committer = await nursery.start(GroupCommitter(reports, area).run)
+        committer._write_after = float("inf")  # hold the writer while the record is damaged
+        w = spool.open_message("pop3", {"pop3": {"user": "u", "uidl": "x", "msg": 1}})
+        w.write(b"Subject: x\r\n\r\nthe message\r\n")
+        await committer.commit(w, "delivered", None)
+        path, hoff, hlen, dlen = committer._pending[w.stem].record
+        fd = os.open(path, os.O_WRONLY)
+        os.pwrite(fd, b"X", hoff + hlen + dlen - 3)
+        os.close(fd)
+        committer._write_after = 0.0
+        committer._work.set()
+        with trio.fail_after(5):
+            while not caplog.records:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        assert "does not hold the message" in caplog.records[0].getMessage()
+        assert not (reports / f"{w.stem}.eml").exists()
+        nursery.cancel_scope.cancel()
+    assert (reports / f"{w.stem}.eml").read_bytes() == b"Subject: x\r\n\r\nthe message\r\n"
+
+
 async def test_the_pair_writer_writes_the_report_write_mpr_would(tmp_path):
     """The `.mpr` the pair writer builds from the journal record is byte for byte the
     one `MessageWriter.write_mpr` writes (Japanese text, a reply, key order)."""
