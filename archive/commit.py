@@ -10,9 +10,7 @@ thread, which takes everything queued as one batch and:
    that already streamed into a hidden temp file, which is renamed to its final `.eml`
    name now,
 2. runs the barrier: one fdatasync of the journal segment (plus, for spilled messages
-   only, their files and the report directory first); a batch of one message kept in
-   memory, with nothing else written since the last barrier, is written with RWF_DSYNC
-   instead, which is its barrier (archive.journal.Journal.append),
+   only, their files and the report directory first),
 3. hands the batch back to the Trio thread (`run_sync_soon`), which releases the
    sessions. Meanwhile the next batch has been queueing.
 A lone commit (the worker serves one session, nothing is queued or in a barrier, the
@@ -211,8 +209,7 @@ class GroupCommitter:
         # cumulative timings (status, bench/pop3_relay.py): where an acknowledgement waits
         self.wait_s = 0.0  # Trio side: from queueing a commit to its release, summed
         self.batch_s = 0.0  # committer thread: journal records + barrier, per batch
-        self.barrier_s = 0.0  # of that, the barrier's flush calls alone (and, in status,
-        # the journal's RWF_DSYNC writes: Journal.dsync_s)
+        self.barrier_s = 0.0  # of that, the barrier's flush calls alone
         self.retire_s = 0.0  # retiring segments (flushing their pairs), off the ack path
 
     # --- the session side (Trio thread, no I/O) -------------------------------------
@@ -379,10 +376,7 @@ class GroupCommitter:
                 good.append(req)
                 try:
                     req.writer.segment = self.journal.append(
-                        req.writer.stem,
-                        req.writer.document("pending", None),
-                        inline,
-                        alone=len(batch) == 1 and inline is not None,
+                        req.writer.stem, req.writer.document("pending", None), inline
                     )
                     req.record = self.journal.last
                 finally:
@@ -670,7 +664,7 @@ class GroupCommitter:
             "awaiting_outcome": len(self._pending),
             "wait_ms": round(self.wait_s * 1e3, 3),
             "batch_ms": round(self.batch_s * 1e3, 3),
-            "barrier_ms": round((self.barrier_s + self.journal.dsync_s) * 1e3, 3),
+            "barrier_ms": round(self.barrier_s * 1e3, 3),
             "retire_ms": round(self.retire_s * 1e3, 3),
             # a count over 1: the pair writer process died and was started again
             "pair_writer_starts": self.pairs.starts,

@@ -30,13 +30,11 @@ first invalid one.
 from __future__ import annotations
 
 import ctypes
-import errno
 import hashlib
 import json
 import os
 import struct
 import threading
-import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -62,9 +60,6 @@ SUFFIX = ".wal"
 LEGACY_SUFFIX = ".log"
 
 Record = tuple[str, dict[str, Any], bytes | None]
-
-#: pwritev2's RWF_DSYNC where Python and the kernel have it (0 once a write refused it)
-_RWF_DSYNC = [getattr(os, "RWF_DSYNC", 0)]
 
 
 def segment_path(area: Path, number: int, suffix: str = SUFFIX) -> Path:
@@ -310,10 +305,6 @@ class Journal:
         #: segments no longer written (switched away from, or broken), not yet reported
         self.closed: list[int] = []
         self._unsynced: list[tuple[int, int]] = []  # (fd, offset) of records since the barrier
-        #: nothing written to the segment since the last barrier but RWF_DSYNC records
-        self._clean = False
-        #: time spent in RWF_DSYNC writes, each a barrier (status: part of barrier_ms)
-        self.dsync_s = 0.0
 
     def _start_segment(self) -> None:
         with self._lock:
@@ -332,25 +323,9 @@ class Journal:
         self.seq, self.fd, self.offset, self.records = number, fd, HEADER_SIZE, 0
         self.path = os.fspath(path)
         self._dirty.append(fd)
-        self._clean = False
 
-    def append(
-        self,
-        stem: str,
-        doc: dict[str, Any],
-        data: bytes | memoryview | None,
-        *,
-        alone: bool = False,
-    ) -> int:
-        """Write one record (no flush yet); returns the segment number it is in.
-
-        `alone`: the record is the only one of its barrier. When nothing else was written
-        since the last barrier, it is then written with RWF_DSYNC (pwritev2): the write
-        returns once the record is as durable as an fdatasync would make it, and the
-        barrier's `sync()` has nothing left to flush. One system call instead of two, and
-        the flush covers only the record's range (measured on the development VM: 176 µs
-        instead of 188-235 for 50 KB; docs/performance.md, "Sixth pass").
-        """
+    def append(self, stem: str, doc: dict[str, Any], data: bytes | memoryview | None) -> int:
+        """Write one record (no flush yet); returns the segment number it is in."""
         size = _REC.size + (len(data) if data else 0) + 512
         if (
             self.fd is None
@@ -366,11 +341,9 @@ class Journal:
         #: the record just appended: its file, header offset, header and data lengths
         self.last = (self.path, self.offset + _REC.size, len(bufs[1]), len(data) if data else 0)
         self._unsynced.append((self.fd, self.offset))
-        dsync = alone and self._clean and _RWF_DSYNC[0]
-        n = self._pwritev(bufs, dsync)
+        n = os.pwritev(self.fd, bufs, self.offset)
         want = sum(len(b) for b in bufs)
-        self._clean = bool(dsync) and n == want
-        if n != want:  # a short write: finish it (the barrier flushes it)
+        if n != want:  # a short write: finish it
             rest = b"".join(bufs)[n:]
             while rest:
                 rest = rest[os.pwrite(self.fd, rest, self.offset + want - len(rest)) :]
@@ -378,25 +351,10 @@ class Journal:
         self.records += 1
         return self.seq
 
-    def _pwritev(self, bufs: list[bytes | memoryview], dsync: int) -> int:
-        assert self.fd is not None
-        if dsync:
-            started = time.perf_counter()
-            try:
-                return os.pwritev(self.fd, bufs, self.offset, dsync)
-            except OSError as e:
-                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                    raise
-                _RWF_DSYNC[0] = 0  # not on this kernel or file system: fdatasync it is
-            finally:
-                self.dsync_s += time.perf_counter() - started
-        return os.pwritev(self.fd, bufs, self.offset)
-
     def sync(self) -> None:
-        """The barrier: fdatasync every segment written since the last barrier (none
-        when the only record since was written with RWF_DSYNC, see `append`)."""
+        """The barrier: fdatasync every segment written since the last barrier."""
         dirty, self._dirty = self._dirty, []
-        if self.fd is not None and self.fd not in dirty and not self._clean:
+        if self.fd is not None and self.fd not in dirty:
             dirty.append(self.fd)
         for fd in dirty:
             os.fdatasync(fd)
@@ -404,7 +362,6 @@ class Journal:
         if self._new_file:
             fsync_dir(self.area)
             self._new_file = False
-        self._clean = self.fd is not None
         for fd in self._retired_fds:
             try:
                 os.close(fd)

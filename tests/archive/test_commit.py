@@ -48,8 +48,6 @@ class Recorder:
         self.slow = slow
         self.journal_syncs = 0
         self.real_fdatasync = os.fdatasync
-        self.real_pwritev = os.pwritev
-        self.dsync_writes = 0
         self.real_fsync_dir = commit_mod.fsync_dir
 
     def fdatasync(self, fd: int) -> None:
@@ -75,26 +73,6 @@ class Recorder:
         self.real_fdatasync(fd)
         with self.lock:
             self.events.append(("eml", Path(path).name, os.fstat(fd).st_size))
-
-    def pwritev(self, fd: int, bufs: list, offset: int, flags: int = 0) -> int:
-        """A journal record written with RWF_DSYNC is a barrier of its own."""
-        if not flags & getattr(os, "RWF_DSYNC", 0):
-            return self.real_pwritev(fd, bufs, offset)
-        path = os.readlink(f"/proc/self/fd/{fd}")
-        with self.lock:
-            n = self.journal_syncs
-            self.journal_syncs += 1
-            self.dsync_writes += 1
-        if self.slow:
-            time.sleep(self.slow)
-        if n in self.fail_syncs:
-            self.real_pwritev(fd, bufs, offset)  # written, but not known to be durable
-            raise OSError(errno.EIO, "Input/output error")
-        written = self.real_pwritev(fd, bufs, offset, flags)
-        stems = {stem for stem, _doc, _raw in parse_journal(Path(path).read_bytes())}
-        with self.lock:
-            self.events.append(("journal", stems))
-        return written
 
     def fsync_dir(self, path: Path) -> None:
         self.real_fsync_dir(path)
@@ -182,7 +160,6 @@ def test_no_ack_before_its_barrier(monkeypatch, sessions, fail_syncs, slow, lone
         reports.mkdir()
         rec = Recorder(reports, area, fail_syncs, slow)
         monkeypatch.setattr(commit_mod.os, "fdatasync", rec.fdatasync)
-        monkeypatch.setattr(commit_mod.os, "pwritev", rec.pwritev)
         monkeypatch.setattr(commit_mod, "fsync_dir", rec.fsync_dir)
         # the recorder makes every barrier slow; inline commits must still be drawn
         monkeypatch.setattr(commit_mod, "INLINE_BARRIER_MAX", 1.0)
@@ -508,7 +485,6 @@ async def lone_commits(tmp_path, monkeypatch, n: int, flush_delay: float):
     reports, area, spool = committer_dirs(tmp_path)
     rec = Recorder(reports, area, set(), flush_delay)
     monkeypatch.setattr(commit_mod.os, "fdatasync", rec.fdatasync)
-    monkeypatch.setattr(commit_mod.os, "pwritev", rec.pwritev)
     stems = []
     async with trio.open_nursery() as nursery:
         committer = await nursery.start(GroupCommitter(reports, area).run)
@@ -531,35 +507,6 @@ async def test_a_lone_session_commits_on_the_loop_after_its_flush(tmp_path, monk
     assert committer.inline_batches == 5
     assert committer.batches == 6
     check_acks(rec, {s: 10 for s in stems})
-    if getattr(os, "RWF_DSYNC", 0):
-        # one batch, one record, nothing else dirty: the record's own RWF_DSYNC write
-        # is its barrier (the first opened the segment, whose header needs a flush)
-        assert rec.dsync_writes == 5
-        barriers = [e for e in rec.events if e[0] == "journal"]
-        assert len(barriers) == 6  # and no fdatasync of the journal besides
-
-
-def test_a_record_is_written_with_rwf_dsync_only_when_nothing_else_is_dirty(tmp_path):
-    """`alone` records after a barrier: RWF_DSYNC and no fdatasync; any other record
-    since the barrier (or a new segment's header) sends the barrier back to fdatasync."""
-    if not getattr(os, "RWF_DSYNC", 0):
-        pytest.skip("no RWF_DSYNC in this Python")
-    area = tmp_path / "w0"
-    j = journal_mod.Journal(area)
-    raw = b"Subject: x\r\n\r\n"
-    j.append("a", _doc("a", raw), raw, alone=True)
-    assert not j._clean  # the segment's header was written too
-    j.sync()
-    j.append("b", _doc("b", raw), raw, alone=True)
-    assert j._clean  # durable already: sync() has nothing to flush
-    j.sync()
-    j.append("c", _doc("c", raw), raw, alone=True)
-    j.append("d", _doc("d", raw), raw)
-    assert not j._clean
-    j.sync()
-    assert [stem for stem, _d, _r in parse_segment(segment_path(area, j.seq).read_bytes())[2]] == [
-        "a", "b", "c", "d",
-    ]  # fmt: skip
 
 
 async def test_inline_commits_leave_the_committer_thread_asleep(tmp_path, monkeypatch):
