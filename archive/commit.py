@@ -48,7 +48,6 @@ acknowledged and are ignored.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -71,6 +70,7 @@ from archive.journal import (
     encode_record,
     flush_files,
     flush_filesystem,
+    holds_message,
     parse_journal,
     parse_segment,
     segment_numbers,
@@ -732,7 +732,7 @@ def recover(reports_dir: Path, area: Path, *, quiet: bool = False) -> dict[str, 
                 except OSError:
                     counts["dropped"] += 1
                     continue
-            if len(raw) != doc.get("size") or hashlib.sha256(raw).hexdigest() != doc.get("sha256"):
+            if not holds_message(doc, raw):
                 if from_file:
                     eml.unlink(missing_ok=True)
                 counts["dropped"] += 1

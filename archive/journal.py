@@ -112,6 +112,14 @@ def encode_frame(
     return out
 
 
+def holds_message(doc: dict[str, Any], data: bytes) -> bool:
+    """`data` is the message `doc` (its report) describes: the recorded size and SHA-256.
+
+    The one test of a journalled message's bytes: replay (a torn record), recovery (a
+    large message's own file) and the pair writer (what it read back) all use it."""
+    return len(data) == doc.get("size") and hashlib.sha256(data).hexdigest() == doc.get("sha256")
+
+
 def parse_segment(buf: bytes) -> tuple[int, int, list[Record]]:
     """(state, generation, the complete records of this generation in order)."""
     hdr = decode_header(buf[:HEADER_SIZE])
@@ -143,9 +151,7 @@ def parse_segment(buf: bytes) -> tuple[int, int, list[Record]]:
             out.append((stem, doc, None))
         else:
             data = bytes(view[start + hlen : end])
-            if len(data) != doc.get("size") or hashlib.sha256(data).hexdigest() != doc.get(
-                "sha256"
-            ):
+            if not holds_message(doc, data):
                 break  # torn: the message bytes did not all reach the disk
             out.append((stem, doc, data))
         pos = end

@@ -19,9 +19,10 @@ from typing import Any
 
 import trio
 
-from archive import pair_writer
-
 log = logging.getLogger("mailtee.commit")
+
+#: the directory that holds the `archive` package (the child imports it from there)
+_CODE_ROOT = os.fspath(Path(__file__).resolve().parent.parent)
 
 #: how long a stopping worker waits for the process to exit before killing it
 STOP_TIMEOUT = 5.0
@@ -48,9 +49,14 @@ class PairProcess:
         to_child, from_parent = os.pipe()
         to_parent, from_child = os.pipe()
         try:
-            cmd = [sys.executable, "-I", pair_writer.__file__, os.fspath(self.reports_dir)]
+            cmd = [sys.executable, "-m", "archive.pair_writer", os.fspath(self.reports_dir)]
+            path = os.environ.get("PYTHONPATH")
+            env = {
+                **os.environ,
+                "PYTHONPATH": f"{_CODE_ROOT}{os.pathsep}{path}" if path else _CODE_ROOT,
+            }
             self._proc = subprocess.Popen(  # noqa: ASYNC220 - see the docstring
-                cmd, stdin=to_child, stdout=from_child, close_fds=True
+                cmd, stdin=to_child, stdout=from_child, close_fds=True, env=env
             )
         finally:
             os.close(to_child)

@@ -21,35 +21,40 @@ No fsync: the worker flushes the pairs when it retires their segment, and until 
 the journal still holds every one of them (archive.commit). A segment is never recycled
 while a pair it holds is due, so the record a job names is stable.
 
-It imports the standard library only and is started as `python -I FILE REPORTS_DIR`
-(archive.pair_process), so it starts in ~20 ms and cannot pick up a module of the
-package's directory by accident. It exits at end of input (the worker closed the pipe,
-or died).
+It is started as `python -m archive.pair_writer REPORTS_DIR` (archive.pair_process),
+like the worker processes, and imports only what it writes with. It exits at end of
+input (the worker closed the pipe, or died).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 from typing import Any
 
-#: what the `.eml` and `.mpr` files are created with (archive.spool.REPORT_MODE)
-REPORT_MODE = 0o640
+from archive.durable import write_file
+from archive.journal import holds_message
+from archive.spool import REPORT_MODE
 
 Job = list[Any]
 Result = list[Any]
 
 
-def _write(path: str, data: bytes, *, chmod: bool) -> None:
+def _write_eml(path: str, data: bytes) -> None:
+    """As `MessageWriter.write_committed_eml`: created with REPORT_MODE (the umask
+    applies), and a partial file removed on failure (the next try truncates it)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, REPORT_MODE)
     try:
-        if chmod:
-            os.fchmod(fd, REPORT_MODE)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
+    except OSError:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise
     finally:
         os.close(fd)
 
@@ -80,22 +85,19 @@ def write_pair(reports: str, fds: dict[str, int], job: Job) -> Result:
         return [not eml, None, f"{stem}: its journal record is not a report"]
     if eml:
         data = os.pread(fd, dlen, hoff + hlen)
-        if len(data) != doc.get("size") or hashlib.sha256(data).hexdigest() != doc.get("sha256"):
+        if not holds_message(doc, data):
             return [False, None, f"{stem}.eml: its journal record does not hold the message"]
         try:
-            _write(f"{prefix}.eml", data, chmod=False)
+            _write_eml(f"{prefix}.eml", data)
         except OSError as e:
-            try:
-                os.unlink(f"{prefix}.eml")  # the next try truncates it anyway
-            except OSError:
-                pass
             return [False, None, f"{stem}.eml: {_reason(e)}"]
     if outcome is None:
         return [True, None, None]
     tmp = f"{reports}/.{stem}.mpr.tmp"
     doc["upstream"] = {"outcome": outcome, "reply": reply}
     try:
-        _write(tmp, (json.dumps(doc, ensure_ascii=False) + "\n").encode(), chmod=True)
+        data = (json.dumps(doc, ensure_ascii=False) + "\n").encode()
+        write_file(tmp, data, mode=REPORT_MODE, sync=False)  # as `write_mpr`
         os.replace(tmp, f"{prefix}.mpr")
     except OSError as e:
         try:

@@ -318,8 +318,6 @@ async def test_journal_segments_are_retired_once_their_reports_are_written(tmp_p
 
 
 def _doc(stem: str, raw: bytes) -> dict:
-    import hashlib
-
     return {"id": stem, "protocol": "pop3", "size": len(raw),
             "sha256": hashlib.sha256(raw).hexdigest(),
             "upstream": {"outcome": "pending", "reply": None}}  # fmt: skip
