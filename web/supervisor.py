@@ -9,7 +9,10 @@ session store, so two cores serve pages in parallel.
 A crash is logged and the child restarted after a growing pause (1 s doubling to 60 s;
 back to 1 s after a minute of good health). When the service stops, the child gets
 SIGTERM (trio cancels `run_process`), and PR_SET_PDEATHSIG makes the kernel send it one
-if the parent dies without cleaning up.
+if the parent dies without cleaning up. A stop often reaches the child first (Ctrl-C
+signals the whole foreground process group, systemd's stop the whole control group), so
+a child that ends as a stopped one does (status 0, SIGTERM, SIGINT) is reported only if
+the service is still running `STOP_GRACE` later: a clean stop logs no error.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ log = logging.getLogger("mailtee.web")
 MIN_BACKOFF = 1.0
 MAX_BACKOFF = 60.0
 HEALTHY_AFTER = 60.0
+#: how long a child that ended like a stopped one waits for the service's own stop
+STOP_GRACE = 1.0
+#: how a web child ends when it is told to stop
+STOPPED_CODES = frozenset({0, -signal.SIGTERM, -signal.SIGINT})
 #: where the `web` package lives, so the child imports the same code as the service
 _ROOT = str(Path(__file__).resolve().parents[1])
 
@@ -76,6 +83,9 @@ async def _keep_running(config_path: Path, worker: int, max_restarts: int | None
             log.error("web: cannot start web worker %d: %s", worker, e.strerror or e)
         if trio.current_time() - started >= HEALTHY_AFTER:
             backoff = MIN_BACKOFF
+        if code in STOPPED_CODES:
+            # the service may be stopping too: then this sleep is cancelled, no report
+            await trio.sleep(STOP_GRACE)
         log.error(
             "web: web worker %d exited (%s); relaying continues, restarting in %.0f s",
             worker,

@@ -3,6 +3,7 @@ it does not stop relaying, and it comes back."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from pathlib import Path
@@ -97,3 +98,65 @@ async def _crash_and_recover(service, config_path: Path, web_port: int) -> None:
                 break
             await trio.sleep(0.05)
     await wait_listening(web_port)
+
+
+# --- how an ended child is reported (a stand-in child instead of the web side) ---------
+
+
+def _child_exiting(monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    import sys
+
+    from web import supervisor
+
+    script = f"import sys; sys.exit({code})"
+    monkeypatch.setattr(supervisor, "command", lambda _path: [sys.executable, "-c", script])
+    monkeypatch.setattr(supervisor, "MIN_BACKOFF", 0.01)
+
+
+async def test_a_crashed_child_is_reported_at_once(monkeypatch, caplog, tmp_path):  # type: ignore[no-untyped-def]
+    from web import supervisor
+
+    _child_exiting(monkeypatch, 3)
+    monkeypatch.setattr(supervisor, "STOP_GRACE", GIVE_UP)  # would hang if it waited
+    with trio.fail_after(GIVE_UP):
+        await supervisor._keep_running(tmp_path / "config.toml", 1, 1)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [
+        "web: web worker 1 exited (status 3); relaying continues, restarting in 0 s",
+        "web: web worker 1 exited (status 3); relaying continues, restarting in 0 s",
+    ], errors
+
+
+async def test_a_child_that_ends_as_a_stop_does_is_still_reported_when_no_stop_follows(  # type: ignore[no-untyped-def]
+    monkeypatch, caplog, tmp_path
+):
+    from web import supervisor
+
+    _child_exiting(monkeypatch, 0)
+    monkeypatch.setattr(supervisor, "STOP_GRACE", 0.05)
+    with trio.fail_after(GIVE_UP):
+        await supervisor._keep_running(tmp_path / "config.toml", 1, 0)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [
+        "web: web worker 1 exited (status 0); relaying continues, restarting in 0 s"
+    ], errors
+
+
+async def test_a_child_stopped_with_the_service_is_not_an_error(monkeypatch, caplog, tmp_path):  # type: ignore[no-untyped-def]
+    """Ctrl-C or systemd's stop signals the child and the service at once; the child may
+    end first. The service's stop (here: the cancel) then comes within STOP_GRACE."""
+    from web import supervisor
+
+    caplog.set_level(logging.INFO, logger="mailtee.web")
+    # the child ends by SIGTERM, as a stopped web worker does
+    monkeypatch.setattr(supervisor, "command", lambda _path: ["/bin/sh", "-c", "kill -TERM $$"])
+    monkeypatch.setattr(supervisor, "STOP_GRACE", GIVE_UP)
+    with trio.fail_after(GIVE_UP):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(supervisor._keep_running, tmp_path / "config.toml", 1, None)
+            with trio.fail_after(GIVE_UP):
+                while not any("starting web worker" in r.getMessage() for r in caplog.records):  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            await trio.sleep(0.5)  # the child is long gone; the supervisor waits in the grace
+            nursery.cancel_scope.cancel()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.records
