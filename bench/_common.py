@@ -5,7 +5,10 @@
   the sink is never the bottleneck).
 - `RssSampler`, `rss_kib()`, `cpu_seconds()`: memory and CPU of another process, read
   from /proc (no psutil dependency).
-- `machine_info()`, `filesystem_of()`: what the figures were measured on.
+- `machine_info()`, `filesystem_of()`: what the figures were measured on;
+  `host_cpu()` / `host_shares()`: how the machine's CPU time went during a run (steal:
+  time the hypervisor gave another guest, which no ratio of two runs cancels out).
+- `work_dir()`: a benchmark's scratch directory, in a fresh ext4 block group.
 - `percentile()`, `emit()`: figures and the one JSON object a benchmark prints.
 - `python bench/_common.py serve --config FILE [--ready FILE] [--cprofile FILE]`: runs
   the mailtee listeners (`proxy.serve.serve_listeners`) of a config in this process
@@ -26,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from functools import partial
@@ -144,6 +148,28 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def _is_pair_writer(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"archive.pair_writer" in f.read()
+    except OSError:
+        return False
+
+
+def split_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU time of mailtee's process tree, split into the relay (supervisor and
+    workers) and the pair writers (archive.pair_writer, one per worker): the first is on
+    the acknowledgement path, the second writes the report files beside it."""
+    out = {"relay": 0.0, "pair_writers": 0.0}
+    for p in descendants(pid):
+        try:
+            cpu = cpu_seconds(p)
+        except (OSError, ValueError):
+            continue
+        out["pair_writers" if _is_pair_writer(p) else "relay"] += cpu
+    return out
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """CPU time of `pid` and all its descendants that are alive (worker processes)."""
     total = 0.0
@@ -226,6 +252,50 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     return info
+
+
+_STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def host_cpu() -> list[int]:
+    """The machine's CPU time so far, in ticks per `_STAT_FIELDS` (/proc/stat "cpu")."""
+    with open("/proc/stat") as f:
+        return [int(v) for v in f.readline().split()[1 : 1 + len(_STAT_FIELDS)]]
+
+
+def host_shares(before: list[int], after: list[int]) -> dict[str, float]:
+    """Per cent of all CPUs' time between two `host_cpu()` readings: `steal` is what the
+    hypervisor ran elsewhere while this guest wanted the CPU (on a shared VM it rises and
+    falls within minutes, and every figure of the run with it), `idle` what nobody used."""
+    delta = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(delta) or 1
+    shares = dict(zip(_STAT_FIELDS, delta, strict=True))
+    return {
+        "steal_pct": round(100 * shares["steal"] / total, 1),
+        "idle_pct": round(100 * (shares["idle"] + shares["iowait"]) / total, 1),
+    }
+
+
+def work_dir(parent: Path, prefix: str) -> Path:
+    """A new scratch directory under `parent`, in a fresh ext4 block group.
+
+    Why: on an ext4 without a journal (this project's development VMs), the inode
+    allocator skips every inode freed in the last 60 to 360 seconds (fs/ext4/ialloc.c,
+    `recently_deleted`), one buffer lookup each, starting from the group's first inode.
+    A directory created next to the one the previous run deleted lands in the same group,
+    so each of this run's file creations walks over the tens of thousands of inodes the
+    last run freed (measured: the pair writer's CPU per 50 KB message 0.46-0.73 ms right
+    after a run, 0.2 ms in a fresh group). The shared parent `parent/.mailtee-bench` has
+    ext4's "top of directory hierarchy" attribute (`chattr +T`), so the allocator spreads
+    its subdirectories over the block groups as it does top-level ones. Elsewhere (no
+    chattr, another file system) it is an ordinary directory.
+    """
+    base = parent / ".mailtee-bench"
+    base.mkdir(parents=True, exist_ok=True)
+    chattr = shutil.which("chattr")
+    if chattr:
+        subprocess.run([chattr, "+T", str(base)], capture_output=True, check=False)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
 
 
 def percentile(values: list[float], pct: float) -> float:

@@ -31,14 +31,13 @@ import argparse
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, cpu_seconds, emit, machine_info  # noqa: E402
+from _common import REPO, cpu_seconds, emit, machine_info, work_dir  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 
@@ -145,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.rounds):
         one: dict[str, Any] = {}
         for mode in ("with_writer", "writer_idle"):
-            base = Path(tempfile.mkdtemp(prefix="mailtee-commit-path-", dir=args.dir))
+            base = work_dir(args.dir, "mailtee-commit-path-")
             try:
                 one[mode] = trio.run(_run, base, args.messages, args.size, mode == "writer_idle")
             finally:

@@ -40,7 +40,6 @@ import resource
 import shutil
 import ssl
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -61,6 +60,7 @@ from _common import (  # noqa: E402 - bench/ is not a package
     start_smtp_sink,
     stop,
     tree_cpu_seconds,
+    work_dir,
 )
 
 sys.path.insert(0, str(REPO / "tests"))
@@ -511,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
     need = 3 * args.sessions + 200
     if nofile[0] < need:
         raise SystemExit(f"RLIMIT_NOFILE {nofile[0]} < {need}: raise the hard limit first")
-    work = Path(tempfile.mkdtemp(prefix="mailtee-load-", dir=args.state_parent))
+    work = work_dir(args.state_parent, "mailtee-load-")
     state = work / "state"
     (state / "reports").mkdir(parents=True)
     result: dict[str, Any] = {

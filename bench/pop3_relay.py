@@ -29,6 +29,13 @@ invocation on loopback, so each ratio compares like with like on a noisy machine
    flush each RETR's body before its terminator and do nothing else), so "how much of
    the gap is the barrier, how much is mailtee's own work" is measured in the same run.
 
+Every timed run also reports `host`: the machine's CPU shares during it from /proc/stat,
+`steal_pct` above all (on a shared VM the hypervisor takes 0-25 % of the guest's CPU time,
+changing within minutes: a run with much more steal than its partner is not comparable),
+and each mailtee run `cpu_ms_per_retr_split`: the relay processes' CPU and the pair
+writers'. The state dir is made by `_common.work_dir()` (a fresh ext4 block group, so
+the inodes an earlier run deleted do not slow this run's file creations).
+
 Issue 12's targets: mailtee >= 0.35 of the direct throughput with one session and
 >= 0.5 with several; `pass` reports them per transport and concurrency. With one
 session, each RETR waits for one barrier (a journal fdatasync) before the client sees
@@ -50,7 +57,6 @@ import socket
 import ssl
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -64,12 +70,16 @@ from _common import (  # noqa: E402 - bench/ is not a package
     emit,
     filesystem_of,
     free_port,
+    host_cpu,
+    host_shares,
     log,
     machine_info,
     rss_kib,
+    split_cpu_seconds,
     start_mailtee,
     stop,
     tree_cpu_seconds,
+    work_dir,
 )
 
 sys.path.insert(0, str(REPO / "tests"))
@@ -216,6 +226,7 @@ def run_clients(
         threading.Thread(target=client_session, args=(port, ctx, share, errors, done))
         for share in shares
     ]
+    host0 = host_cpu()
     t0 = time.perf_counter()
     for t in threads:
         t.start()
@@ -227,6 +238,7 @@ def run_clients(
         "retrs": len(done),
         "retr_per_s": round(len(done) / wall, 1),
         "mb_per_s": round(len(done) * size / MB / wall, 2),
+        "host": host_shares(host0, host_cpu()),
     }
     if errors:
         out["errors"] = errors[:5]
@@ -450,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
     if args.quick:
         args.messages, args.rounds, args.big_mb, args.sessions = 200, 1, 10, [1, 4]
 
-    work = Path(tempfile.mkdtemp(prefix="mailtee-bench-pop3-", dir=args.state_parent))
+    work = work_dir(args.state_parent, "mailtee-bench-pop3-")
     state = work / "state"
     reports_dir = state / "reports"
     fs = filesystem_of(work)
@@ -520,9 +532,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
                         log(f"{transport}, {sessions} session(s), round {r + 1}: via mailtee")
                         before = mpr_names(reports_dir)
                         b0 = commit_counters(state)
-                        cpu0 = tree_cpu_seconds(pid)
+                        cpu0 = split_cpu_seconds(pid)
                         m = run_clients(*via[transport], args.messages, sessions, args.size)
-                        cpu1 = tree_cpu_seconds(pid)
+                        cpu1 = split_cpu_seconds(pid)
                         b1 = commit_counters(state)
                         m["loadavg_1m"] = round(os.getloadavg()[0], 2)
                         if b1[1] > b0[1]:
@@ -538,7 +550,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
                         while len(new) < args.messages and time.monotonic() < settle:
                             time.sleep(0.05)
                             new = mpr_names(reports_dir) - before
-                        m["mailtee_cpu_ms_per_retr"] = round((cpu1 - cpu0) / args.messages * 1e3, 3)
+                        spent = {k: (cpu1[k] - cpu0[k]) / args.messages * 1e3 for k in cpu0}
+                        m["mailtee_cpu_ms_per_retr"] = round(sum(spent.values()), 3)
+                        # of which: the relay (on the RETR's path) and the pair writers
+                        m["cpu_ms_per_retr_split"] = {k: round(v, 3) for k, v in spent.items()}
                         m["archive"] = check_reports(reports_dir, new, expected)
                         m["all_archived"] = (
                             m["archive"]["reports"] == args.messages
@@ -555,7 +570,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
                         rounds.append(one)
                         log(
                             f"  direct {d['retr_per_s']}/s, mailtee {m['retr_per_s']}/s, "
-                            f"ratio {ratio}, archived ok: {m['all_archived']}"
+                            f"ratio {ratio}, archived ok: {m['all_archived']} "
+                            f"(steal {d['host']['steal_pct']} / {m['host']['steal_pct']} %)"
                         )
                     cases.append(
                         {

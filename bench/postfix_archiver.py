@@ -16,11 +16,12 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from _common import work_dir  # noqa: E402
 
 from fixtures.postfix import LOOPBACK, POSTFIX, PostfixError, PostfixServer  # noqa: E402
 
@@ -39,7 +40,8 @@ class PostfixArchiver:
         tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.port = port
-        self.root = Path(tempfile.mkdtemp(prefix="mailtee-bench-postfix-", dir=parent))
+        # its own block group: Postfix deletes a queue file per message (_common.work_dir)
+        self.root = work_dir(parent, "mailtee-bench-postfix-")
         self.root.chmod(0o755)  # the postfix user walks into queue/ and data/
         self.server = PostfixServer(root=self.root, port=port)
         self.maillog = self.server.log_path

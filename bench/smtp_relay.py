@@ -34,7 +34,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,14 +49,18 @@ from _common import (  # noqa: E402 - bench/ is not a package
     filesystem_of,
     find_tool,
     free_port,
+    host_cpu,
+    host_shares,
     log,
     machine_info,
     percentile,
     rss_kib,
+    split_cpu_seconds,
     start_mailtee,
     start_smtp_sink,
     stop,
     tree_cpu_seconds,
+    work_dir,
 )
 from postfix_archiver import PostfixArchiver  # noqa: E402
 from postfix_archiver import available as postfix_available  # noqa: E402
@@ -132,6 +135,7 @@ class RawSmtp:
 def run_source(port: int, messages: int, sessions: int, size: int) -> dict[str, Any]:
     cmd = [find_tool("smtp-source"), "-s", str(sessions), "-m", str(messages), "-l", str(size)]
     cmd += ["-f", MAIL_FROM, "-t", RCPT_TO, f"127.0.0.1:{port}"]
+    host0 = host_cpu()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -139,6 +143,7 @@ def run_source(port: int, messages: int, sessions: int, size: int) -> dict[str, 
         "seconds": round(wall, 3),
         "msgs_per_s": round(messages / wall, 1),
         "exit_code": proc.returncode,
+        "host": host_shares(host0, host_cpu()),
     }
     if proc.returncode != 0 or proc.stderr.strip():
         result["stderr"] = proc.stderr.strip()[-500:]
@@ -457,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.messages, args.big_mb, args.latency_iterations, args.rounds = 1000, 10, 200, 1
 
-    work = Path(tempfile.mkdtemp(prefix="mailtee-bench-", dir=args.state_parent))
+    work = work_dir(args.state_parent, "mailtee-bench-")
     state = work / "state"
     reports_dir = state / "reports"
     fs = filesystem_of(work)
@@ -523,14 +528,21 @@ def main(argv: list[str] | None = None) -> int:
             log(f"throughput round {r + 1}/{args.rounds}: via mailtee")
             load_before = round(os.getloadavg()[0], 2)
             before = reports(reports_dir)
-            cpu0, sink_cpu0 = tree_cpu_seconds(ppid), cpu_seconds(sink.pid)
+            split0, sink_cpu0 = split_cpu_seconds(ppid), cpu_seconds(sink.pid)
             via = run_source(pport, args.messages, args.sessions, args.size)
-            cpu1, sink_cpu1 = tree_cpu_seconds(ppid), cpu_seconds(sink.pid)
+            sink_cpu1 = cpu_seconds(sink.pid)
             new = settled_reports(reports_dir, before, args.messages)
+            split1 = split_cpu_seconds(ppid)  # after the reports: the pair writers' share
             outcomes = check_reports(reports_dir, new)
-            via["mailtee_cpu_s"] = round(cpu1 - cpu0, 2)
-            via["mailtee_cpu_share_of_one_core"] = round((cpu1 - cpu0) / via["seconds"], 2)
-            via["mailtee_cpu_ms_per_msg"] = round((cpu1 - cpu0) / args.messages * 1000, 3)
+            spent = {k: split1[k] - split0[k] for k in split0}
+            cpu = sum(spent.values())
+            via["mailtee_cpu_s"] = round(cpu, 2)
+            via["mailtee_cpu_share_of_one_core"] = round(cpu / via["seconds"], 2)
+            via["mailtee_cpu_ms_per_msg"] = round(cpu / args.messages * 1000, 3)
+            # of which: the relay processes (on the reply's path) and the pair writers
+            via["cpu_ms_per_msg_split"] = {
+                k: round(v / args.messages * 1000, 3) for k, v in spent.items()
+            }
             via["sink_cpu_s"] = round(sink_cpu1 - sink_cpu0, 2)
             via["reports"] = len(new)
             via["outcomes"] = outcomes
@@ -563,7 +575,8 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append(entry)
             log(
                 f"  direct {direct['msgs_per_s']} msg/s, mailtee {via['msgs_per_s']} msg/s "
-                f"({via['mailtee_cpu_ms_per_msg']} ms CPU/msg, load {load_before}), "
+                f"({via['mailtee_cpu_ms_per_msg']} ms CPU/msg, load {load_before}, "
+                f"steal {direct['host']['steal_pct']} / {via['host']['steal_pct']} %), "
                 f"postfix e2e {entry.get('postfix', {}).get('end_to_end_msgs_per_s')}, "
                 + ", ".join(
                     f"floor {k} {entry[f'floor_{k}']['msgs_per_s']} msg/s "
