@@ -17,7 +17,13 @@ invocation on loopback so the ratios compare like with like on a noisy machine:
 mailtee runs in its own process (`bench/_common.py serve`, the listeners of `proxy-admin
 run` without the ingest task) with durable archiving (fsync'd `.eml` + `.mpr`) into a
 state dir under --state-parent (default /var/tmp, the filesystem is reported: it must
-not be tmpfs, or fsync is free).
+not be tmpfs, or fsync is free), made by `_common.work_dir()` in a fresh ext4 block group
+(as is the Postfix instance's root, whose queue deletes a file per message).
+
+Every smtp-source run reports `host`: the machine's CPU shares while it ran, `steal_pct`
+above all (a shared VM's hypervisor takes 0-25 % of the guest's CPU, changing within
+minutes), and each mailtee run `cpu_ms_per_msg_split`: the relay's and the pair
+writers' CPU per message.
 
     .venv/bin/python bench/smtp_relay.py            # the issue's figures
     .venv/bin/python bench/smtp_relay.py --quick    # a smoke run in a few seconds
