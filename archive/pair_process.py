@@ -19,10 +19,9 @@ from typing import Any
 
 import trio
 
-log = logging.getLogger("mailtee.commit")
+from archive.children import child_env
 
-#: the directory that holds the `archive` package (the child imports it from there)
-_CODE_ROOT = os.fspath(Path(__file__).resolve().parent.parent)
+log = logging.getLogger("mailtee.commit")
 
 #: how long a stopping worker waits for the process to exit before killing it
 STOP_TIMEOUT = 5.0
@@ -50,11 +49,7 @@ class PairProcess:
         to_parent, from_child = os.pipe()
         try:
             cmd = [sys.executable, "-m", "archive.pair_writer", os.fspath(self.reports_dir)]
-            path = os.environ.get("PYTHONPATH")
-            env = {
-                **os.environ,
-                "PYTHONPATH": f"{_CODE_ROOT}{os.pathsep}{path}" if path else _CODE_ROOT,
-            }
+            env = child_env()
             self._proc = subprocess.Popen(  # noqa: ASYNC220 - see the docstring
                 cmd, stdin=to_child, stdout=from_child, close_fds=True, env=env
             )

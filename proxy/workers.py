@@ -42,6 +42,7 @@ import trio
 
 from admin.config import Config, ListenerConfig, Secrets
 from admin.config import state_dir as resolve_state_dir
+from archive.children import child_env
 from archive.libc import die_with_parent
 from archive.timefmt import utc_iso
 from proxy import control, notify
@@ -49,9 +50,6 @@ from proxy.errors import ProxyError
 from proxy.ports import bind_reuseport
 
 log = logging.getLogger("mailtee.workers")
-
-#: the directory holding the `proxy` and `archive` packages (for the worker's imports)
-CODE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 #: how long a stopping supervisor waits for its workers before SIGKILL
 STOP_TIMEOUT = 10.0
@@ -217,14 +215,7 @@ class Supervisor:
             await trio.sleep(delay)
 
     async def _spawn(self, w: _Worker) -> None:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS")
-        }
-        env["PYTHONPATH"] = os.pathsep.join([CODE_ROOT, env.get("PYTHONPATH", "")]).rstrip(
-            os.pathsep
-        )
+        env = child_env(drop=("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS"))
         cmd = [sys.executable, "-m", "proxy.workers", str(self.config_path), str(w.index)]
         cmd.append(str(self.count))
         cmd.append(str(os.getpid()))

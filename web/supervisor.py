@@ -18,13 +18,13 @@ the service is still running `STOP_GRACE` later: a clean stop logs no error.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
 
 import trio
 
+from archive.children import child_env
 from archive.libc import die_with_parent
 
 log = logging.getLogger("mailtee.web")
@@ -36,8 +36,6 @@ HEALTHY_AFTER = 60.0
 STOP_GRACE = 1.0
 #: how a web child ends when it is told to stop
 STOPPED_CODES = frozenset({0, -signal.SIGTERM, -signal.SIGINT})
-#: where the `web` package lives, so the child imports the same code as the service
-_ROOT = str(Path(__file__).resolve().parents[1])
 
 
 def _die_with_parent() -> None:
@@ -65,8 +63,7 @@ async def supervise(
 async def _keep_running(config_path: Path, worker: int, max_restarts: int | None) -> None:
     backoff = MIN_BACKOFF
     restarts = 0
-    path = os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path}
+    env = child_env()
     while True:
         started = trio.current_time()
         log.info("web: starting web worker %d (%s)", worker, config_path)
