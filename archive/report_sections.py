@@ -26,17 +26,22 @@ from typing import Any, Literal
 Direction = Literal["outgoing", "incoming", "archived", "journal"]
 
 
-#: a section class -> its field names in declaration order (`dataclasses.fields()` walks
-#: the class on every call: measurable once per message on the hot path)
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+#: a type -> the field names of a section class in declaration order, or None for any
+#: other type seen (`dataclasses.fields()` walks the class on every call, and even
+#: `is_dataclass()` on each leaf value was measurable once per message on the hot path)
+_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
 
 
 def to_json(section: object) -> Any:
     """A section (or a value inside one) as JSON-ready data, keys in field order."""
-    names = _FIELD_NAMES.get(type(section))
-    if names is None and dataclasses.is_dataclass(section) and not isinstance(section, type):
-        names = tuple(f.name for f in dataclasses.fields(section))
-        _FIELD_NAMES[type(section)] = names
+    kind = type(section)
+    try:
+        names = _FIELD_NAMES[kind]
+    except KeyError:
+        names = None
+        if dataclasses.is_dataclass(section) and not isinstance(section, type):
+            names = tuple(f.name for f in dataclasses.fields(section))
+        _FIELD_NAMES[kind] = names
     if names is not None:
         return {name: to_json(getattr(section, name)) for name in names}
     if isinstance(section, tuple | list):
