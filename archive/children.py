@@ -10,16 +10,16 @@ installed venv alike. Standard library only (`archive` is imported by every side
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 
 #: the directory holding mailtee's packages
 CODE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
-def child_env(base: Mapping[str, str] | None = None, *, drop: Iterable[str] = ()) -> dict[str, str]:
-    """`base` (default: this process's environment) without the `drop` names, with
-    CODE_ROOT first on PYTHONPATH."""
-    env = {k: v for k, v in (os.environ if base is None else base).items() if k not in drop}
+def child_env(drop: Iterable[str] = ()) -> dict[str, str]:
+    """This process's environment without the `drop` names, with CODE_ROOT first on
+    PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [CODE_ROOT, env.get("PYTHONPATH")]))
     return env
