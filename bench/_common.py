@@ -172,13 +172,7 @@ def split_cpu_seconds(pid: int) -> dict[str, float]:
 
 def tree_cpu_seconds(pid: int) -> float:
     """CPU time of `pid` and all its descendants that are alive (worker processes)."""
-    total = 0.0
-    for p in descendants(pid):
-        try:
-            total += cpu_seconds(p)
-        except (OSError, ValueError):
-            continue
-    return total
+    return sum(split_cpu_seconds(pid).values())
 
 
 class RssSampler:
