@@ -56,6 +56,19 @@ _buffer = bytearray(RECEIVE_BUFFER)
 _view = memoryview(_buffer)
 
 
+_cipher = memoryview(bytearray(RECEIVE_BUFFER))
+
+
+def shared_buffer() -> memoryview:
+    """The module-wide receive buffer (Trio thread only; copy out before any await)."""
+    return _view
+
+
+def cipher_buffer() -> memoryview:
+    """A second one, for proxy.fasttls's raw TLS bytes (same rules)."""
+    return _cipher
+
+
 def _tune(sock: socket.socket) -> None:
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -100,34 +113,39 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
             raise trio.BusyResourceError("another task is sending on this stream")
         self._sending = True
         try:
-            sock = self.socket
-            total = len(data)
-            sent = 0
-            view: memoryview | None = None
-            while sent < total:
-                try:
-                    if sent == 0:
-                        sent = sock.send(data)
-                    else:
-                        if view is None:
-                            view = memoryview(data)
-                        sent += sock.send(view[sent:])
-                except BlockingIOError:
-                    self._unyielded = 0
-                    await wait_writable(sock)
-                    if self._closed:
-                        raise trio.ClosedResourceError("closed while sending") from None
-                except OSError as e:
-                    if self._closed:
-                        raise trio.ClosedResourceError("socket was already closed") from None
-                    raise trio.BrokenResourceError(f"socket send failed: {e}") from e
-            if view is not None:
-                view.release()
-            if total:
+            await self._send_bytes(data)
+            if data:
                 self._sent = True
             await self._fairness()
         finally:
             self._sending = False
+
+    async def _send_bytes(self, data: bytes | bytearray | memoryview) -> None:
+        """All of `data` to the socket, waiting while it would block (the caller holds
+        `_sending`)."""
+        sock = self.socket
+        total = len(data)
+        sent = 0
+        view: memoryview | None = None
+        while sent < total:
+            try:
+                if sent == 0:
+                    sent = sock.send(data)
+                else:
+                    if view is None:
+                        view = memoryview(data)
+                    sent += sock.send(view[sent:])
+            except BlockingIOError:
+                self._unyielded = 0
+                await wait_writable(sock)
+                if self._closed:
+                    raise trio.ClosedResourceError("closed while sending") from None
+            except OSError as e:
+                if self._closed:
+                    raise trio.ClosedResourceError("socket was already closed") from None
+                raise trio.BrokenResourceError(f"socket send failed: {e}") from e
+        if view is not None:
+            view.release()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         data = await self.receive_before(max_bytes, float("inf"))
@@ -346,12 +364,15 @@ def _ip_family(host: str) -> int | None:
 async def connect_tcp(host: str, port: int) -> trio.abc.Stream:
     """Connect to host:port (call under a timeout scope).
 
-    An IP literal is connected directly (a `FastSocketStream`); a host name goes through
-    `trio.open_tcp_stream` (resolution and happy eyeballs), as before.
+    An IP literal is connected directly; a host name goes through `trio.open_tcp_stream`
+    (resolution and happy eyeballs), whose socket then becomes a `FastSocketStream` too,
+    so a provider named by host name gets the same data path (and proxy.fasttls).
     """
     family = _ip_family(host)
     if family is None:
-        return await trio.open_tcp_stream(host, port)
+        opened = await trio.open_tcp_stream(host, port)
+        fd = opened.socket.detach()
+        return FastSocketStream(socket.socket(fileno=fd))
     sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
         _tune(sock)
@@ -373,7 +394,7 @@ async def connect_tcp(host: str, port: int) -> trio.abc.Stream:
 
 async def receive_before(stream: trio.abc.ReceiveStream, max_bytes: int, deadline: float) -> Any:
     """`stream.receive_some(max_bytes)`, or None once `deadline` passes first."""
-    if type(stream) is FastSocketStream:
+    if isinstance(stream, FastSocketStream):  # or proxy.fasttls.FastTlsStream
         return await stream.receive_before(max_bytes, deadline)
     with trio.move_on_at(deadline):
         data = await stream.receive_some(max_bytes)
@@ -418,7 +439,7 @@ def drain_tls(
 async def close_stream(stream: trio.abc.AsyncResource) -> None:
     """Close without waiting for anything (`trio.aclose_forcefully`, minus its cancel
     scope for a `FastSocketStream`)."""
-    if type(stream) is FastSocketStream:
+    if isinstance(stream, FastSocketStream):
         stream.close()
     else:
         await trio.aclose_forcefully(stream)

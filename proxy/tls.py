@@ -20,6 +20,8 @@ import trio
 
 from archive.tls_client import client_context
 from proxy.errors import UpstreamError
+from proxy.fastsock import FastSocketStream
+from proxy.fasttls import FastTlsStream
 
 #: OpenSSL cipher string for client-side TLS 1.2 (TLS 1.3 suites are all AEAD already).
 CLIENT_SIDE_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL"
@@ -52,9 +54,18 @@ async def wrap(
     server_side: bool,
     server_hostname: str | None = None,
     timeout: float,  # noqa: ASYNC109 - the handshake alone gets this limit
-) -> trio.SSLStream[trio.abc.Stream]:
-    """Handshake TLS over `stream`; raises trio.TooSlowError or ssl/trio errors on failure."""
-    tls = trio.SSLStream(stream, ctx, server_side=server_side, server_hostname=server_hostname)
+) -> FastTlsStream | trio.SSLStream[trio.abc.Stream]:
+    """Handshake TLS over `stream`; raises trio.TooSlowError or ssl/trio errors on failure.
+
+    A `FastSocketStream` (every accepted and connected socket of the relay) gets a
+    `FastTlsStream`, where OpenSSL does the socket I/O; any other stream (a test's) gets
+    `trio.SSLStream`. The two behave the same to the session.
+    """
     with trio.fail_after(timeout):
+        if type(stream) is FastSocketStream:
+            return await FastTlsStream.wrap(
+                stream, ctx, server_side=server_side, server_hostname=server_hostname
+            )
+        tls = trio.SSLStream(stream, ctx, server_side=server_side, server_hostname=server_hostname)
         await tls.do_handshake()
     return tls

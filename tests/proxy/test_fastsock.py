@@ -94,9 +94,14 @@ async def test_connect_refused_and_host_names() -> None:
         await connect_tcp("127.0.0.1", port)
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
-    named = await connect_tcp("localhost", port)  # a name: trio.open_tcp_stream
-    assert isinstance(named, trio.SocketStream)
+    # a name: resolved and connected by trio.open_tcp_stream, then the same fast stream
+    named = await connect_tcp("localhost", port)
+    assert type(named) is FastSocketStream
+    server = await FastListener(listeners[0]).accept()
+    await named.send_all(b"hello")
+    assert await server.receive_some() == b"hello"
     await close_stream(named)
+    await close_stream(server)
     await listeners[0].aclose()
 
 
