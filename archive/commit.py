@@ -75,11 +75,13 @@ from archive.journal import (
     parse_segment,
     segment_numbers,
     segment_path,
+    start_writeback,
 )
 from archive.pair_process import PairProcess
 from archive.spool import REPORT_MODE, MessageWriter, SpoolError
 
 __all__ = [
+    "Commit",
     "GroupCommitter",
     "encode_record",
     "live_segments",
@@ -163,6 +165,28 @@ class _Request:
     record: tuple[str, int, int, int] = ("", 0, 0, 0)
 
 
+@dataclass(slots=True)
+class _Written:
+    """A batch between its journal writes and its barrier (GroupCommitter._write_batch)."""
+
+    batch: list[_Request]
+    took: float = 0.0  # seconds the writing took
+    good: list[_Request] = field(default_factory=list)  # records written
+    spilled: list[int] = field(default_factory=list)  # fds of spilled `.eml` files
+    error: OSError | None = None  # a write failed: the batch fails at its barrier
+    bug: Exception | None = None  # anything else (reported as an internal error)
+
+
+@dataclass(slots=True)
+class Commit:
+    """A commit begun (GroupCommitter.begin): pass it to `finish()`."""
+
+    request: _Request
+    queued: float
+    #: an inline batch whose records are written and whose barrier is still to run
+    written: _Written | None = None
+
+
 class GroupCommitter:
     """The commit path of one worker process; run `run()` in a nursery before use."""
 
@@ -225,6 +249,26 @@ class GroupCommitter:
             await self._room.wait()
         if not self.running:
             raise SpoolError("the commit task is not running")
+        await self.finish(self._start(writer, outcome, reply))
+
+    def begin(
+        self, writer: MessageWriter, outcome: str = "pending", reply: str | None = None
+    ) -> Commit | None:
+        """Start making `writer`'s message durable and return at once; `finish()` waits.
+
+        Why: the session still has the message's last bytes to relay to the client
+        (the POP3 body before its terminator); relayed between `begin` and `finish`,
+        they go out while the disk writes, instead of before the write starts. None: the
+        commit would have to wait first (memory bound, not running): use `commit()`.
+        Every Commit returned must be finished (the journal is held until then).
+        """
+        if not self.running or self._unwritten > MAX_UNWRITTEN:
+            return None
+        return self._start(writer, outcome, reply, kick=True)
+
+    def _start(
+        self, writer: MessageWriter, outcome: str, reply: str | None, *, kick: bool = False
+    ) -> Commit:
         req = _Request(writer, outcome, reply)
         queued = time.perf_counter()
         # a spilled message's barrier flushes its whole file: never on the loop
@@ -236,8 +280,18 @@ class GroupCommitter:
                 inline = False
                 self._queue.append(req)
                 self._cond.notify()
+        ticket = Commit(req, queued)
         if inline:
-            self._release(*self._run_batch([req]))
+            ticket.written = self._write_batch([req], kick=kick)
+        return ticket
+
+    async def finish(self, ticket: Commit) -> None:
+        """Return once the barrier covering the message of `ticket` has completed.
+        Raises SpoolError. Never raises Cancelled before that is known."""
+        req = ticket.request
+        if ticket.written is not None:
+            written, ticket.written = ticket.written, None
+            self._release(*self._complete_batch(written))
             self.inline_batches += 1
             # yield, but never raise Cancelled: the message is durable now and the
             # caller must learn so (as after the shielded wait below)
@@ -247,7 +301,7 @@ class GroupCommitter:
                 # Once queued, the outcome of the barrier must be waited for: a cancelled
                 # session must not leave a half-known message behind.
                 await req.done.wait()
-        self.wait_s += time.perf_counter() - queued
+        self.wait_s += time.perf_counter() - ticket.queued
         if req.error is not None:
             raise SpoolError(req.error)
 
@@ -315,16 +369,38 @@ class GroupCommitter:
 
     def _run_batch(self, batch: list[_Request]) -> tuple[list[_Request], list[int]]:
         """One batch through the barrier (whoever set `_busy`); (batch, closed segments)."""
+        return self._complete_batch(self._write_batch(batch))
+
+    def _write_batch(self, batch: list[_Request], *, kick: bool = False) -> _Written:
+        """The first half of a batch: its journal records (and spilled files), written
+        but not flushed. `kick`: start their writeback now (the barrier comes later)."""
         started = time.perf_counter()
+        written = _Written(batch)
         try:
-            self._barrier(batch)
+            self._write_records(written)
+            if kick and written.good and written.error is None:
+                start_writeback(self.journal.fd)  # type: ignore[arg-type]
+        except Exception as e:  # a bug must not leave sessions waiting
+            written.bug = e
+        written.took = time.perf_counter() - started
+        return written
+
+    def _complete_batch(self, written: _Written) -> tuple[list[_Request], list[int]]:
+        """The second half: the barrier, then the batch's verdict; releases `_busy`."""
+        started = time.perf_counter()
+        batch = written.batch
+        try:
+            if written.bug is not None:
+                raise written.bug
+            self._sync_records(written)
         except Exception as e:  # a bug must not leave sessions waiting
             log.error("group commit failed: %r", e, exc_info=True)
             for req in batch:
                 req.error = req.error or "internal error in the commit path"
                 req.writer.discard_final_eml()
         finally:
-            took = time.perf_counter() - started
+            # (a begun batch: without the time between its halves, the session's send)
+            took = written.took + time.perf_counter() - started
             self.batch_s += took
             avg = self._batch_avg
             self._batch_avg = took if avg == float("inf") else 0.8 * avg + 0.2 * took
@@ -352,14 +428,12 @@ class GroupCommitter:
         self._closed.update(closed)
         self._work.set()
 
-    def _barrier(self, batch: list[_Request]) -> None:
-        """Committer thread: journal records (and spilled files), then one barrier."""
-        spilled: list[int] = []
-        good: list[_Request] = []
-        error: str | None = None
-        room = self._room_problem(batch)
+    def _write_records(self, written: _Written) -> None:
+        """Journal records (and spilled files) of a batch; a write error is kept in
+        `written.error` for `_sync_records` (which then fails the batch)."""
+        room = self._room_problem(written.batch)
         try:
-            for req in batch:
+            for req in written.batch:
                 if req.writer.in_memory and room is not None:
                     req.error = room
                     continue
@@ -370,10 +444,10 @@ class GroupCommitter:
                     except SpoolError as e:
                         req.error = str(e)
                         continue
-                    spilled.append(fd)
+                    written.spilled.append(fd)
                 else:
                     req.inline = len(inline)
-                good.append(req)
+                written.good.append(req)
                 try:
                     req.writer.segment = self.journal.append(
                         req.writer.stem, req.writer.document("pending", None), inline
@@ -382,13 +456,23 @@ class GroupCommitter:
                 finally:
                     if inline is not None:
                         inline.release()  # a view of the writer's buffer, cleared later
+        except OSError as e:
+            written.error = e
+
+    def _sync_records(self, written: _Written) -> None:
+        """The barrier over what `_write_records` wrote, then each message's verdict."""
+        good = written.good
+        error: str | None = None
+        try:
+            if written.error is not None:
+                raise written.error
             if good:
-                self._flush(spilled)
+                self._flush(written.spilled)
         except OSError as e:
             self.journal.broken()
             error = f"cannot make the copy durable in {self.reports_dir}: {e.strerror or e}"
         finally:
-            for fd in spilled:
+            for fd in written.spilled:
                 try:
                     os.close(fd)
                 except OSError:

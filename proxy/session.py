@@ -28,7 +28,7 @@ from typing import Any
 
 import trio
 
-from archive.commit import GroupCommitter
+from archive.commit import Commit, GroupCommitter
 from archive.report_sections import ClientSection, MessageStart, SessionReport, TargetSection
 from archive.spool import MessageWriter, Spool, SpoolError
 from proxy import actions as A
@@ -157,8 +157,7 @@ class Session:
         while True:
             # Answers to actions (archive_result, tls_started) queue further actions.
             while batch := core.actions():
-                for action in coalesce(batch):
-                    await self._perform(action)
+                await self._perform_batch(coalesce(batch))
                 progress_at = trio.current_time()
             if self.done:
                 return
@@ -239,6 +238,43 @@ class Session:
             self.core.upstream_lost(reason)
 
     # --- actions -------------------------------------------------------------------
+    async def _perform_batch(self, batch: list[A.Action]) -> None:
+        """Perform `batch` in order, except that a send to the client followed only by
+        bookkeeping and a CommitMessage overlaps with the commit's disk write."""
+        i, n = 0, len(batch)
+        while i < n:
+            action = batch[i]
+            i += 1
+            if type(action) is A.SendClient and (end := _commit_follows(batch, i)):
+                for bookkeeping in batch[i : end - 1]:
+                    await self._perform(bookkeeping)
+                commit = batch[end - 1]
+                assert isinstance(commit, A.CommitMessage)
+                await self._send_committing(action.data, commit.outcome, commit.reply)
+                i = end
+            else:
+                await self._perform(action)
+
+    async def _send_committing(self, data: bytes, outcome: str, reply: str | None) -> None:
+        """Send `data` to the client while the commit of the current message writes.
+
+        A POP3 RETR's body (all of a small one, which arrives in one read) reaches the
+        client while the journal record is on its way to the disk, and the terminator
+        still waits for the barrier (DESIGN invariant 1). Sending to the client before or
+        during the barrier is the same to the client: it gives no verdict. The order of
+        the core's answers (client_lost before archive_result) stays as without it.
+        """
+        writer = self.writer
+        ticket = None if writer is None else self.env.committer.begin(writer, outcome, reply)
+        if ticket is None:
+            await self._send(Side.CLIENT, data)
+            await self._commit(outcome, reply)
+            return
+        try:
+            await self._send(Side.CLIENT, data)
+        finally:  # a begun commit is always finished (even under cancellation)
+            await self._commit(outcome, reply, ticket)
+
     async def _perform(self, action: A.Action) -> None:  # noqa: C901 - one arm per action
         core = self.core
         match action:
@@ -363,14 +399,17 @@ class Session:
             self.upstream, self.upstream_tls = tls, tls.version()
         return True
 
-    async def _commit(self, outcome: str, reply: str | None) -> None:
+    async def _commit(self, outcome: str, reply: str | None, ticket: Commit | None = None) -> None:
         writer = self.writer
         if writer is None:
             self.core.archive_result(False, "no message file")
             return
         try:
             # returns once the group barrier covering this message has completed
-            await self.env.committer.commit(writer, outcome, reply)
+            if ticket is None:
+                await self.env.committer.commit(writer, outcome, reply)
+            else:
+                await self.env.committer.finish(ticket)
         except SpoolError as e:
             self.env.stats.archive_failed(str(e))
             self.core.archive_result(False, str(e))
@@ -461,6 +500,22 @@ def coalesce(batch: list[A.Action]) -> list[A.Action]:
         elif not isinstance(action, A.BeginMessage | A.MessageData):
             client_send = -1
     return out
+
+
+#: what may stand between a send to the client and a CommitMessage (no I/O, no reply)
+_BOOKKEEPING = (A.BeginMessage, A.MessageData)
+
+
+def _commit_follows(batch: list[A.Action], start: int) -> int:
+    """The index after a CommitMessage that `batch[start:]` reaches through bookkeeping
+    only; 0 when something else comes first."""
+    for i in range(start, len(batch)):
+        action = batch[i]
+        if type(action) is A.CommitMessage:
+            return i + 1
+        if not isinstance(action, _BOOKKEEPING):
+            return 0
+    return 0
 
 
 def _fmt(value: object) -> str:

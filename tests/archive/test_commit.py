@@ -152,9 +152,12 @@ sessions_st = st.lists(
     fail_syncs=st.sets(st.integers(min_value=0, max_value=4), max_size=2),
     slow=st.sampled_from([0.0, 0.002, 0.01]),
     lone=st.sampled_from(["never", "always", "alternate"]),
+    via=st.sampled_from(["commit", "begin", "mixed"]),
 )
-def test_no_ack_before_its_barrier(monkeypatch, sessions, fail_syncs, slow, lone):
-    """Thread and inline (lone session) barriers alike: no ack before its flush."""
+def test_no_ack_before_its_barrier(monkeypatch, sessions, fail_syncs, slow, lone, via):
+    """Thread and inline (lone session) barriers alike, and commits begun while the
+    session goes on sending (begin/finish) as well as awaited at once: no ack before
+    its flush."""
     with tempfile.TemporaryDirectory() as tmp:
         reports, area = Path(tmp) / "reports", Path(tmp) / "spool" / "w0"
         reports.mkdir()
@@ -176,7 +179,12 @@ def test_no_ack_before_its_barrier(monkeypatch, sessions, fail_syncs, slow, lone
                 w.write(data[i : i + 65536])
             sizes[w.stem] = w.size
             try:
-                await committer.commit(w)
+                begun = via == "begin" or (via == "mixed" and n % 2)
+                if begun and (ticket := committer.begin(w)) is not None:
+                    await trio.sleep(delay / 2)  # the session sends to its client meanwhile
+                    await committer.finish(ticket)
+                else:
+                    await committer.commit(w)
             except SpoolError:
                 failed.append(w.stem)
                 return
@@ -210,6 +218,42 @@ def test_no_ack_before_its_barrier(monkeypatch, sessions, fail_syncs, slow, lone
             assert doc["size"] == sizes[stem] == (reports / f"{stem}.eml").stat().st_size
         assert not [p for p in reports.iterdir() if p.name.startswith(".")]
         assert live_segments(area) == []  # journal retired at shutdown
+
+
+async def test_a_begun_lone_commit_writes_and_starts_writeback_but_flushes_at_finish(
+    tmp_path, monkeypatch
+):
+    """begin() on the loop: the record is written and its writeback started, nothing is
+    flushed; finish() runs the barrier and only then returns (the acknowledgement)."""
+    reports, area, spool = committer_dirs(tmp_path)
+    syncs: list[int] = []
+    kicks: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(commit_mod.os, "fdatasync", lambda fd: (syncs.append(fd), real(fd)))
+    monkeypatch.setattr(commit_mod, "start_writeback", kicks.append)
+    async with trio.open_nursery() as nursery:
+        committer = await nursery.start(GroupCommitter(reports, area).run)
+        committer.lone_session = lambda: True
+        committer._batch_avg = 0.0  # measured fast: inline
+        w = spool.open_message("pop3", {"pop3": {"user": "u"}})
+        w.write(b"Subject: x\r\n\r\nbody\r\n")
+        ticket = committer.begin(w, "delivered", None)
+        assert ticket is not None and ticket.written is not None  # inline, written
+        assert kicks == [committer.journal.fd] and syncs == []
+        assert [
+            stem for stem, _d, _r in parse_journal(Path(committer.journal.path).read_bytes())
+        ] == [w.stem]
+        assert not w.committed
+        other = spool.open_message("pop3", {"pop3": {"user": "v"}})
+        other.write(b"Subject: y\r\n\r\n")
+        queued = committer.begin(other, "delivered", None)  # the journal is held: queued
+        assert queued is not None and queued.written is None
+        await committer.finish(ticket)
+        assert w.committed and syncs  # flushed before finish returned
+        await committer.finish(queued)
+        assert other.committed
+        nursery.cancel_scope.cancel()
+    assert committer.inline_batches == 1
 
 
 async def test_outcome_written_once_and_pending_when_none_comes(tmp_path, monkeypatch):
