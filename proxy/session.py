@@ -157,7 +157,10 @@ class Session:
         while True:
             # Answers to actions (archive_result, tls_started) queue further actions.
             while batch := core.actions():
-                await self._perform_batch(coalesce(batch))
+                if len(batch) == 1:  # most batches (one reply, one command): as is
+                    await self._perform(batch[0])
+                else:
+                    await self._perform_batch(coalesce(batch))
                 progress_at = trio.current_time()
             if self.done:
                 return
