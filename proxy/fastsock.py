@@ -11,8 +11,8 @@ performance.md). `FastSocketStream` calls the non-blocking syscall directly and 
 (`wait_readable`/`wait_writable`) only when it would block.
 
 What stays true:
-- It is a `trio.abc.HalfCloseableStream`: `trio.SSLStream` wraps it for STARTTLS, and
-  the session code cannot tell it from `trio.SocketStream` (same exceptions:
+- It is a `trio.abc.HalfCloseableStream`: `proxy.fasttls` (or `trio.SSLStream`) wraps
+  it for TLS, and the session code cannot tell it from `trio.SocketStream` (same exceptions:
   `BrokenResourceError` for socket errors, `ClosedResourceError` after close,
   `BusyResourceError` for two concurrent senders or receivers).
 - Cancellation and fairness: an operation that does not have to wait still yields to
@@ -36,7 +36,6 @@ import ipaddress
 import logging
 import os
 import socket
-import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -397,43 +396,8 @@ async def receive_before(stream: trio.abc.ReceiveStream, max_bytes: int, deadlin
     if isinstance(stream, FastSocketStream):  # or proxy.fasttls.FastTlsStream
         return await stream.receive_before(max_bytes, deadline)
     with trio.move_on_at(deadline):
-        data = await stream.receive_some(max_bytes)
-        if data and isinstance(stream, trio.SSLStream):
-            return drain_tls(stream, data, max_bytes)  # no await: nothing read is dropped
-        return data
+        return await stream.receive_some(max_bytes)
     return None
-
-
-def drain_tls(
-    stream: trio.SSLStream[Any], first: bytes | bytearray, max_bytes: int
-) -> bytes | bytearray:
-    """`first` plus the TLS records the stream has already received, up to `max_bytes`.
-
-    Peers send in small TLS records (Dovecot a RETR in 4 KiB ones), each of which would
-    otherwise be one receive, one pass through the relay core and one record and `send`
-    to the other side. The records already in the stream's incoming buffer are decrypted now,
-    synchronously (no await, so no cancellation can drop what was read): the SSL object
-    answers from memory or says it needs more (a partial record), which ends the
-    draining. Anything the reads produce for the peer (a TLS 1.3 key update) goes out
-    with the stream's next operation. Uses trio.SSLStream's SSL object and incoming BIO;
-    if a trio release renames them, this reads nothing more (the relay stays correct).
-    """
-    obj = getattr(stream, "_ssl_object", None)
-    bio = getattr(stream, "_incoming", None)
-    if obj is None or bio is None:
-        return first
-    parts: list[bytes | bytearray] = [first]
-    size = len(first)
-    while size < max_bytes and bio.pending:
-        try:
-            more = obj.read(max_bytes - size)
-        except ssl.SSLError:  # SSLWantReadError (a partial record), or an error the
-            break  # next receive_some reports
-        if not more:
-            break
-        parts.append(more)
-        size += len(more)
-    return first if len(parts) == 1 else b"".join(parts)
 
 
 async def close_stream(stream: trio.abc.AsyncResource) -> None:

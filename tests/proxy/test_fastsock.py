@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import ssl
 
 import pytest
 import trio
@@ -128,37 +127,6 @@ async def test_a_stream_that_never_waits_still_lets_other_tasks_run() -> None:
     assert scope.cancelled_caught
     client.close()  # type: ignore[attr-defined]
     server.close()  # type: ignore[attr-defined]
-    await lst.aclose()
-
-
-async def test_a_tls_receive_takes_every_record_already_received() -> None:
-    """Small TLS records (Dovecot sends a RETR in 4 KiB ones) come back from one receive,
-    up to max_bytes, instead of one record per receive; nothing is lost or reordered."""
-    import trustme
-
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
-    raw_client, raw_server, lst = await _pair()
-    client = trio.SSLStream(raw_client, client_ctx, server_hostname="127.0.0.1")
-    server = trio.SSLStream(raw_server, server_ctx, server_side=True)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.do_handshake)
-        nursery.start_soon(server.do_handshake)
-    records = [bytes([65 + i]) * 4096 for i in range(12)]
-    for record in records:  # one send_all per record: one TLS record each
-        await server.send_all(record)
-    got = await fastsock.receive_before(client, 10_000, float("inf"))
-    assert 4096 < len(got) <= 10_000  # more than one record, never more than asked
-    rest = bytearray(got)
-    while len(rest) < 12 * 4096:
-        rest += await fastsock.receive_before(client, 64 * 1024, float("inf"))
-    assert bytes(rest) == b"".join(records)
-    await close_stream(client)
-    await close_stream(server)
     await lst.aclose()
 
 
