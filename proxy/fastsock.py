@@ -104,13 +104,7 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
             await checkpoint()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("socket was already closed")
-        if self._eof_sent:
-            raise trio.ClosedResourceError("can't send data after sending EOF")
-        if self._sending:
-            raise trio.BusyResourceError("another task is sending on this stream")
-        self._sending = True
+        self._start_send()
         try:
             await self._send_bytes(data)
             if data:
@@ -118,6 +112,26 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
             await self._fairness()
         finally:
             self._sending = False
+
+    def _start_send(self) -> None:
+        """Refuse a send on a closed, half-closed or busy stream; else mark it sending."""
+        if self._closed:
+            raise trio.ClosedResourceError("socket was already closed")
+        if self._eof_sent:
+            raise trio.ClosedResourceError("can't send data after sending EOF")
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this stream")
+        self._sending = True
+
+    def _start_receive(self, max_bytes: int) -> None:
+        """Refuse a receive that cannot be (bad size, closed, busy); else mark it."""
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
+        if self._closed:
+            raise trio.ClosedResourceError("socket was already closed")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is receiving on this stream")
+        self._receiving = True
 
     async def _send_bytes(self, data: bytes | bytearray | memoryview) -> None:
         """All of `data` to the socket, waiting while it would block (the caller holds
@@ -158,13 +172,7 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
         """
         if max_bytes is None:
             max_bytes = RECEIVE_BUFFER
-        if max_bytes < 1:
-            raise ValueError("max_bytes must be >= 1")
-        if self._closed:
-            raise trio.ClosedResourceError("socket was already closed")
-        if self._receiving:
-            raise trio.BusyResourceError("another task is receiving on this stream")
-        self._receiving = True
+        self._start_receive(max_bytes)
         try:
             sock = self.socket
             if self._sent:  # the answer to what we sent cannot be here yet: wait first

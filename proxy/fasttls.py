@@ -140,13 +140,7 @@ class FastTlsStream(FastSocketStream):
 
     # --- the stream -----------------------------------------------------------------
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("socket was already closed")
-        if self._eof_sent:
-            raise trio.ClosedResourceError("can't send data after sending close_notify")
-        if self._sending:
-            raise trio.BusyResourceError("another task is sending on this stream")
-        self._sending = True
+        self._start_send()
         try:
             if data:
                 try:
@@ -164,13 +158,7 @@ class FastTlsStream(FastSocketStream):
         RECEIVE_BUFFER), or None once trio.current_time() reaches `deadline` first;
         b"" at close_notify."""
         size = RECEIVE_BUFFER if max_bytes is None else min(max_bytes, RECEIVE_BUFFER)
-        if size < 1:
-            raise ValueError("max_bytes must be >= 1")
-        if self._closed:
-            raise trio.ClosedResourceError("socket was already closed")
-        if self._receiving:
-            raise trio.BusyResourceError("another task is receiving on this stream")
-        self._receiving = True
+        self._start_receive(size)
         try:
             tls = self._tls
             if self._sent:  # the answer to what we sent cannot be here yet: wait first
