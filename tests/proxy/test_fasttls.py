@@ -197,3 +197,28 @@ async def test_concurrent_use_is_refused_and_close_wakes_a_waiting_receiver() ->
         await fast.send_all(b"x")
     await close_stream(peer)
     await lst.aclose()
+
+
+@pytest.mark.parametrize("closed_first", ["raw", "tls"])
+async def test_closing_either_stream_ends_the_connection_without_close_notify(
+    closed_first: str,
+) -> None:
+    """The session's listener closes the stream it accepted, not the TLS stream a
+    STARTTLS made of it (proxy/serve.py): that must still end the connection, and, as
+    trio.aclose_forcefully of a trio.SSLStream, without close_notify (an abortive end
+    looks broken to the peer, never like a clean end of the data)."""
+    server_ctx, client_ctx = _contexts()
+    raw_client, raw_server, lst = await _raw_pair()
+    peer = trio.SSLStream(raw_client, client_ctx, server_hostname="127.0.0.1")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer.do_handshake)
+        fast = await wrap(raw_server, server_ctx, server_side=True, timeout=10)
+    await fast.send_all(b"+OK half a message")
+    assert await peer.receive_some(100) == b"+OK half a message"
+    first, second = (raw_server, fast) if closed_first == "raw" else (fast, raw_server)
+    await close_stream(first)  # raw: the accepted stream, as serve.py's handler does
+    with pytest.raises(trio.BrokenResourceError):
+        await peer.receive_some(100)  # a ragged EOF, not b"" (close_notify)
+    await close_stream(second)  # closing the other one too is harmless
+    await close_stream(peer)
+    await lst.aclose()
