@@ -36,13 +36,19 @@ import socket
 import ssl
 
 import trio
-from trio.lowlevel import checkpoint, notify_closing
+from trio.lowlevel import checkpoint
 
 from proxy.fastsock import RECEIVE_BUFFER, FastSocketStream, cipher_buffer, shared_buffer
 
 
 class FastTlsStream(FastSocketStream):
-    """A TLS session on a `FastSocketStream`'s socket (build with `wrap()`)."""
+    """A TLS session on a `FastSocketStream`'s socket (build with `wrap()`).
+
+    `close()` is the plain stream's: no close_notify, as `trio.aclose_forcefully` of a
+    `trio.SSLStream`. A session that ends abortively (an archive failure in the middle
+    of a RETR) must look broken to the client, never like a clean end of the data (mpop,
+    for one, waits out a clean end that comes mid-message).
+    """
 
     __slots__ = ("_tls", "_incoming", "_outgoing")
 
@@ -201,32 +207,15 @@ class FastTlsStream(FastSocketStream):
         await checkpoint()
         if self._closed:
             raise trio.ClosedResourceError("socket was already closed")
-        if not self._eof_sent:
-            self._eof_sent = True
-            self._close_notify()
-
-    def _close_notify(self) -> None:
-        """close_notify, in one non-blocking send: never waits for the peer's."""
+        if self._eof_sent:
+            return
+        self._eof_sent = True
         try:
-            self._tls.unwrap()
+            self._tls.unwrap()  # close_notify into the outgoing BIO
         except ssl.SSLError:
             pass  # it wants the peer's close_notify (not waited for), or TLS is broken
         try:
             if self._outgoing.pending:
-                self.socket.send(self._outgoing.read())
+                self.socket.send(self._outgoing.read())  # one try: never waits
         except OSError:
-            pass  # would block or broken: the close goes on
-
-    def close(self) -> None:
-        """Close the connection without close_notify, as `trio.aclose_forcefully` of a
-        `trio.SSLStream` does: a session that ends abortively (an archive failure in the
-        middle of a RETR) must look broken to the client, never like a clean end of the
-        data (mpop, for one, takes a clean end mid-message for one it must wait out)."""
-        if not self._closed:
-            self._closed = True
-            if self._sending or self._receiving:
-                try:
-                    notify_closing(self.socket)
-                except (OSError, ValueError):
-                    pass
-            self.socket.close()
+            pass  # would block or broken

@@ -58,8 +58,9 @@ async def wrap(
     """Handshake TLS over `stream`; raises trio.TooSlowError or ssl/trio errors on failure.
 
     A `FastSocketStream` (every accepted and connected socket of the relay) gets a
-    `FastTlsStream`, where OpenSSL does the socket I/O; any other stream (a test's) gets
-    `trio.SSLStream`. The two behave the same to the session.
+    `FastTlsStream` (one socket read per wake-up, every complete record decrypted at
+    once); any other stream (a test's) gets `trio.SSLStream`. The two behave the same
+    to the session.
     """
     with trio.fail_after(timeout):
         if type(stream) is FastSocketStream:
