@@ -25,9 +25,13 @@ invocation on loopback, so each ratio compares like with like on a noisy machine
    outcome "delivered", size and SHA-256 equal to the served message.
 5. Floors (plain only; `--no-floors` skips them): each round also runs the same clients
    through bench/relay_floor.py's fastsock byte pump (`pump`: what a Trio relay pays with
-   no POP3, no copy) and through bench/pop3_floor.py (`durable`: blocking threads that
-   flush each RETR's body before its terminator and do nothing else), so "how much of
-   the gap is the barrier, how much is mailtee's own work" is measured in the same run.
+   no POP3, no copy), through bench/pop3_floor.py (`durable`: blocking threads that
+   flush each RETR's body before its terminator and do nothing else) and through
+   bench/pop3_contract_floor.c (`contract`: the same in C plus the rest of mailtee's
+   contract -- unstuffed copy, SHA-256, journal record with its report document, log
+   line, `.eml` + `.mpr` pair -- whose reports are checked like mailtee's), so "how much
+   of the gap is the barrier, how much the contract, how much mailtee's own work" is
+   measured in the same run.
 
 Every timed run also reports `host`: the machine's CPU shares during it from /proc/stat,
 `steal_pct` above all (on a shared VM the hypervisor takes 0-25 % of the guest's CPU time,
@@ -253,16 +257,25 @@ def start_floors(target_port: int, work: Path) -> dict[str, tuple[int, Any]]:
 
     - `pump`: bench/relay_floor.py's fastsock byte pump, one process (no POP3, no copy);
     - `durable`: bench/pop3_floor.py, blocking threads that flush each RETR's body
-      (pwrite + fdatasync) before its terminator (invariant 1 and nothing else).
+      (pwrite + fdatasync) before its terminator (invariant 1 and nothing else);
+    - `contract`: bench/pop3_contract_floor.c, the same in C plus the rest of the
+      contract (unstuffed copy, SHA-256, journal record, log line, report pair): what a
+      compiled implementation would pay (left out when there is no C compiler).
     """
+    import contract_floor
     import pop3_floor
     import relay_floor
 
-    ports = [free_port(), free_port()]
-    return {
+    ports = [free_port(), free_port(), free_port()]
+    floors = {
         "pump": (ports[0], relay_floor.start(ports[0], target_port, 1, "fast")),
         "durable": (ports[1], pop3_floor.start(ports[1], target_port, work / "floor.ring")),
     }
+    binary = contract_floor.build(work)
+    if binary is not None:
+        state = work / "contract-floor"
+        floors["contract"] = (ports[2], contract_floor.start(binary, ports[2], target_port, state))
+    return floors
 
 
 def run_floors(
@@ -271,13 +284,27 @@ def run_floors(
     sessions: int,
     direct: dict[str, Any],
     mailtee: dict[str, Any],
+    work: Path,
+    expected: dict[int, str],
 ) -> dict[str, Any]:
-    """One run through each floor, right after the direct and mailtee runs of a round."""
+    """One run through each floor, right after the direct and mailtee runs of a round.
+
+    The contract floor's report pairs are checked like mailtee's (`archive`)."""
     out: dict[str, Any] = {}
+    contract_reports = work / "contract-floor" / "reports"
     for name, (port, proc) in floors.items():
         cpu0 = tree_cpu_seconds(proc.pid)
+        before = mpr_names(contract_reports) if name == "contract" else set()
         r = run_clients(port, None, args.messages, sessions, args.size)
         r["cpu_ms_per_retr"] = round((tree_cpu_seconds(proc.pid) - cpu0) / args.messages * 1e3, 3)
+        if name == "contract":
+            settle = time.monotonic() + 30  # its pairs follow the "." like mailtee's
+            while len(mpr_names(contract_reports) - before) < args.messages:
+                if time.monotonic() > settle:
+                    break
+                time.sleep(0.05)
+            new = mpr_names(contract_reports) - before
+            r["archive"] = check_reports(contract_reports, new, expected)
         r["ratio"] = round(r["retr_per_s"] / direct["retr_per_s"], 4)
         #: mailtee's throughput as a share of this floor's
         r["mailtee_share"] = round(mailtee["retr_per_s"] / r["retr_per_s"], 4)
@@ -454,8 +481,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
     p.add_argument(
         "--no-floors",
         action="store_true",
-        help="skip the floor relays (plain only: bench/relay_floor.py's byte pump and "
-        "bench/pop3_floor.py's durable minimum)",
+        help="skip the floor relays (plain only: bench/relay_floor.py's byte pump, "
+        "bench/pop3_floor.py's durable minimum, bench/pop3_contract_floor.c's whole "
+        "contract in C)",
     )
     p.add_argument("--quick", action="store_true", help="small smoke run")
     args = p.parse_args(argv)
@@ -566,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
                         ratio = round(m["retr_per_s"] / d["retr_per_s"], 4)
                         one: dict[str, Any] = {"direct": d, "mailtee": m, "ratio": ratio}
                         if transport == "plain" and floors:
-                            one["floors"] = run_floors(floors, args, sessions, d, m)
+                            one["floors"] = run_floors(floors, args, sessions, d, m, work, expected)
                         rounds.append(one)
                         log(
                             f"  direct {d['retr_per_s']}/s, mailtee {m['retr_per_s']}/s, "
