@@ -66,6 +66,7 @@ from archive.journal import (
     SEGMENT_BYTES,
     STATE_ACTIVE,
     Journal,
+    RecordAt,
     decode_header,
     encode_record,
     flush_files,
@@ -149,7 +150,7 @@ class _Pending:
     committed_at: float
     inline: int  # bytes still only in memory (0: its `.eml` exists)
     #: where its journal record is: segment file, header offset, header and data lengths
-    record: tuple[str, int, int, int]
+    record: RecordAt
     outcome: tuple[str, str | None] | None = None
     written: str | None = None  # the outcome the written `.mpr` holds
 
@@ -162,7 +163,7 @@ class _Request:
     done: trio.Event = field(default_factory=trio.Event)
     error: str | None = None
     inline: int = 0
-    record: tuple[str, int, int, int] = ("", 0, 0, 0)
+    record: RecordAt = ("", 0, 0, 0)
 
 
 @dataclass(slots=True)
@@ -449,10 +450,9 @@ class GroupCommitter:
                     req.inline = len(inline)
                 written.good.append(req)
                 try:
-                    req.writer.segment = self.journal.append(
+                    req.writer.segment, req.record = self.journal.append(
                         req.writer.stem, req.writer.document("pending", None), inline
                     )
-                    req.record = self.journal.last
                 finally:
                     if inline is not None:
                         inline.release()  # a view of the writer's buffer, cleared later

@@ -60,6 +60,8 @@ SUFFIX = ".wal"
 LEGACY_SUFFIX = ".log"
 
 Record = tuple[str, dict[str, Any], bytes | None]
+#: where a record was written: segment file, offset of its header, header and data lengths
+RecordAt = tuple[str, int, int, int]
 
 
 def segment_path(area: Path, number: int, suffix: str = SUFFIX) -> Path:
@@ -301,7 +303,6 @@ class Journal:
                     self._free.append(n)
         self.seq = 0  # the segment number being written (0: none yet)
         self.path = ""  # ... and its file
-        self.last = ("", 0, 0, 0)  # see append()
         self.fd: int | None = None
         self.offset = 0
         self.records = 0
@@ -330,8 +331,11 @@ class Journal:
         self.path = os.fspath(path)
         self._dirty.append(fd)
 
-    def append(self, stem: str, doc: dict[str, Any], data: bytes | memoryview | None) -> int:
-        """Write one record (no flush yet); returns the segment number it is in."""
+    def append(
+        self, stem: str, doc: dict[str, Any], data: bytes | memoryview | None
+    ) -> tuple[int, RecordAt]:
+        """Write one record (no flush yet); returns the segment number it is in and where
+        in that segment's file it is (the pair writer reads the message back from there)."""
         size = _REC.size + (len(data) if data else 0) + 512
         if (
             self.fd is None
@@ -344,8 +348,7 @@ class Journal:
             self._start_segment()
         assert self.fd is not None
         bufs = encode_frame(self.gen, stem, doc, data)
-        #: the record just appended: its file, header offset, header and data lengths
-        self.last = (self.path, self.offset + _REC.size, len(bufs[1]), len(data) if data else 0)
+        at = (self.path, self.offset + _REC.size, len(bufs[1]), len(data) if data else 0)
         self._unsynced.append((self.fd, self.offset))
         n = os.pwritev(self.fd, bufs, self.offset)
         want = sum(len(b) for b in bufs)
@@ -355,7 +358,7 @@ class Journal:
                 rest = rest[os.pwrite(self.fd, rest, self.offset + want - len(rest)) :]
         self.offset += want
         self.records += 1
-        return self.seq
+        return self.seq, at
 
     def sync(self) -> None:
         """The barrier: fdatasync every segment written since the last barrier."""

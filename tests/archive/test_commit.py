@@ -374,13 +374,13 @@ def test_a_recycled_segment_replays_only_its_own_generation(tmp_path):
     j = journal_mod.Journal(area)
     old = [(f"old{i}", b"Subject: old %d\r\n\r\n" % i + b"o" * 3000) for i in range(5)]
     for stem, raw in old:
-        seg = j.append(stem, _doc(stem, raw), raw)
+        seg, _ = j.append(stem, _doc(stem, raw), raw)
     j.sync()
     j.close()
     j.release(seg)  # retired: its pairs were durable (and then ingested and removed)
     j = journal_mod.Journal(area)
     new = [("new0", b"Subject: new\r\n\r\n" + b"n" * 100)]
-    assert j.append("new0", _doc(*new[0]), new[0][1]) == seg  # recycled, same file
+    assert j.append("new0", _doc(*new[0]), new[0][1])[0] == seg  # recycled, same file
     j.sync()
     j.close()
     state, gen, records = parse_segment(segment_path(area, seg).read_bytes())
@@ -400,7 +400,7 @@ def test_a_torn_record_over_old_ones_ends_the_segment(tmp_path):
     j = journal_mod.Journal(area)
     for i in range(4):
         raw = b"Subject: old\r\n\r\n" + b"o" * 5000
-        seg = j.append(f"old{i}", _doc(f"old{i}", raw), raw)
+        seg, _ = j.append(f"old{i}", _doc(f"old{i}", raw), raw)
     j.sync()
     j.release(seg)
     j.close()
