@@ -13,6 +13,9 @@ pipelines wait in the client buffer for their turn.
       |                     |<-- "+ " (AUTH) --> IDLE (next client line is a SASL response)
       +--STLS--> CLIENT_TLS --> IDLE              any state --> CLOSED
 
+`_TRANSITIONS` holds these edges (plus REPLY -> REPLY for the relay's own lookups), and
+`_enter` refuses any other as a LocalProtocolError.
+
 Replies are relayed verbatim except CAPA (capa.py). The relay answers STLS itself and
 never relays it (RFC 2595): TLS is terminated on each side separately, and a client that
 sends anything after STLS before the handshake is trying command injection
@@ -92,6 +95,24 @@ class State(enum.Enum):
     ARCHIVING = "archiving"
     CLOSED = "closed"
 
+
+#: Every state change the relay makes, in one place (the diagram above): `_enter` refuses
+#: any other, so a change to the code that would reach a state by a new path fails loudly
+#: in the tests instead of relaying in a state nobody reasoned about. REPLY -> REPLY is
+#: the relay's own command sent in place of an answer (UIDL n / LIST n lookups, the NOOP
+#: probe after a single-line reply); every state can close.
+_TRANSITIONS: dict[State, frozenset[State]] = {
+    State.NEW: frozenset({State.GREETING}),
+    State.GREETING: frozenset({State.UPSTREAM_STLS, State.IDLE}),
+    State.UPSTREAM_STLS: frozenset({State.UPSTREAM_TLS}),
+    State.UPSTREAM_TLS: frozenset({State.IDLE}),
+    State.IDLE: frozenset({State.REPLY, State.CLIENT_TLS}),
+    State.REPLY: frozenset({State.REPLY, State.MULTILINE, State.IDLE}),
+    State.MULTILINE: frozenset({State.ARCHIVING, State.IDLE}),
+    State.CLIENT_TLS: frozenset({State.IDLE}),
+    State.ARCHIVING: frozenset({State.IDLE}),
+    State.CLOSED: frozenset(),
+}
 
 #: Where the driver reads next in each state (answers to StartTls/CommitMessage come
 #: first: the driver gives them synchronously before it reads again).
@@ -300,6 +321,8 @@ class Pop3Relay(RelayCore):
             self._common.emit(SendClient(data))
 
     def _enter(self, state: State) -> None:
+        if state is not State.CLOSED and state not in _TRANSITIONS[self._state]:
+            raise LocalProtocolError(f"no transition {self._state.value} -> {state.value}")
         self._state = state
         self.reading = _READING[state]
 

@@ -731,6 +731,21 @@ def test_driver_contract_violations_are_local_errors() -> None:
         relay.start()
 
 
+def test_every_state_change_is_in_the_transitions_table() -> None:
+    """The table names every state, and a change it does not list is refused: the
+    relay must not reach a state by a path nobody reasoned about (the property and
+    fuzz tests drive it through every path they find, against the same table)."""
+    from proxy.pop3.relay import _TRANSITIONS, State
+
+    assert set(_TRANSITIONS) == set(State)
+    driver = greeted()  # IDLE: a RETR's archiving state is reachable only via its body
+    with pytest.raises(LocalProtocolError, match="idle -> archiving"):
+        driver.relay._enter(State.ARCHIVING)
+    driver.relay._enter(State.CLOSED)  # closing is always allowed
+    with pytest.raises(LocalProtocolError, match="closed -> idle"):
+        driver.relay._enter(State.IDLE)
+
+
 # --- the core stays sans-IO -----------------------------------------------------------
 
 FORBIDDEN = {"trio", "socket", "ssl", "asyncio", "selectors", "OpenSSL"}
