@@ -12,9 +12,10 @@
  *   - the body is forwarded as it arrives and dot-unstuffed into the copy;
  *   - SHA-256 of the copy (OpenSSL's libcrypto, as CPython's hashlib uses);
  *   - a journal record (24-byte frame, a ~600-byte report document, the message bytes)
- *     written with one pwritev into a pre-zeroed ring (a recycled segment) and
- *     fdatasync'd before the client gets the terminating ".\r\n" (invariant 1);
- *     concurrent sessions each flush on their own (no group commit);
+ *     written with one pwritev into a pre-zeroed ring (a recycled segment) and covered
+ *     by an fdatasync before the client gets the terminating ".\r\n" (invariant 1);
+ *     group commit as in mailtee: one session flushes for every record written before
+ *     its flush began, the others wait for that flush;
  *   - one log line per RETR (write(2) to a log file);
  *   - the report pair, off the ack path, by two pair-writer threads: `<stem>.eml`
  *     (create, write, close) and `<stem>.mpr` (temp name, write, rename), no fsync; a
@@ -53,6 +54,11 @@ static char reports_dir[4096];
 static long ring_at, journalled;
 static unsigned long stem_seq;
 static pthread_mutex_t ring_lock = PTHREAD_MUTEX_INITIALIZER;
+/* group commit: records written (whole) so far, records covered by a completed flush */
+static unsigned long written_seq, synced_seq;
+static int syncing;
+static pthread_mutex_t sync_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t sync_cond = PTHREAD_COND_INITIALIZER;
 
 struct pair {
     struct pair *next;
@@ -145,6 +151,31 @@ static void hex(const unsigned char *d, size_t n, char *out) {
     out[2 * n] = 0;
 }
 
+/* Return once a completed fdatasync covers every record written so far (ours too): the
+ * first session to get here flushes for all, those arriving meanwhile wait for the
+ * next flush, which covers them. */
+static int barrier(void) {
+    int failed = 0;
+    pthread_mutex_lock(&sync_lock);
+    unsigned long mine = ++written_seq;
+    while (synced_seq < mine && !failed) {
+        if (syncing) {
+            pthread_cond_wait(&sync_cond, &sync_lock);
+            continue;
+        }
+        syncing = 1;
+        unsigned long upto = written_seq;
+        pthread_mutex_unlock(&sync_lock);
+        failed = fdatasync(ring_fd) < 0;
+        pthread_mutex_lock(&sync_lock);
+        syncing = 0;
+        if (!failed) synced_seq = upto;
+        pthread_cond_broadcast(&sync_cond);
+    }
+    pthread_mutex_unlock(&sync_lock);
+    return failed ? -1 : 0;
+}
+
 static uint32_t crc_table[256];
 
 static void crc_init(void) {
@@ -195,7 +226,7 @@ static int archive(const char *user, const char *msgno, const char *status, stru
     long off = ring_at + (long)total <= RING ? ring_at : 0;
     ring_at = off + (long)total;
     pthread_mutex_unlock(&ring_lock);
-    if (pwritev(ring_fd, iov, 3, off) != (ssize_t)total || fdatasync(ring_fd) < 0) {
+    if (pwritev(ring_fd, iov, 3, off) != (ssize_t)total || barrier() < 0) {
         free(doc);
         return -1;
     }
