@@ -297,13 +297,8 @@ def run_floors(
         before = mpr_names(contract_reports) if name == "contract" else set()
         r = run_clients(port, None, args.messages, sessions, args.size)
         r["cpu_ms_per_retr"] = round((tree_cpu_seconds(proc.pid) - cpu0) / args.messages * 1e3, 3)
-        if name == "contract":
-            settle = time.monotonic() + 30  # its pairs follow the "." like mailtee's
-            while len(mpr_names(contract_reports) - before) < args.messages:
-                if time.monotonic() > settle:
-                    break
-                time.sleep(0.05)
-            new = mpr_names(contract_reports) - before
+        if name == "contract":  # its pairs follow the "." like mailtee's
+            new = new_reports(contract_reports, before, args.messages)
             r["archive"] = check_reports(contract_reports, new, expected)
         r["ratio"] = round(r["retr_per_s"] / direct["retr_per_s"], 4)
         #: mailtee's throughput as a share of this floor's
@@ -326,6 +321,17 @@ def floor_medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def mpr_names(reports_dir: Path) -> set[str]:
     return {p.name for p in reports_dir.glob("*.mpr")}
+
+
+def new_reports(reports_dir: Path, before: set[str], count: int) -> set[str]:
+    """The `.mpr` names not in `before`, once there are `count` of them or 30 s passed
+    (a pair follows its RETR's "." by milliseconds, written off the ack path)."""
+    settle = time.monotonic() + 30
+    new = mpr_names(reports_dir) - before
+    while len(new) < count and time.monotonic() < settle:
+        time.sleep(0.05)
+        new = mpr_names(reports_dir) - before
+    return new
 
 
 def check_reports(reports_dir: Path, names: set[str], expected: dict[int, str]) -> dict[str, Any]:
@@ -573,11 +579,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
                             m["commit_ms_per_retr"] = {
                                 k: round((b1[2][k] - b0[2][k]) / n, 3) for k in TIMINGS
                             }
-                        new = mpr_names(reports_dir) - before
-                        settle = time.monotonic() + 30  # reports follow the "." by ms
-                        while len(new) < args.messages and time.monotonic() < settle:
-                            time.sleep(0.05)
-                            new = mpr_names(reports_dir) - before
+                        new = new_reports(reports_dir, before, args.messages)
                         spent = {k: (cpu1[k] - cpu0[k]) / args.messages * 1e3 for k in cpu0}
                         m["mailtee_cpu_ms_per_retr"] = round(sum(spent.values()), 3)
                         # of which: the relay (on the RETR's path) and the pair writers
