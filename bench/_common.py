@@ -10,7 +10,8 @@
   time the hypervisor gave another guest, which no ratio of two runs cancels out).
 - `work_dir()`: a benchmark's scratch directory, in a fresh ext4 block group.
 - `percentile()`, `emit()`: figures and the one JSON object a benchmark prints.
-- `python bench/_common.py serve --config FILE [--ready FILE] [--cprofile FILE]`: runs
+- `python bench/_common.py serve --config FILE [--ready FILE] [--cprofile FILE]
+  [--phases FILE]`: runs
   the mailtee listeners (`proxy.serve.serve_listeners`) of a config in this process
   until SIGTERM/SIGINT, writing `{"pid":..,"ports":{..}}` to the ready file once bound.
   Benchmarks start it with `subprocess` so the proxy has its own interpreter (and GIL),
@@ -319,6 +320,7 @@ def start_mailtee(
     workdir: Path,
     *,
     cprofile: Path | None = None,
+    phases: Path | None = None,
     timeout: float = 30.0,
     ingest: bool = False,
 ) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
@@ -329,6 +331,8 @@ def start_mailtee(
     cmd += ["--ready", str(ready)]
     if cprofile is not None:
         cmd += ["--cprofile", str(cprofile)]
+    if phases is not None:
+        cmd += ["--phases", str(phases)]
     if ingest:
         cmd += ["--ingest"]
     logfile = open(workdir / "mailtee.log", "ab")  # noqa: SIM115 - owned by the child
@@ -354,10 +358,17 @@ def _serve_main(argv: list[str]) -> None:
     p.add_argument("--ready", type=Path)
     p.add_argument("--cprofile", type=Path, help="write cProfile stats of the Trio thread here")
     p.add_argument("--ingest", action="store_true", help="run the ingest task too (workers > 1)")
+    p.add_argument("--phases", type=Path, help="write bench/phases.py's step timings here")
     args = p.parse_args(argv)
 
     sys.path.insert(0, str(REPO))
     import trio
+
+    if args.phases is not None:
+        sys.path.insert(0, str(REPO / "bench"))
+        import phases
+
+        phases.install(args.phases)
 
     from admin.cli_common import setup_logging
     from admin.config import load_config, load_secrets

@@ -32,6 +32,11 @@ invocation on loopback, so each ratio compares like with like on a noisy machine
    line, `.eml` + `.mpr` pair -- whose reports are checked like mailtee's), so "how much
    of the gap is the barrier, how much the contract, how much mailtee's own work" is
    measured in the same run.
+6. `--phases` (with `--workers 1 --sessions 1` and one transport): bench/phases.py
+   times every step of the relay's Trio thread, so `phases` gives the critical path of
+   a RETR: how much of it is the relay's own work and how much waiting for Dovecot, the
+   client, the disk and loopback sends, and `ratio_if_the_relay_cost_nothing` (the
+   waits alone against direct; compare with the contract floor of the same run).
 
 Every timed run also reports `host`: the machine's CPU shares during it from /proc/stat,
 `steal_pct` above all (on a shared VM the hypervisor takes 0-25 % of the guest's CPU time,
@@ -89,6 +94,7 @@ from _common import (  # noqa: E402 - bench/ is not a package
 sys.path.insert(0, str(REPO / "tests"))
 
 import trustme  # noqa: E402
+from phases import summary as phases_summary  # noqa: E402
 
 from fixtures.dovecot import DovecotServer, start_dovecot  # noqa: E402
 
@@ -485,6 +491,12 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
     )
     p.add_argument("--workers", type=int, help="mailtee worker processes (default: per core)")
     p.add_argument(
+        "--phases",
+        action="store_true",
+        help="time each step of a RETR in the relay (bench/phases.py): the critical path "
+        "of one session; needs --workers 1, --sessions 1 and one transport",
+    )
+    p.add_argument(
         "--no-floors",
         action="store_true",
         help="skip the floor relays (plain only: bench/relay_floor.py's byte pump, "
@@ -495,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
     args = p.parse_args(argv)
     if args.quick:
         args.messages, args.rounds, args.big_mb, args.sessions = 200, 1, 10, [1, 4]
+    if args.phases and (args.workers != 1 or args.sessions != [1] or len(args.transports) != 1):
+        p.error("--phases needs --workers 1 --sessions 1 and one --transports")
 
     work = work_dir(args.state_parent, "mailtee-bench-pop3-")
     state = work / "state"
@@ -521,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
     ca.cert_pem.write_to_path(str(ca_file))
     ctx = ssl.create_default_context(cafile=str(ca_file))
     proxy = None
+    phases_file: Path | None = None
     floors: dict[str, tuple[int, Any]] = {}
     try:
         with start_dovecot(tls_ca=ca, users=USERS) as dovecot:
@@ -535,7 +550,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
             write_proxy_cert(ca, state)
             config = work / "config.toml"
             write_config(config, state, dovecot, ca_file, args.workers)
-            proxy, ports = start_mailtee(config, work, cprofile=args.cprofile)
+            if args.phases:
+                phases_file = work / "phases.json"
+            proxy, ports = start_mailtee(config, work, cprofile=args.cprofile, phases=phases_file)
             pid = proxy.pid
             log(f"dovecot :{dovecot.port}/:{dovecot.tls_port}, mailtee {ports} (pid {pid})")
             if "plain" in args.transports and not args.no_floors:
@@ -631,6 +648,16 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
         stop(proxy)
         for _, floor in floors.values():
             stop(floor)
+        if phases_file is not None and phases_file.exists():
+            result["phases"] = phases_summary(phases_file, args.messages * args.rounds)
+            if result.get("throughput"):
+                # what one RETR would take if the relay's own phases cost nothing
+                waits = result["phases"]["by_kind_us_per_retr"]
+                rest = sum(v for k, v in waits.items() if k != "relay")
+                direct = result["throughput"][0]["median_direct_retr_per_s"]
+                result["phases"]["ratio_if_the_relay_cost_nothing"] = (
+                    round(1e6 / rest / direct, 3) if rest else None
+                )
         if args.keep:
             log(f"kept {work}")
         else:
