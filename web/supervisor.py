@@ -8,8 +8,12 @@ read-mostly (audit rows are small catalog transactions) and never touches the sp
 session store, so two cores serve pages in parallel.
 A crash is logged and the child restarted after a growing pause (1 s doubling to 60 s;
 back to 1 s after a minute of good health). When the service stops, the child gets
-SIGTERM (trio cancels `run_process`), and PR_SET_PDEATHSIG makes the kernel send it one
-if the parent dies without cleaning up. A stop often reaches the child first (Ctrl-C
+SIGTERM (then SIGKILL after STOP_TIMEOUT), and PR_SET_PDEATHSIG makes the kernel send it
+one if the parent dies without cleaning up. That signal comes when the *thread* that
+forked the child exits, so the child is forked from the Trio thread, which lives as long
+as the service (as proxy/workers.py does): `trio.run_process` forks in one of Trio's
+worker threads, which exits after 10 s idle, and every web child used to get its SIGTERM
+then, 10 s after each start. A stop often reaches the child first (Ctrl-C
 signals the whole foreground process group, systemd's stop the whole control group), so
 a child that ends as a stopped one does (status 0, SIGTERM, SIGINT) is reported only if
 the service is still running `STOP_GRACE` later: a clean stop logs no error.
@@ -19,13 +23,14 @@ from __future__ import annotations
 
 import logging
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import trio
 
 from archive.children import child_env
-from archive.libc import die_with_parent
+from archive.libc import die_with_parent, function
 
 log = logging.getLogger("mailtee.web")
 
@@ -36,9 +41,12 @@ HEALTHY_AFTER = 60.0
 STOP_GRACE = 1.0
 #: how a web child ends when it is told to stop
 STOPPED_CODES = frozenset({0, -signal.SIGTERM, -signal.SIGINT})
+#: how long a stopping service waits for a web child after SIGTERM before SIGKILL
+STOP_TIMEOUT = 5.0
 
 
 def _die_with_parent() -> None:
+    """In the forked child before exec: only a C call (the parent looked prctl up)."""
     die_with_parent(signal.SIGTERM)
 
 
@@ -60,6 +68,25 @@ async def supervise(
             nursery.start_soon(_keep_running, config_path, n + 1, max_restarts)
 
 
+async def _run_child(config_path: Path, env: dict[str, str]) -> int:
+    """Run one web child to its end; stop it (SIGTERM, then SIGKILL) when cancelled."""
+    function("prctl")  # looked up here, not in the forked child (see _die_with_parent)
+    # Forked from the Trio thread itself, ~1 ms: see the module docstring.
+    proc = subprocess.Popen(  # noqa: ASYNC220
+        command(config_path), env=env, preexec_fn=_die_with_parent
+    )
+    try:
+        return await trio.to_thread.run_sync(proc.wait, abandon_on_cancel=True)
+    finally:
+        if proc.poll() is None:  # cancelled: the service is stopping
+            proc.terminate()
+            with trio.CancelScope(shield=True), trio.move_on_after(STOP_TIMEOUT):
+                await trio.to_thread.run_sync(proc.wait, abandon_on_cancel=True)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 async def _keep_running(config_path: Path, worker: int, max_restarts: int | None) -> None:
     backoff = MIN_BACKOFF
     restarts = 0
@@ -68,13 +95,7 @@ async def _keep_running(config_path: Path, worker: int, max_restarts: int | None
         started = trio.current_time()
         log.info("web: starting web worker %d (%s)", worker, config_path)
         try:
-            proc = await trio.run_process(
-                command(config_path),
-                check=False,
-                env=env,
-                preexec_fn=_die_with_parent,
-            )
-            code: int | None = proc.returncode
+            code: int | None = await _run_child(config_path, env)
         except OSError as e:
             code = None
             log.error("web: cannot start web worker %d: %s", worker, e.strerror or e)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,32 @@ def _running_with(arg: str) -> bool:
             if arg.encode() in cmd:
                 return True
     return False
+
+
+async def test_a_child_outlives_the_thread_pool_that_started_it(monkeypatch, caplog, tmp_path):  # type: ignore[no-untyped-def]
+    """PR_SET_PDEATHSIG fires when the *thread* that forked the child exits. A child
+    forked from one of Trio's worker threads (trio.run_process forks there) got its
+    SIGTERM when that thread had idled for 10 s: every web child stopped 10 s after it
+    started, and came back after a growing pause. The pool's idle time is shortened here
+    so that its threads exit within the test."""
+    from trio._core import _thread_cache
+
+    from web import supervisor
+
+    marker = str(tmp_path / "web-child")
+    script = "import sys, time; time.sleep(60)"
+    monkeypatch.setattr(supervisor, "command", lambda _path: [sys.executable, "-c", script, marker])
+    monkeypatch.setattr(_thread_cache, "IDLE_TIMEOUT", 0.05)
+    with trio.fail_after(GIVE_UP):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(supervisor._keep_running, tmp_path / "config.toml", 1, None)
+            while not _running_with(marker):  # noqa: ASYNC110 - polls /proc
+                await trio.sleep(0.01)
+            for _ in range(5):  # threads that ran (or could have run) the fork now idle out
+                await trio.to_thread.run_sync(lambda: None)
+                await trio.sleep(0.2)
+            assert _running_with(marker), "the web child was stopped with an idle thread"
+            nursery.cancel_scope.cancel()
+        while _running_with(marker):  # noqa: ASYNC110 - the stop takes the child down
+            await trio.sleep(0.01)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.records
