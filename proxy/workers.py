@@ -42,7 +42,7 @@ import trio
 
 from admin.config import Config, ListenerConfig, Secrets
 from admin.config import state_dir as resolve_state_dir
-from archive.children import child_env
+from archive.children import child_env, stop_children
 from archive.libc import die_with_parent
 from archive.timefmt import utc_iso
 from proxy import control, notify
@@ -248,16 +248,7 @@ class Supervisor:
 
     async def stop_workers(self) -> None:
         self.stopping = True
-        procs = [w.proc for w in self.workers if w.proc is not None and w.proc.poll() is None]
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        with trio.move_on_after(STOP_TIMEOUT):
-            for p in procs:
-                await trio.to_thread.run_sync(p.wait, abandon_on_cancel=True)
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        await stop_children([w.proc for w in self.workers if w.proc is not None], STOP_TIMEOUT)
         for w in self.workers:  # a cancelled keep_worker did not get to close it
             if w.proc is not None and w.proc.stdin is not None:
                 w.proc.stdin.close()

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import trio
 
-from archive.children import child_env
+from archive.children import child_env, stop_children
 from archive.libc import die_with_parent, function
 
 log = logging.getLogger("mailtee.web")
@@ -79,12 +79,8 @@ async def _run_child(config_path: Path, env: dict[str, str]) -> int:
         return await trio.to_thread.run_sync(proc.wait, abandon_on_cancel=True)
     finally:
         if proc.poll() is None:  # cancelled: the service is stopping
-            proc.terminate()
-            with trio.CancelScope(shield=True), trio.move_on_after(STOP_TIMEOUT):
-                await trio.to_thread.run_sync(proc.wait, abandon_on_cancel=True)
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            with trio.CancelScope(shield=True):
+                await stop_children([proc], STOP_TIMEOUT)
 
 
 async def _keep_running(config_path: Path, worker: int, max_restarts: int | None) -> None:
