@@ -12,15 +12,18 @@ it), and records a time stamp before and after each: the socket receive (by side
 `receive_client`/`receive_upstream`, each send, `open_message`, the commit's
 `begin` and `finish` (and, inside, the barrier), the transaction log line. At exit it
 writes `{"a>b": [nanoseconds, ...]}` for every pair of consecutive stamps; `summary()`
-turns that into per-RETR medians. Use it with one session and `--workers 1` (one
-process, one Trio thread): with several sessions the stamps of different RETRs
-interleave and the phases no longer add up to anyone's path.
+turns that into per-RETR medians. The cyclic garbage collector's passes are timed too
+(`gc.callbacks`): they fall inside whatever phase was running, so `summary()` reports
+them apart (`gc_passes`, by generation), not in the sum. Use it with one session and
+`--workers 1` (one process, one Trio thread): with several sessions the stamps of
+different RETRs interleave and the phases no longer add up to anyone's path.
 """
 
 from __future__ import annotations
 
 import atexit
 import functools
+import gc
 import json
 import os
 import time
@@ -29,6 +32,10 @@ from pathlib import Path
 from typing import Any
 
 _phases: dict[str, list[int]] = {}
+#: the cyclic garbage collector's passes, by generation: nanoseconds each (they fall
+#: inside whatever phase was running: `summary()` reports them beside the phases)
+_gc: dict[str, list[int]] = {}
+_gc_started = [0]
 _last: list[Any] = [None, 0]  # the previous stamp's name and time
 
 
@@ -122,10 +129,22 @@ def install(out: Path) -> None:
 
     def dump() -> None:
         tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(_phases))
+        tmp.write_text(json.dumps({**_phases, **_gc}))
         os.replace(tmp, out)
 
     atexit.register(dump)
+    gc.callbacks.append(_gc_callback)
+
+
+def _gc_callback(phase: str, info: dict[str, Any]) -> None:
+    now = time.perf_counter_ns()
+    if phase == "start":
+        _gc_started[0] = now
+    else:
+        _gc.setdefault(f"gc_gen{info['generation']}", []).append(now - _gc_started[0])
+        if info["generation"] == 2:
+            # how many objects were frozen then (proxy/memory.py): 0 = before start-up ended
+            _gc.setdefault("gc_frozen_at_full_pass", []).append(gc.get_freeze_count())
 
 
 #: the phases in which the relay waits for someone else; every other phase is the
@@ -147,7 +166,17 @@ def summary(path: Path, retrs: int) -> dict[str, Any]:
     raw: dict[str, list[int]] = json.loads(path.read_text())
     rows = []
     total = 0.0
+    gc_passes = {}
+    frozen_at = raw.pop("gc_frozen_at_full_pass", [])
     for name, values in raw.items():
+        if name.startswith("gc_gen"):
+            # inside the phases already (not added to the sum): all of them, per RETR
+            gc_passes[name] = {
+                "count": len(values),
+                "median_us": round(sorted(values)[len(values) // 2] / 1e3, 1),
+                "us_per_retr": round(sum(values) / 1e3 / retrs, 1),
+            }
+            continue
         if len(values) < retrs // 2:
             continue  # set-up, the big message, the odd error path
         values.sort()
@@ -174,4 +203,6 @@ def summary(path: Path, retrs: int) -> dict[str, Any]:
         "us_per_retr": round(total, 1),
         "by_kind_us_per_retr": {k: round(v, 1) for k, v in sorted(by_kind.items())},
         "phases": rows,
+        "gc_passes": gc_passes,
+        "gc_full_passes_after_freeze": sum(1 for n in frozen_at if n),
     }

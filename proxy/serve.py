@@ -527,4 +527,5 @@ async def serve_listeners(
         nursery.start_soon(trio.sleep_forever)  # serve on even when a reload removes all
         memory.configure()
         nursery.start_soon(memory.trim_loop)  # RSS follows the live sessions (memory.py)
+        memory.settle_collector()  # start-up is done: its objects need no more scans
         task_status.started(service)
