@@ -29,6 +29,7 @@ from admin.cli_common import (
     print_json,
     print_table,
     reload_hint,
+    terminal_safe,
 )
 from admin.paths import secrets_path
 
@@ -122,7 +123,7 @@ def _sign_in(c: CliContext, config: Config, acc: AccountConfig, *, password: str
     try:
         if ep.flow == "device":
             start = flows.device_start(client, ep)
-            typer.echo(start.message)
+            typer.echo(terminal_safe(start.message, multiline=True))  # the provider's text
             typer.echo(f"Waiting for the sign-in of {acc.email} ...")
             tok = flows.device_poll(client, ep, start)
         elif ep.flow == "auth-code":

@@ -27,6 +27,7 @@ from admin.cli_common import (
     progress,
     register_error,
     show_progress,
+    terminal_safe,
     warn,
 )
 from admin.cli_exit import skip_teardown
@@ -207,7 +208,7 @@ def show(
         pairs.append(("report", _provenance(r)))
     print_fields(pairs)
     typer.echo("")
-    typer.echo(info["text"])
+    typer.echo(terminal_safe(info["text"], multiline=True))
 
 
 def _provenance(r: dict) -> str:  # type: ignore[type-arg]

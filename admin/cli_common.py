@@ -106,10 +106,45 @@ def context(ctx: typer.Context) -> CliContext:
     return found
 
 
+#: Invisible characters that reorder what a terminal shows (bidi embeddings, overrides and
+#: isolates, the directional marks): a subject can use them to show a different text
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _escaped(ch: str) -> str:
+    return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+
+
+def terminal_safe(text: str, *, multiline: bool = False) -> str:
+    """`text` with every control character shown as an escape (ESC as `\\x1b`).
+
+    Why: subjects, names, file names and bodies come from mail, and mail can be hostile.
+    Printed as they are, an ESC or a C1 control starts a terminal escape sequence (clear
+    the screen, set the window title, rewrite what the operator sees, on some terminals
+    write the clipboard), and a bidi override shows a different text than the one there
+    is. Escaped, the operator sees what is there. `multiline` keeps line feeds and tabs
+    (a message body, whose CRLF line ends become line feeds); every other control is
+    escaped, a lone CR included (it would let a line overwrite itself). `--json` and
+    `show --raw` keep the exact values.
+    """
+    if text.isascii() and text.isprintable():
+        return text
+    import unicodedata
+
+    keep = "\n\t" if multiline else ""
+    if multiline:
+        text = text.replace("\r\n", "\n")  # a line end, not a control to show
+    return "".join(
+        _escaped(ch) if (ch not in keep and unicodedata.category(ch) == "Cc") or ch in _BIDI else ch
+        for ch in text
+    )
+
+
 def error_line(message: str) -> str:
-    # Keep it one line whatever the message carries (file names with newlines, etc).
+    # Keep it one line whatever the message carries (file names with newlines, etc), and
+    # no control character from it reaches the terminal.
     flat = " ".join(str(message).split("\n"))
-    return f"{PROG}: error: {flat}"
+    return f"{PROG}: error: {terminal_safe(flat)}"
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -119,7 +154,7 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def warn(message: str) -> None:
-    typer.echo(f"{PROG}: warning: {message}", err=True)
+    typer.echo(f"{PROG}: warning: {terminal_safe(str(message))}", err=True)
 
 
 def is_interactive() -> bool:
@@ -159,8 +194,9 @@ def display_width(text: str) -> int:
 
 
 def clip(text: str, width: int) -> str:
-    """`text` on one line, cut to at most `width` columns with an ellipsis."""
-    text = " ".join(text.split())
+    """`text` on one line, cut to at most `width` columns with an ellipsis (controls
+    escaped first, so the width counts what the terminal shows)."""
+    text = terminal_safe(" ".join(text.split()))
     if display_width(text) <= width:
         return text
     out, used = [], 0
@@ -176,7 +212,9 @@ def clip(text: str, width: int) -> str:
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """Aligned plain-text columns (no box drawing, so `grep`/`awk` still work), padded by
     display width so that Japanese text keeps the columns straight."""
-    cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in r] for r in rows]
+    cells = [[terminal_safe(str(h)) for h in headers]] + [
+        ["" if v is None else terminal_safe(str(v)) for v in r] for r in rows
+    ]
     widths = [max(display_width(r[i]) for r in cells) for i in range(len(headers))]
     lines = [
         "  ".join(c + " " * (w - display_width(c)) for c, w in zip(r, widths, strict=True)).rstrip()
@@ -191,7 +229,7 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
 
 def print_fields(pairs: Iterable[tuple[str, Any]]) -> None:
     """`key: value` lines with the values aligned."""
-    items = [(k, "" if v is None else str(v)) for k, v in pairs]
+    items = [(k, "" if v is None else terminal_safe(str(v))) for k, v in pairs]
     width = max((len(k) for k, _ in items), default=0) + 1
     for k, v in items:
         typer.echo(f"{(k + ':').ljust(width)} {v}".rstrip())
