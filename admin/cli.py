@@ -8,7 +8,8 @@ The command groups (listener, tls, archive, maintenance) live in admin/cli_*.py 
 are registered at the bottom.
 
 Start-up cost — the lazy-import rule (issue 12 item 4). Every invocation, even
-`--help`, imports this module and every admin/cli_*.py to build the typer app, so at
+`--help`, imports this module and every admin/cli_*.py to build the typer app (all but
+the plain `search`, which the console script admin/cli_fast.py answers without typer), so at
 module level those files import only the standard library, typer and admin.cli_common /
 admin.paths. Everything else is imported inside the command function that uses it:
 

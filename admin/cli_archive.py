@@ -16,9 +16,7 @@ import typer
 from admin.cli_common import (
     JsonOpt,
     QueryCommand,
-    clip,
     context,
-    display_width,
     fail,
     opened_archive,
     print_fields,
@@ -31,6 +29,7 @@ from admin.cli_common import (
     warn,
 )
 from admin.cli_exit import skip_teardown
+from admin.cli_text import search_output
 
 register_error("archive.query:QueryError", 2)
 register_error("archive.importer:ImportSourceError", 2)
@@ -125,47 +124,11 @@ def search(
         hits, total = archive.search_page(query, user=user, limit=limit)
         archive.catalog.audit("search", {"query": query, "user": user, "hits": len(hits)})
     skip_teardown()  # read-only, archive closed: exit without teardown (admin/cli_exit.py)
-    if json_out:
-        print_json(
-            {"query": query, "user": user, "total": total, "hits": [h.as_dict() for h in hits]}
-        )
-        return
-    if not hits:
-        typer.echo("no matches", err=True)
-        return
-    rows = [
-        (
-            h.id,
-            h.date[:16].replace("T", " "),
-            _sender(h.sender, 30),
-            clip(h.subject, 60),
-            _size(h.size),
-            "@" if h.has_attachment else "",
-        )
-        for h in hits
-    ]
-    print_table(("ID", "DATE (UTC)", "FROM", "SUBJECT", "SIZE", "ATT"), rows)
-    if total > len(hits):
-        typer.echo(f"({len(hits)} of {total} matches; use --limit for more)", err=True)
-
-
-def _sender(text: str, width: int) -> str:
-    """`Name <addr>` if it fits in `width` columns, else the address alone, uncut (an
-    address cut in half is a different address)."""
-    text = " ".join(text.split())
-    if display_width(text) <= width:
-        return text
-    if text.endswith(">") and "<" in text:
-        return text[text.rindex("<") + 1 : -1]
-    return text
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "K", "M"):
-        if n < 1024:
-            return f"{n}{unit}"
-        n //= 1024
-    return f"{n}G"
+    out, err = search_output(hits, total, query, user, json_out)
+    if out is not None:
+        typer.echo(out)
+    if err is not None:
+        typer.echo(err, err=True)
 
 
 def show(

@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE))
 from _common import emit, log, machine_info, percentile  # noqa: E402
 from search import queries  # noqa: E402
 
-PROXY_ADMIN = [sys.executable, "-c", "from admin.cli import main; main()"]
+PROXY_ADMIN = [sys.executable, "-c", "from admin.cli_fast import main; main()"]  # the script
 IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)")
 
 
@@ -112,11 +112,21 @@ t0 = time.perf_counter()
 marks = {}
 def mark(name):
     marks[name] = time.perf_counter()
-import typer; mark("import typer")
-import admin.cli; mark("import admin.cli (the app, all groups)")
 config = Path(sys.argv[1])
+import admin
+here = Path(admin.__file__).parent
 # (not try/import: a dev venv's editable finder would find the new modules in the checkout)
-if not (Path(admin.cli.__file__).parent / "cli_lazy.py").exists():
+if (here / "cli_fast.py").exists():  # the console script's own search, without typer
+    from admin.cli_fast import parse_search; mark("import admin.cli_fast")
+    parse_search(["search", sys.argv[2]])
+    from admin.config_keys import load_state_dir
+    state = load_state_dir(config); mark("read state_dir (admin.config_keys, tomllib)")
+else:
+    import typer; mark("import typer")
+    import admin.cli; mark("import admin.cli (the app, all groups)")
+if (here / "cli_fast.py").exists():
+    pass
+elif not (here / "cli_lazy.py").exists():
     typer.main.get_command(admin.cli.app); mark("build every command")
     import typer._adapters; mark("import pydantic via typer's option coercion")
     from admin.config import load_config, state_dir; mark("import admin.config (model)")
