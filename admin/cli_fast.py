@@ -31,6 +31,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 #: the search command's options: name -> the field it sets (flags and valued options)
 _FLAGS = {"--json": "json_out"}
@@ -135,14 +136,41 @@ def search(args: SearchArgs) -> bool:
         except Exception:
             pass  # the typer command opens it again and reports what fails
         return False
-    archive.close()  # after the audit row: an error here is the command's (as in admin.cli)
+    try:
+        archive.close()  # after the audit row: from here on, errors are the command's own
+    except Exception as e:
+        _failed(e)
     skip_teardown()
     out, err = search_output(hits, total, args.query, args.user, args.json_out)
-    if out is not None:
-        sys.stdout.write(out + "\n")
-    if err is not None:
-        sys.stderr.write(err + "\n")
+    try:
+        if out is not None:
+            sys.stdout.write(out + "\n")
+            sys.stdout.flush()
+        if err is not None:
+            sys.stderr.write(err + "\n")
+    except Exception as e:
+        _failed(e)
     return True
+
+
+def _failed(e: Exception) -> NoReturn:
+    """End as the typer command ends on `e` after its audit row (admin.cli_common's
+    ProxyAdminGroup and click): a closed pipe silently with 1, an OSError or archive
+    error as one error line with 1; anything else is a bug and keeps its traceback."""
+    import errno
+
+    from archive.errors import ArchiveError
+
+    if isinstance(e, OSError) and e.errno == errno.EPIPE:
+        os._exit(1)  # nothing more can be written to stdout (click: exit 1, no message)
+    if not isinstance(e, OSError | ArchiveError):
+        raise e
+    from admin.cli_text import error_line
+    from archive.errtext import describe
+
+    sys.stderr.write(error_line(describe(e)) + "\n")
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def main() -> None:

@@ -139,3 +139,32 @@ def test_plain_forms_are_parsed(argv: list[str], expected: SearchArgs) -> None:
 )
 def test_everything_else_goes_to_the_typer_command(argv: list[str]) -> None:
     assert parse_search(argv) is None
+
+
+def _run_to(store: Cli, stdout: int, *, full: bool):  # type: ignore[no-untyped-def]
+    env = {k: v for k, v in os.environ.items() if k != "MAILTEE_CONFIG"}
+    env["MAILTEE_CLI_FULL"] = "1" if full else "0"
+    return subprocess.run(
+        [sys.executable, "-c", SCRIPT, "--config", str(store.config), "search", "report"],
+        stdout=stdout, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO, check=False,
+    )  # fmt: skip
+
+
+def test_output_that_cannot_be_written_ends_as_the_typer_command_ends(store: Cli) -> None:
+    """A closed pipe (`| head` gone): exit 1, nothing said. A full disk (/dev/full): one
+    error line, exit 1. Both after the audit row, as in the typer command."""
+    results = {}
+    for full in (False, True):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            piped = _run_to(store, write_end, full=full)
+        finally:
+            os.close(write_end)
+        with open("/dev/full", "w") as devfull:
+            disk = _run_to(store, devfull.fileno(), full=full)
+        results[full] = (piped.returncode, piped.stderr, disk.returncode, disk.stderr)
+    assert results[False] == results[True]
+    piped_code, piped_err, disk_code, disk_err = results[False]
+    assert (piped_code, piped_err) == (1, "")
+    assert disk_code == 1 and disk_err.startswith("proxy-admin: error: ")
