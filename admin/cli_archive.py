@@ -29,7 +29,7 @@ from admin.cli_common import (
     warn,
 )
 from admin.cli_exit import skip_teardown
-from admin.cli_text import search_output
+from admin.cli_search import audited_search, search_output
 
 register_error("archive.query:QueryError", 2)
 register_error("archive.importer:ImportSourceError", 2)
@@ -121,8 +121,7 @@ def search(
 ) -> None:
     """Find archived messages, newest first (syntax: docs/archive.md)."""
     with opened_archive(ctx, state_only=True) as archive:
-        hits, total = archive.search_page(query, user=user, limit=limit)
-        archive.catalog.audit("search", {"query": query, "user": user, "hits": len(hits)})
+        hits, total = audited_search(archive, query, user, limit)
     skip_teardown()  # read-only, archive closed: exit without teardown (admin/cli_exit.py)
     out, err = search_output(hits, total, query, user, json_out)
     if out is not None:

@@ -20,8 +20,9 @@ a second query word, an option after `--`, a limit that is not a positive number
 failures: a missing config or state dir, a query the parser refuses, an unknown user, an
 archive that cannot be opened. They raise before the audit row is written, and the typer
 app then runs the same command and reports the error in its own words and exit code.
-Both paths build their output with admin.cli_text, and tests/archive/test_cli_fast.py
-compares them case by case (output, exit code, audit rows).
+Both paths search and build their output with admin.cli_search, and
+tests/archive/test_cli_fast.py compares them case by case (output, exit code, audit
+rows).
 `MAILTEE_CLI_FULL=1` in the environment always takes the typer app.
 """
 
@@ -36,7 +37,6 @@ from typing import NoReturn
 #: the search command's options: name -> the field it sets (flags and valued options)
 _FLAGS = {"--json": "json_out"}
 _VALUED = {"--limit": "limit", "-n": "limit", "--user": "user", "-u": "user"}
-_DIGITS = frozenset("0123456789")
 
 
 @dataclass
@@ -88,7 +88,7 @@ def parse_search(argv: list[str]) -> SearchArgs | None:
         elif token == "--" and args.query is None and len(rest) - j == 1:
             args.query = rest[j]  # `search -- QUERY`: the one token after it is the query
             break
-        elif token.startswith("--") or token in ("-h", "-n", "-u") or args.query is not None:
+        elif token.startswith("--") or token == "-h" or args.query is not None:
             return None  # --help, --, an unknown option, a second positional
         else:
             args.query = token
@@ -102,7 +102,7 @@ def parse_search(argv: list[str]) -> SearchArgs | None:
             args.user = value
         else:
             assert value is not None
-            if not set(value) <= _DIGITS or int(value) < 1:
+            if not (value.isascii() and value.isdigit()) or int(value) < 1:
                 return None
             args.limit = int(value)
     return args if args.query is not None else None
@@ -112,7 +112,7 @@ def search(args: SearchArgs) -> bool:
     """Run the search and print it; False (nothing printed, no audit row) when the typer
     command must run instead."""
     from admin.cli_exit import skip_teardown
-    from admin.cli_text import search_output
+    from admin.cli_search import audited_search, search_output
     from admin.config_keys import load_state_dir
     from admin.paths import resolve_config_path
 
@@ -127,9 +127,7 @@ def search(args: SearchArgs) -> bool:
     except Exception:
         return False  # the typer command reports it
     try:
-        hits, total = archive.search_page(args.query, user=args.user, limit=args.limit)
-        audit = {"query": args.query, "user": args.user, "hits": len(hits)}
-        archive.catalog.audit("search", audit)
+        hits, total = audited_search(archive, args.query, args.user, args.limit)
     except Exception:
         try:
             archive.close()

@@ -3,8 +3,8 @@ escaping of text from mail (`terminal_safe`).
 
 Why a module of its own: admin/cli_fast.py answers the common `search` without importing
 typer (issue 12 item 4), and it must print exactly what the typer command prints. Both
-build their output here. admin/cli_common.py re-exports these names. Standard library
-only.
+build their output here (the search's own table: admin/cli_search.py).
+admin/cli_common.py re-exports these names. Standard library only.
 """
 
 from __future__ import annotations
@@ -106,48 +106,3 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
         for r in cells
     ]
     return "\n".join(lines)
-
-
-def sender_cell(text: str, width: int) -> str:
-    """`Name <addr>` if it fits in `width` columns, else the address alone, uncut (an
-    address cut in half is a different address)."""
-    text = " ".join(text.split())
-    if display_width(text) <= width:
-        return text
-    if text.endswith(">") and "<" in text:
-        return text[text.rindex("<") + 1 : -1]
-    return text
-
-
-def size_cell(n: int) -> str:
-    for unit in ("B", "K", "M"):
-        if n < 1024:
-            return f"{n}{unit}"
-        n //= 1024
-    return f"{n}G"
-
-
-def search_output(
-    hits: Sequence[Any], total: int, query: str, user: str | None, json_out: bool
-) -> tuple[str | None, str | None]:
-    """What `proxy-admin search` prints for its hits (archive.query.Hit): the text for
-    stdout and the line for stderr, each without its newline, or None for nothing."""
-    if json_out:
-        doc = {"query": query, "user": user, "total": total, "hits": [h.as_dict() for h in hits]}
-        return to_json(doc), None
-    if not hits:
-        return None, "no matches"
-    rows = [
-        (
-            h.id,
-            h.date[:16].replace("T", " "),
-            sender_cell(h.sender, 30),
-            clip(h.subject, 60),
-            size_cell(h.size),
-            "@" if h.has_attachment else "",
-        )
-        for h in hits
-    ]
-    table = format_table(("ID", "DATE (UTC)", "FROM", "SUBJECT", "SIZE", "ATT"), rows)
-    more = f"({len(hits)} of {total} matches; use --limit for more)" if total > len(hits) else None
-    return table, more

@@ -124,18 +124,16 @@ if (here / "cli_fast.py").exists():  # the console script's own search, without 
 else:
     import typer; mark("import typer")
     import admin.cli; mark("import admin.cli (the app, all groups)")
-if (here / "cli_fast.py").exists():
-    pass
-elif not (here / "cli_lazy.py").exists():
-    typer.main.get_command(admin.cli.app); mark("build every command")
-    import typer._adapters; mark("import pydantic via typer's option coercion")
-    from admin.config import load_config, state_dir; mark("import admin.config (model)")
-    state = state_dir(load_config(config), config); mark("load + validate config.toml")
-else:
-    from admin.cli_lazy import lazy_command
-    lazy_command(admin.cli.app).commands["search"]; mark("build root + search command")
-    from admin.config_keys import load_state_dir
-    state = load_state_dir(config); mark("read state_dir (admin.config_keys, tomllib)")
+    if not (here / "cli_lazy.py").exists():
+        typer.main.get_command(admin.cli.app); mark("build every command")
+        import typer._adapters; mark("import pydantic via typer's option coercion")
+        from admin.config import load_config, state_dir; mark("import admin.config (model)")
+        state = state_dir(load_config(config), config); mark("load + validate config.toml")
+    else:
+        from admin.cli_lazy import lazy_command
+        lazy_command(admin.cli.app).commands["search"]; mark("build root + search command")
+        from admin.config_keys import load_state_dir
+        state = load_state_dir(config); mark("read state_dir (admin.config_keys, tomllib)")
 from archive.store import Archive; mark("import archive.store (catalog, index, tantivy)")
 a = Archive(state); mark("open catalog + index")
 hits, total = a.search_page(sys.argv[2], user=None, limit=50); mark("search (newest 50)")
